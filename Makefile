@@ -1,0 +1,36 @@
+# Two commands for a fresh machine (see README):  make run   and   make test
+# Both create or reuse .venv with the pinned dependencies first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BAG ?= bags/demo_drive
+ARGS ?=
+# Keep DDS discovery on loopback; never multicast out of the network card.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	@bash scripts/system_deps.sh
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( $$$$ % 90 + 10 ))} \
+	  $(VENV)/bin/squeeze-perception launch vehicle.launch.py bag:=$(BAG) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests $(ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/squeeze-perception bench all
+
+clean:
+	rm -rf $(VENV) build install log *.egg-info src/*.egg-info

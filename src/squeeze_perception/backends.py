@@ -1,0 +1,163 @@
+"""Inference backends: the same model run by PyTorch or ONNX Runtime on the CPU.
+
+Every backend follows `InferenceBackend`: construct with a ModelSpec (loads weights or
+raises ModelLoadError with a user-facing reason), `infer(batch)` -> numpy outputs. The
+Synetgy FPGA emulator registers here later as one more BackendSpec, reporting energy via
+`last_energy_mj` and an emulated latency via `last_latency_ms`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .registry import BackendSpec, ModelSpec, register_backend
+
+
+class ModelLoadError(RuntimeError):
+    """Weights missing, corrupt or not matching the architecture."""
+
+
+class InputShapeError(ValueError):
+    """The input tensor does not have the shape the model was built for."""
+
+
+class InferenceBackend(Protocol):
+    spec: ModelSpec
+    last_latency_ms: float | None
+    last_energy_mj: float | None
+
+    def infer(self, batch: np.ndarray) -> Any: ...
+
+
+def check_input(spec: ModelSpec, batch: np.ndarray) -> None:
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(spec.input_shape):
+        raise InputShapeError(
+            f"model '{spec.name}' expects input (N, {', '.join(map(str, spec.input_shape))}), "
+            f"got {tuple(batch.shape)}")
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """Our checkpoint format: {'state_dict', 'model', 'meta'} (or a bare state_dict)."""
+    import torch
+
+    if not path.exists():
+        raise ModelLoadError(
+            f"weights file '{path}' not found; train it (see models/README.md) or set the "
+            "'weights' parameter to an existing file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise ModelLoadError(f"weights file '{path}' is corrupt or not a torch checkpoint: {exc}") from exc
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"weights file '{path}' does not hold a state_dict")
+    return obj
+
+
+def _to_numpy(out: Any) -> Any:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out.detach().cpu().numpy()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_to_numpy(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _to_numpy(v) for k, v in out.items()}
+    return out
+
+
+class TorchBackend:
+    """PyTorch eager on the CPU (the reference backend)."""
+
+    def __init__(self, spec: ModelSpec, weights: str | Path | None = None, num_threads: int = 0,
+                 require_weights: bool = True):
+        import torch
+
+        self.spec = spec
+        self.last_latency_ms: float | None = None
+        self.last_energy_mj: float | None = None
+        if num_threads > 0:
+            torch.set_num_threads(num_threads)
+        self.module = spec.build().eval()
+        path = Path(weights) if weights else spec.weights_path()
+        self.weights_path = path
+        if path is None:
+            if require_weights:
+                raise ModelLoadError(f"model '{spec.name}' has no trained weights registered")
+        else:
+            state = load_state_dict(path)
+            try:
+                self.module.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ModelLoadError(
+                    f"weights '{path}' do not match model '{spec.name}': {str(exc).splitlines()[0]}") from exc
+
+    def infer(self, batch: np.ndarray) -> Any:
+        import torch
+
+        check_input(self.spec, batch)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        result = _to_numpy(out)
+        self.last_latency_ms = (time.perf_counter() - t0) * 1e3
+        return result
+
+
+def export_onnx(spec: ModelSpec, out_path: Path, weights: str | Path | None = None) -> Path:
+    import torch
+
+    backend = TorchBackend(spec, weights=weights)
+    dummy = torch.zeros((1, *spec.input_shape), dtype=torch.float32)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(backend.module, dummy, str(out_path), dynamo=False, opset_version=17,
+                      input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+    return out_path
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime CPU execution provider over an exported graph (models/<name>.onnx)."""
+
+    def __init__(self, spec: ModelSpec, weights: str | Path | None = None, num_threads: int = 0):
+        import onnxruntime as ort
+
+        self.spec = spec
+        self.last_latency_ms: float | None = None
+        self.last_energy_mj: float | None = None
+        if weights and str(weights).endswith(".onnx"):
+            path = Path(weights)
+        else:
+            base = Path(weights) if weights else spec.weights_path()
+            if base is None:
+                raise ModelLoadError(f"model '{spec.name}' has no trained weights registered")
+            path = base.with_suffix(".onnx")
+            if not path.exists() and base.exists():
+                # Export once from the torch checkpoint so users need no separate step.
+                export_onnx(spec, path, weights=base)
+        if not path.exists():
+            raise ModelLoadError(f"ONNX file '{path}' not found (squeeze-perception export {spec.name})")
+        opts = ort.SessionOptions()
+        if num_threads > 0:
+            opts.intra_op_num_threads = num_threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"ONNX file '{path}' cannot be loaded: {exc}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+
+    def infer(self, batch: np.ndarray) -> Any:
+        check_input(self.spec, batch)
+        t0 = time.perf_counter()
+        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        self.last_latency_ms = (time.perf_counter() - t0) * 1e3
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+register_backend(BackendSpec("torch", "squeeze_perception.backends:TorchBackend", "cpu",
+                             "PyTorch eager, CPU (reference)"))
+register_backend(BackendSpec("onnxruntime", "squeeze_perception.backends:OnnxRuntimeBackend", "cpu",
+                             "ONNX Runtime, CPU execution provider"))

@@ -1,0 +1,66 @@
+"""`squeeze-perception <command> ...`: one entry point for every offline and launch tool.
+
+Each command lives in its own module and is imported only when called, so `launch`
+does not pay for torch and a missing optional piece only breaks its own command.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> ("module:function taking argv", one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "launch": ("squeeze_perception.launch_runner.cli:main",
+               "run a launch file (real ROS 2 launch if installed, else the compatible runner)"),
+    "kitti2bag": ("squeeze_perception.bag.kitti2bag:main", "convert KITTI raw/object data to a rosbag2"),
+    "play": ("squeeze_perception.nodes.bag_player_node:main", "play a rosbag2 / ROS 1 bag (the player node)"),
+    "synth": ("squeeze_perception.synth.cli:main", "generate synthetic KITTI-format driving sequences"),
+    "det": ("squeeze_perception.detection.cli:main", "SqueezeDet: anchors, train, eval, bench, stats"),
+    "seg": ("squeeze_perception.segmentation.cli:main", "SqueezeSeg/V2: train, adapt, eval, bench"),
+    "track": ("squeeze_perception.tracking.cli:main", "tracker: eval (MOT metrics), bench"),
+    "models": ("squeeze_perception.cli:list_models", "list registered models and backends"),
+}
+
+
+def list_models(argv: list[str]) -> int:
+    from .registry import BACKENDS, MODELS, load_plugins
+
+    load_plugins()
+    print("models:")
+    for spec in sorted(MODELS.values(), key=lambda s: (s.task, s.name)):
+        path = spec.weights_path()
+        state = "missing weights" if path is None or not path.exists() else str(path.name)
+        print(f"  {spec.name:24s} {spec.task:13s} input {spec.input_shape}  [{state}]  {spec.description}")
+    print("backends:")
+    for b in sorted(BACKENDS.values(), key=lambda s: s.name):
+        print(f"  {b.name:24s} {b.device:14s} {b.description}")
+    return 0
+
+
+def _usage() -> str:
+    lines = ["usage: squeeze-perception <command> [args]", "", "commands:"]
+    lines += [f"  {name:10s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, _, func = COMMANDS[name][0].partition(":")
+    try:
+        target = getattr(importlib.import_module(module), func)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        print(f"command '{name}' is not available in this install: {exc}", file=sys.stderr)
+        return 2
+    result = target(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

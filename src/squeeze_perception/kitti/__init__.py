@@ -1,0 +1,1 @@
+"""KITTI formats: calibration, labels, Velodyne scans, dataset layouts (ROS-free)."""

@@ -1,0 +1,229 @@
+"""numpy <-> ROS message conversion (PointCloud2, Image, tables) without per-point loops.
+
+ROS-free at import time: readers duck-type the message (rclpy messages and rosbags'
+deserialised messages both work); writers import sensor_msgs lazily. sensor_msgs_py has
+no wheel here, so this is our own small equivalent built on numpy structured dtypes.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from .interfaces import POINT_FIELDS_REQUIRED
+
+# sensor_msgs/PointField datatype constants -> numpy base type.
+_PF_TO_NP = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+_NP_TO_PF = {np.dtype(v).str[1:]: k for k, v in _PF_TO_NP.items()}
+
+# Image encodings we decode -> (channels, numpy dtype, channel order to RGB or None).
+_IMAGE_ENCODINGS = {
+    "rgb8": (3, "u1", None),
+    "bgr8": (3, "u1", [2, 1, 0]),
+    "rgba8": (4, "u1", [0, 1, 2]),
+    "bgra8": (4, "u1", [2, 1, 0]),
+    "mono8": (1, "u1", None),
+    "8UC1": (1, "u1", None),
+    "8UC3": (3, "u1", None),
+    "mono16": (1, "u2", None),
+    "16UC1": (1, "u2", None),
+}
+
+
+class MessageFormatError(ValueError):
+    """A message that cannot be decoded; the text says exactly why (shown to users)."""
+
+
+class CloudFormatError(MessageFormatError):
+    pass
+
+
+class ImageEncodingError(MessageFormatError):
+    pass
+
+
+# --------------------------------------------------------------------------- PointCloud2
+def fields_to_dtype(fields: Iterable[Any], point_step: int, is_bigendian: bool = False) -> np.dtype:
+    """Structured dtype matching a PointCloud2's field list (offsets and padding kept)."""
+    names, formats, offsets = [], [], []
+    order = ">" if is_bigendian else "<"
+    for f in fields:
+        if f.datatype not in _PF_TO_NP:
+            raise CloudFormatError(f"field '{f.name}' has unknown PointField datatype {f.datatype}")
+        base = order + _PF_TO_NP[f.datatype]
+        count = int(getattr(f, "count", 1) or 1)
+        names.append(f.name)
+        formats.append((base, (count,)) if count > 1 else base)
+        offsets.append(int(f.offset))
+    end = max((o + np.dtype(fm).itemsize for o, fm in zip(offsets, formats)), default=0)
+    if end > point_step:
+        raise CloudFormatError(
+            f"point_step {point_step} is smaller than the field layout needs ({end} bytes)")
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+
+
+def dtype_to_fields(dtype: np.dtype) -> list[tuple[str, int, int, int]]:
+    """(name, offset, datatype, count) for every field of a structured dtype."""
+    out = []
+    for name in dtype.names:
+        sub, offset = dtype.fields[name][:2]
+        count = 1
+        if sub.subdtype is not None:
+            sub, shape = sub.subdtype
+            count = int(np.prod(shape))
+        key = sub.str[1:]
+        if key not in _NP_TO_PF:
+            raise TypeError(f"field '{name}' has dtype {sub} with no PointField equivalent")
+        out.append((name, int(offset), _NP_TO_PF[key], count))
+    return out
+
+
+def cloud_to_array(msg: Any, required: Iterable[str] = POINT_FIELDS_REQUIRED) -> np.ndarray:
+    """Decode a PointCloud2 into a flat structured array (height*width rows).
+
+    Raises CloudFormatError with a user-facing reason for missing fields, an inconsistent
+    point_step/row_step/data length, or unknown datatypes. Zero points is valid (empty array).
+    """
+    fields = list(msg.fields)
+    present = {f.name for f in fields}
+    missing = [r for r in required if r not in present]
+    if missing:
+        raise CloudFormatError(
+            f"PointCloud2 lacks required field(s) {missing}; it has {sorted(present)}")
+    point_step, width, height = int(msg.point_step), int(msg.width), int(msg.height)
+    if point_step <= 0:
+        raise CloudFormatError(f"point_step must be positive, got {point_step}")
+    dtype = fields_to_dtype(fields, point_step, bool(msg.is_bigendian))
+    n_points = width * height
+    row_step = int(msg.row_step) if int(msg.row_step) else width * point_step
+    if row_step < width * point_step:
+        raise CloudFormatError(
+            f"row_step {row_step} < width {width} x point_step {point_step}")
+    data = msg.data
+    buf = data if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8).tobytes()
+    expected = row_step * height
+    if len(buf) < expected:
+        raise CloudFormatError(
+            f"data has {len(buf)} bytes but height {height} x row_step {row_step} needs {expected}")
+    if n_points == 0:
+        return np.zeros(0, dtype=dtype)
+    raw = np.frombuffer(buf, dtype=np.uint8, count=expected)
+    if row_step != width * point_step:  # drop row padding
+        raw = raw.reshape(height, row_step)[:, : width * point_step].reshape(-1)
+    arr = raw.view(dtype)
+    if dtype.byteorder == ">" or any(dtype.fields[n][0].byteorder == ">" for n in dtype.names):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr
+
+
+def xyz(cloud: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 coordinates from a structured cloud."""
+    return np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1).astype(np.float32, copy=False)
+
+
+def finite_mask(cloud: np.ndarray, fields: Iterable[str] = POINT_FIELDS_REQUIRED) -> np.ndarray:
+    mask = np.ones(len(cloud), dtype=bool)
+    for f in fields:
+        if f in cloud.dtype.names:
+            mask &= np.isfinite(cloud[f])
+    return mask
+
+
+def packed(arr: np.ndarray) -> np.ndarray:
+    """Copy into a packed (no padding) dtype so tobytes() is exactly point_step per row."""
+    names = arr.dtype.names
+    dt = np.dtype([(n, arr.dtype.fields[n][0]) for n in names])
+    if dt == arr.dtype:
+        return np.ascontiguousarray(arr)
+    out = np.empty(arr.shape, dtype=dt)
+    for n in names:
+        out[n] = arr[n]
+    return out
+
+
+def array_to_cloud(arr: np.ndarray, header: Any = None, frame_id: str | None = None):
+    """Structured array -> sensor_msgs/PointCloud2 (height 1, dense if all xyz finite)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+    from std_msgs.msg import Header
+
+    arr = np.ascontiguousarray(arr.reshape(-1))
+    msg = PointCloud2()
+    msg.header = header if header is not None else Header()
+    if frame_id is not None:
+        msg.header.frame_id = frame_id
+    msg.height = 1
+    msg.width = int(arr.shape[0])
+    msg.fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in dtype_to_fields(arr.dtype)]
+    msg.is_bigendian = False
+    msg.point_step = int(arr.dtype.itemsize)
+    msg.row_step = msg.point_step * msg.width
+    has_xyz = all(k in arr.dtype.names for k in ("x", "y", "z"))
+    msg.is_dense = bool(np.all(finite_mask(arr, ("x", "y", "z")))) if has_xyz else True
+    msg.data = arr.tobytes()
+    return msg
+
+
+# Tables (detections, instances, tracks) are PointCloud2s whose rows are records.
+table_to_cloud = array_to_cloud
+
+
+def cloud_to_table(msg: Any, dtype: np.dtype) -> np.ndarray:
+    """Decode a table published with table_to_cloud and check it has the expected columns."""
+    arr = cloud_to_array(msg, required=dtype.names)
+    out = np.empty(len(arr), dtype=dtype)
+    for n in dtype.names:
+        out[n] = arr[n]
+    return out
+
+
+# --------------------------------------------------------------------------- Image
+def image_to_array(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB, or (H, W) for mono encodings."""
+    enc = str(msg.encoding)
+    if enc not in _IMAGE_ENCODINGS:
+        raise ImageEncodingError(
+            f"unsupported image encoding '{enc}'; supported: {sorted(_IMAGE_ENCODINGS)}")
+    channels, base, order = _IMAGE_ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    dt = np.dtype(base).newbyteorder(">" if msg.is_bigendian else "<")
+    row_bytes = w * channels * dt.itemsize
+    if h == 0 or w == 0:
+        raise ImageEncodingError(f"image is empty ({w}x{h})")
+    if step < row_bytes:
+        raise ImageEncodingError(f"step {step} < width {w} x {channels} channels x {dt.itemsize} bytes")
+    data = msg.data
+    buf = data if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8).tobytes()
+    if len(buf) < step * h:
+        raise ImageEncodingError(f"data has {len(buf)} bytes, needs step {step} x height {h}")
+    rows = np.frombuffer(buf, np.uint8, count=step * h).reshape(h, step)[:, :row_bytes]
+    img = np.ascontiguousarray(rows).view(dt).reshape(h, w, channels)
+    if order is not None:
+        img = img[..., order]
+    return np.ascontiguousarray(img[..., 0] if channels == 1 else img)
+
+
+def array_to_image(img: np.ndarray, encoding: str = "rgb8", header: Any = None):
+    """(H, W, 3) uint8 RGB (or (H, W) mono) -> sensor_msgs/Image."""
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    if encoding not in _IMAGE_ENCODINGS:
+        raise ImageEncodingError(f"cannot encode '{encoding}'")
+    channels, base, _ = _IMAGE_ENCODINGS[encoding]
+    img = np.ascontiguousarray(img, dtype=np.dtype(base))
+    if encoding == "bgr8":
+        img = np.ascontiguousarray(img[..., ::-1])
+    if (img.ndim == 2 and channels != 1) or (img.ndim == 3 and img.shape[2] != channels):
+        raise ImageEncodingError(f"array shape {img.shape} does not match encoding {encoding}")
+    msg = Image()
+    msg.header = header if header is not None else Header()
+    msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(img.shape[1] * channels * img.dtype.itemsize)
+    msg.data = img.tobytes()
+    return msg
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)

@@ -1,0 +1,266 @@
+"""Base class shared by every squeeze_perception node.
+
+Gives each node: parameters declared with descriptors and validated (a bad value is
+refused with a reason, never crashes the node), deliberate QoS with a warning when a peer's
+QoS is incompatible, per-stage processing time and latency from the input header stamp,
+rate-limited bad-input errors that also become diagnostics, and a telemetry publisher
+(`/diagnostics` plus `~/telemetry`). Subclasses only convert messages and call pure cores.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+from .msgs_conv import MessageFormatError, stamp_to_ns
+from .telemetry import RateLimiter, StageStats
+
+# Sensor inputs: best effort (compatible with both reliable and best-effort publishers,
+# and drops stale frames instead of queueing them behind a slow model).
+SENSOR_QOS: QoSProfile = qos_profile_sensor_data
+# Results: reliable so RViz (reliable by default) and loggers receive every message.
+RESULT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                        depth=10, durability=DurabilityPolicy.VOLATILE)
+# Latched: static data a late joiner still needs (camera info, static transforms).
+LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                         depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string", list: "list"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A node parameter: default (its type is the parameter's type), limits and a check."""
+
+    name: str
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
+    check: Callable[[Any], str | None] | None = None  # returns a reason when invalid
+    read_only: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(description=self.description, read_only=self.read_only,
+                                dynamic_typing=True)  # we type-check ourselves, with clear text
+        if isinstance(self.default, float) and self.min is not None and self.max is not None:
+            d.floating_point_range = [FloatingPointRange(from_value=float(self.min), to_value=float(self.max))]
+        elif isinstance(self.default, int) and not isinstance(self.default, bool) \
+                and self.min is not None and self.max is not None:
+            d.integer_range = [IntegerRange(from_value=int(self.min), to_value=int(self.max))]
+        if self.choices is not None and not callable(self.choices):
+            d.additional_constraints = f"one of {list(self.choices)}"
+        return d
+
+    def validate(self, value: Any) -> tuple[Any, str | None]:
+        """(coerced value, None) or (value, reason)."""
+        want = type(self.default)
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if want is list and isinstance(value, (tuple, list)):
+            value = list(value)
+        elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            return value, (f"parameter '{self.name}' must be a {_TYPE_NAMES.get(want, want.__name__)}, "
+                           f"got {type(value).__name__} {value!r}")
+        if self.min is not None and value < self.min:
+            return value, f"parameter '{self.name}' = {value} is below the minimum {self.min}"
+        if self.max is not None and value > self.max:
+            return value, f"parameter '{self.name}' = {value} is above the maximum {self.max}"
+        if self.choices is not None:
+            choices = list(self.choices() if callable(self.choices) else self.choices)
+            if value not in choices:
+                return value, f"parameter '{self.name}' = {value!r} is not one of {choices}"
+        if self.check is not None:
+            reason = self.check(value)
+            if reason:
+                return value, f"parameter '{self.name}' = {value!r}: {reason}"
+        return value, None
+
+
+@dataclass
+class FrameContext:
+    """Filled in by a node while it handles one input message."""
+
+    published: int = 0
+    energy_mj: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PerceptionNode(Node):
+    """Parameters, QoS, telemetry and error handling for one perception stage or more."""
+
+    def __init__(self, node_name: str, params: Sequence[ParamSpec], stages: Sequence[str],
+                 telemetry_period_s: float = 1.0, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._specs = {p.name: p for p in params}
+        self.p: dict[str, Any] = {}
+        self._log_limiter = RateLimiter(5.0)
+        for spec in params:
+            try:
+                value = self.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+                value, reason = spec.validate(value)
+            except InvalidParameterValueException as exc:  # override outside the declared range
+                reason = f"parameter '{spec.name}': {exc}"
+                self.declare_parameter(spec.name, spec.default, spec.descriptor(), ignore_override=True)
+            if reason:
+                self.get_logger().error(f"{reason}; using the default {spec.default!r}")
+                value = spec.default
+                self.set_parameters([rclpy.parameter.Parameter(spec.name, value=value)])
+            self.p[spec.name] = value
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.stats: dict[str, StageStats] = {s: StageStats(s) for s in stages}
+        self._status_level: dict[str, bytes] = {s: DiagnosticStatus.OK for s in stages}
+        self._errors_reported: dict[str, int] = {s: 0 for s in stages}
+        self.hardware_id = "cpu"
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS)
+        self._telemetry_pub = self.create_publisher(DiagnosticArray, "~/telemetry", RESULT_QOS)
+        self.create_timer(telemetry_period_s, self.publish_telemetry)
+
+    # ------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        changes: dict[str, Any] = {}
+        for param in params:
+            spec = self._specs.get(param.name)
+            if spec is None:  # use_sim_time and other rclpy-owned parameters
+                continue
+            value, reason = spec.validate(param.value)
+            if reason:
+                self.get_logger().warning(f"refused: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+            changes[param.name] = value
+        if changes:
+            reason = self.on_parameters_changing(changes)
+            if reason:
+                self.get_logger().warning(f"refused: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+            self.p.update(changes)
+            self.on_parameters_changed(changes)
+        return SetParametersResult(successful=True)
+
+    def on_parameters_changing(self, changes: dict[str, Any]) -> str | None:
+        """Hook: prepare a change (e.g. load a new model); return a reason to refuse it."""
+        return None
+
+    def on_parameters_changed(self, changes: dict[str, Any]) -> None:
+        """Hook: called after accepted changes were stored in self.p."""
+
+    # ------------------------------------------------------------------ QoS-aware pub/sub
+    def subscribe(self, msg_type, topic: str, callback, qos: QoSProfile = SENSOR_QOS):
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda info, t=topic: self._qos_warning(t, "requests", qos, info))
+        return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
+
+    def advertise(self, msg_type, topic: str, qos: QoSProfile = RESULT_QOS):
+        events = PublisherEventCallbacks(
+            incompatible_qos=lambda info, t=topic: self._qos_warning(t, "offers", qos, info))
+        return self.create_publisher(msg_type, topic, qos, event_callbacks=events)
+
+    def _qos_warning(self, topic: str, verb: str, qos: QoSProfile, info) -> None:
+        from rclpy.event_handler import qos_policy_name_from_kind
+
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        self.get_logger().warning(
+            f"incompatible QoS on '{topic}' ({info.total_count} peer(s)), policy {policy}: this node "
+            f"{verb} reliability={qos.reliability.name.lower()}, durability={qos.durability.name.lower()}. "
+            "Match the peer (e.g. RViz: Topic > Reliability Policy) or remap to a compatible topic.")
+
+    # ------------------------------------------------------------------ per-frame handling
+    @contextmanager
+    def frame(self, stage: str, header: Any = None) -> Iterator[FrameContext]:
+        """Wrap the handling of one input: timing, latency, counters and error capture.
+
+        Exceptions never escape (the node keeps running): bad input is logged, counted as
+        a dropped frame and reported in diagnostics.
+        """
+        stats = self.stats[stage]
+        stats.frames_in += 1
+        ctx = FrameContext()
+        t0 = time.perf_counter()
+        try:
+            yield ctx
+        except MessageFormatError as exc:
+            self.report_error(stage, f"bad input: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a node must survive any single frame
+            self.report_error(stage, f"failed to process frame: {exc!r}")
+            self.get_logger().debug(traceback.format_exc())
+        else:
+            stats.add_processing((time.perf_counter() - t0) * 1e3)
+            stats.frames_out += int(ctx.published > 0)
+            if ctx.energy_mj is not None:
+                stats.add_energy(ctx.energy_mj)
+            if header is not None:
+                stats.add_latency(self.latency_ms(header))
+
+    def latency_ms(self, header: Any) -> float:
+        """Node clock now (sim time under use_sim_time) minus the input's header stamp."""
+        return (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) / 1e6
+
+    def report_error(self, stage: str, message: str, dropped: bool = True) -> None:
+        """Count, log (rate-limited per stage) and flag in diagnostics; never raises."""
+        self.stats[stage].error(message, dropped=dropped)
+        self._status_level[stage] = DiagnosticStatus.ERROR
+        if self._log_limiter.ready(f"{stage}:{message[:60]}"):
+            suffix = " (dropped)" if dropped else ""
+            self.get_logger().error(f"[{stage}] {message}{suffix}")
+        self.publish_telemetry()
+
+    # ------------------------------------------------------------------ telemetry
+    def diagnostic_status(self, stage: str) -> DiagnosticStatus:
+        stats = self.stats[stage]
+        summary = stats.summary()
+        new_errors = stats.errors - self._errors_reported[stage]
+        level = DiagnosticStatus.ERROR if new_errors > 0 else DiagnosticStatus.OK
+        message = stats.last_error if new_errors > 0 else "ok"
+        return DiagnosticStatus(
+            level=level, name=f"{self.get_fully_qualified_name()}: {stage}", message=message,
+            hardware_id=self.hardware_id,
+            values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
+                    for k, v in summary.items()])
+
+    def publish_telemetry(self) -> None:
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [self.diagnostic_status(s) for s in self.stats]
+        for s in self.stats:
+            self._errors_reported[s] = self.stats[s].errors
+        self._diag_pub.publish(arr)
+        self._telemetry_pub.publish(arr)
+
+    def summary_json(self) -> str:
+        return json.dumps({"node": self.get_name(), "stages": {s: st.summary() for s, st in self.stats.items()}})
+
+
+def run_node(node_cls: type[PerceptionNode] | Callable[[], Node], args: list[str] | None = None) -> int:
+    """Standard main(): spin until Ctrl-C / shutdown, then print a one-line JSON summary."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = node_cls()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            if isinstance(node, PerceptionNode):
+                # stdout, not the logger: the context may already be shut down here.
+                print(f"SUMMARY {node.summary_json()}", flush=True)
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
