@@ -125,7 +125,6 @@ class PerceptionNode(Node):
             self.p[spec.name] = value
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stats: dict[str, StageStats] = {s: StageStats(s) for s in stages}
-        self._status_level: dict[str, bytes] = {s: DiagnosticStatus.OK for s in stages}
         self._errors_reported: dict[str, int] = {s: 0 for s in stages}
         self.hardware_id = "cpu"
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS)
@@ -214,11 +213,11 @@ class PerceptionNode(Node):
     def report_error(self, stage: str, message: str, dropped: bool = True) -> None:
         """Count, log (rate-limited per stage) and flag in diagnostics; never raises."""
         self.stats[stage].error(message, dropped=dropped)
-        self._status_level[stage] = DiagnosticStatus.ERROR
         if self._log_limiter.ready(f"{stage}:{message[:60]}"):
             suffix = " (dropped)" if dropped else ""
             self.get_logger().error(f"[{stage}] {message}{suffix}")
-        self.publish_telemetry()
+        if self.stats[stage].errors - self._errors_reported[stage] == 1:
+            self.publish_telemetry()  # first error since the last report: flag it now, not at the next tick
 
     # ------------------------------------------------------------------ telemetry
     def diagnostic_status(self, stage: str) -> DiagnosticStatus:
