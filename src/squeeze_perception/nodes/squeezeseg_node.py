@@ -1,0 +1,176 @@
+"""SqueezeSeg / SqueezeSegV2 node: PointCloud2 in; labelled points, instance table and box
+markers out, all stamped with the cloud header. The work is segmentation.pipeline; this node
+only converts messages, holds parameters and reports per-stage telemetry.
+
+Model, backend and weights switch at runtime (load first, swap on success, refuse with the
+reason otherwise). Without usable weights the node stays up and reports an error per frame
+instead of publishing made-up labels.
+"""
+from __future__ import annotations
+
+import numpy as np
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import Marker, MarkerArray
+
+from .. import interfaces as itf
+from ..msgs_conv import CloudFormatError, array_to_cloud, cloud_to_array, table_to_cloud
+from ..node_base import ParamSpec, PerceptionNode, run_node
+from ..registry import backend_names, model_names
+
+SUB_STAGES = ("projection", "network", "crf", "clustering", "boxfit")
+MODEL_KEYS = ("model", "backend", "weights")
+# RGBA per class id for markers (unknown, car, pedestrian, cyclist).
+CLASS_COLOURS = ((0.6, 0.6, 0.6, 0.8), (0.9, 0.2, 0.2, 0.8), (0.2, 0.4, 0.95, 0.8), (0.2, 0.85, 0.3, 0.8))
+
+PARAMS = [
+    ParamSpec("model", "squeezesegv2", "Segmentation model name from the registry",
+              choices=lambda: model_names("segmentation")),
+    ParamSpec("backend", "torch", "Inference backend name from the registry", choices=backend_names),
+    ParamSpec("weights", "", "Weights file; empty = models/<model>.pt"),
+    ParamSpec("fov", "front", "front: 90 deg 64x512 grid; full: 360 deg as four rotated 64x512 tiles",
+              choices=("front", "full")),
+    ParamSpec("crf", True, "Run the recurrent CRF after the CNN"),
+    ParamSpec("cluster_eps", 0.3, "DBSCAN radius in metres", min=0.01, max=5.0),
+    ParamSpec("cluster_min_points", 20, "DBSCAN minPts (the point itself counts)", min=1, max=10000),
+    ParamSpec("clustering", "fast", "sklearn: scikit-learn DBSCAN; fast: exact KD-tree + union of cores",
+              choices=("sklearn", "fast")),
+    ParamSpec("ground_removal", False, "Fit the ground plane (LATTE) and exclude it from objects"),
+    ParamSpec("max_points", 500000, "Refuse clouds larger than this", min=1, max=10_000_000),
+    ParamSpec("num_threads", 0, "Torch / ONNX Runtime threads (0 = library default)", min=0, max=64),
+]
+
+
+class SqueezeSegNode(PerceptionNode):
+    def __init__(self, **kwargs):
+        super().__init__("squeezeseg_node", PARAMS, stages=("points", *SUB_STAGES), **kwargs)
+        self.pipeline = None
+        self.load_error = ""
+        reason = self._load(self.p)
+        if reason:
+            self.load_error = reason
+            self.get_logger().error(f"model not loaded: {reason}; the node keeps running and reports each frame")
+        self.points_pub = self.advertise(PointCloud2, itf.TOPIC_LABELLED_POINTS)
+        self.instances_pub = self.advertise(PointCloud2, itf.TOPIC_INSTANCES)
+        self.markers_pub = self.advertise(MarkerArray, itf.TOPIC_INSTANCE_MARKERS)
+        self.subscribe(PointCloud2, itf.TOPIC_POINTS, self.on_points)
+
+    # ------------------------------------------------------------------ model loading
+    def _build(self, p: dict):
+        from ..segmentation.pipeline import SegmentationPipeline
+
+        return SegmentationPipeline(
+            model=p["model"], backend=p["backend"], weights=p["weights"], fov=p["fov"], crf=p["crf"],
+            cluster_eps=p["cluster_eps"], cluster_min_points=p["cluster_min_points"],
+            clustering=p["clustering"], ground_removal=p["ground_removal"], num_threads=p["num_threads"])
+
+    def _load(self, p: dict) -> str | None:
+        try:
+            self.pipeline = self._build(p)
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, never fatal
+            self.pipeline = None
+            return str(exc)
+        self.load_error = ""
+        return None
+
+    def on_parameters_changing(self, changes: dict) -> str | None:
+        if not any(k in changes for k in MODEL_KEYS):
+            return None
+        merged = {**self.p, **changes}
+        try:
+            candidate = self._build(merged)
+        except Exception as exc:  # noqa: BLE001
+            return f"cannot load model '{merged['model']}' with backend '{merged['backend']}': {exc}"
+        self.pipeline, self.load_error = candidate, ""
+        self.get_logger().info(f"switched to model '{merged['model']}' on backend '{merged['backend']}'")
+        return None
+
+    def on_parameters_changed(self, changes: dict) -> None:
+        if self.pipeline is None:
+            return
+        pl = self.pipeline
+        pl.fov = self.p["fov"]
+        pl.use_crf = self.p["crf"]
+        pl.cluster_eps = self.p["cluster_eps"]
+        pl.cluster_min_points = self.p["cluster_min_points"]
+        pl.clustering = self.p["clustering"]
+        pl.ground_removal = self.p["ground_removal"]
+
+    # ------------------------------------------------------------------ per frame
+    def on_points(self, msg: PointCloud2) -> None:
+        with self.frame("points", msg.header) as ctx:
+            if self.pipeline is None:
+                self.report_error("points", f"model not loaded: {self.load_error}")
+                return
+            cloud = cloud_to_array(msg)
+            if len(cloud) > self.p["max_points"]:
+                raise CloudFormatError(f"{len(cloud)} points exceeds max_points {self.p['max_points']}")
+            points = np.stack([cloud[f].astype(np.float32) for f in itf.POINT_FIELDS_REQUIRED], 1) \
+                if len(cloud) else np.zeros((0, 4), np.float32)
+            if len(points) == 0:
+                self.report_error("points", "empty cloud (0 points); publishing empty outputs", dropped=False)
+            bad = int((~np.isfinite(points).all(1)).sum()) if len(points) else 0
+            if bad:
+                self.report_error("points", f"{bad} of {len(points)} points have NaN/Inf fields; "
+                                  "they get label 0 and instance -1", dropped=False)
+            result = self.pipeline.process(points)
+            if len(points) and result.in_fov == 0:
+                self.report_error("points", f"no returns inside the {self.pipeline.fov} field of view; "
+                                  "every point is labelled 0", dropped=False)
+            for stage, ms in result.timings_ms.items():
+                st = self.stats[stage]
+                st.frames_in += 1
+                st.frames_out += 1
+                st.add_processing(ms)
+            self.publish(msg.header, cloud, points, result)
+            ctx.published += 3
+
+    def publish(self, header, cloud, points: np.ndarray, result) -> None:
+        out = np.zeros(len(points), dtype=itf.LABELLED_POINT_DTYPE)
+        for i, name in enumerate(itf.POINT_FIELDS_REQUIRED):
+            out[name] = points[:, i] if len(points) else []
+        out["label"] = result.labels
+        out["instance"] = result.instances
+        self.points_pub.publish(array_to_cloud(out, header))
+        self.instances_pub.publish(table_to_cloud(result.table, header))
+        self.markers_pub.publish(instance_markers(result.table, header))
+
+
+def instance_markers(table: np.ndarray, header) -> MarkerArray:
+    arr = MarkerArray()
+    clear = Marker()
+    clear.header = header
+    clear.action = Marker.DELETEALL
+    arr.markers.append(clear)
+    for row in table:
+        colour = CLASS_COLOURS[int(row["class_id"]) % len(CLASS_COLOURS)]
+        box = Marker()
+        box.header, box.ns, box.id = header, "instances", int(row["instance_id"])
+        box.type, box.action = Marker.CUBE, Marker.ADD
+        box.pose.position = Point(x=float(row["x"]), y=float(row["y"]), z=float(row["z"]))
+        box.pose.orientation.z = float(np.sin(row["yaw"] / 2))
+        box.pose.orientation.w = float(np.cos(row["yaw"] / 2))
+        box.scale.x = max(float(row["length"]), 0.05)
+        box.scale.y = max(float(row["width"]), 0.05)
+        box.scale.z = max(float(row["height"]), 0.05)
+        box.color.r, box.color.g, box.color.b, box.color.a = colour[0], colour[1], colour[2], 0.4
+        arr.markers.append(box)
+        text = Marker()
+        text.header, text.ns, text.id = header, "labels", int(row["instance_id"])
+        text.type, text.action = Marker.TEXT_VIEW_FACING, Marker.ADD
+        text.pose.position = Point(x=float(row["x"]), y=float(row["y"]),
+                                   z=float(row["z"] + row["height"] / 2 + 0.3))
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.6
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        text.text = f"{itf.CLASS_NAMES[int(row['class_id'])]} {int(row['instance_id'])} ({row['score']:.2f})"
+        arr.markers.append(text)
+    return arr
+
+
+def main(args=None) -> int:
+    return run_node(SqueezeSegNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

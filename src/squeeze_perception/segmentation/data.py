@@ -1,0 +1,118 @@
+"""lidar_2d grids (64 x W x 6: x, y, z, intensity, range, label) and unlabelled real scans.
+
+Grids are float32 numpy; `to_input` builds the network input for a given model input depth
+(5: SqueezeSeg, 6: + LiDAR mask for V2). Training augmentation is the release's random
+left-right flip (width reversed, y negated).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import constants as K
+
+
+class SegDataError(ValueError):
+    pass
+
+
+def load_grid(path: str | Path) -> np.ndarray:
+    grid = np.load(path)
+    if grid.ndim != 3 or grid.shape[0] != K.GRID_HEIGHT or grid.shape[2] < 5:
+        raise SegDataError(f"{path}: expected a (64, W, 6) lidar_2d grid, got {grid.shape}")
+    return np.nan_to_num(grid.astype(np.float32, copy=False))
+
+
+def list_grids(folder: str | Path) -> list[Path]:
+    files = sorted(Path(folder).glob("*.npy"))
+    if not files:
+        raise SegDataError(f"no lidar_2d .npy files in '{folder}'")
+    return files
+
+
+def to_input(grid: np.ndarray, in_channels: int) -> np.ndarray:
+    """(H, W, >=5) grid -> (C, H, W) raw network input (normalisation happens in the model)."""
+    feats = grid[..., :5].transpose(2, 0, 1)
+    if in_channels == 6:
+        mask = (grid[..., 4] > 0).astype(np.float32)[None]
+        feats = np.concatenate([feats, mask], 0)
+    return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def flip_grid(grid: np.ndarray) -> np.ndarray:
+    out = grid[:, ::-1].copy()
+    out[..., 1] *= -1.0
+    return out
+
+
+class GridDataset:
+    """Random-access lidar_2d grids held in memory (a few thousand fit easily: 0.8 MB each)."""
+
+    def __init__(self, files: list[Path], in_channels: int, augment: bool = False, seed: int = 0,
+                 max_files: int | None = None):
+        self.files = list(files)[:max_files] if max_files else list(files)
+        self.in_channels = in_channels
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def grid(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            self._cache[i] = load_grid(self.files[i])
+        return self._cache[i]
+
+    def item(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        g = self.grid(i)
+        if self.augment and self.rng.random() < 0.5:
+            g = flip_grid(g)
+        labels = g[..., 5].astype(np.int64) if g.shape[2] > 5 else np.zeros(g.shape[:2], np.int64)
+        return to_input(g, self.in_channels), labels
+
+    def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = zip(*(self.item(int(i)) for i in indices))
+        return np.stack(xs), np.stack(ys)
+
+
+def rotate_z(points: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    out = points.copy()
+    out[:, 0] = c * points[:, 0] - s * points[:, 1]
+    out[:, 1] = s * points[:, 0] + c * points[:, 1]
+    return out
+
+
+def grids_from_scan(points: np.ndarray, quadrants: int = 4) -> list[np.ndarray]:
+    """Front-90-degree grids (64x512x6, label 0) of a full scan rotated by 0, 90, 180, 270 deg,
+    so one unlabelled 360-degree scan gives four adaptation samples."""
+    from ..kitti.projection import spherical_project
+
+    out = []
+    for q in range(quadrants):
+        proj = spherical_project(rotate_z(points, -q * np.pi / 2), fov="front")
+        grid = np.zeros((*proj.grid.shape[:2], 6), np.float32)
+        grid[..., :5] = proj.grid
+        out.append(grid)
+    return out
+
+
+def real_unlabelled_scans(kitti_root: str | Path) -> list[Path]:
+    """Velodyne scans the issue allows for adaptation: raw/ and object/ (never their labels)."""
+    root = Path(kitti_root)
+    scans = sorted(root.glob("raw/**/velodyne_points/data/*.bin")) + \
+        sorted(root.glob("object/training/velodyne/*.bin"))
+    if not scans:
+        raise SegDataError(f"no unlabelled Velodyne scans under '{root}/raw' or '{root}/object'")
+    return scans
+
+
+def real_adaptation_grids(kitti_root: str | Path) -> np.ndarray:
+    from ..kitti.labels import read_velodyne_bin
+
+    grids = []
+    for scan in real_unlabelled_scans(kitti_root):
+        grids += grids_from_scan(read_velodyne_bin(scan))
+    return np.stack(grids)

@@ -1,0 +1,198 @@
+"""ROS-free LiDAR segmentation pipeline: cloud -> labels, instances and boxes.
+
+Stages (timed separately, the names the node reports): projection, network, crf,
+clustering (+ optional ground removal), boxfit.
+Field of view: "front" projects the front 90 degrees onto 64x512 (the training layout);
+"full" covers 360 degrees as four 64x512 tiles, the cloud turned by 0, 90, 180 and 270 degrees
+so each tile looks like a front view to the network, run as one batch of four (the model
+was trained on front views only, so the tiles keep its input statistics).
+Every input point gets a label: points outside the projected FOV get 0 and instance -1.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import interfaces as itf
+from ..backends import ModelLoadError, load_state_dict
+from ..registry import ModelSpec, get_backend, get_model
+from . import constants as K
+from .boxfit import rectangle_fit
+from .clustering import CLUSTERERS, cluster_by_class
+from .ground import fit_ground_plane
+
+STAGES = ("projection", "network", "crf", "clustering", "boxfit")
+FOVS = ("front", "full")
+
+
+class PointsError(ValueError):
+    """Input points that cannot be segmented (shape); the text is shown to users."""
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray  # (N,) int32 class id per input point
+    instances: np.ndarray  # (N,) int32 instance id per input point, -1 none
+    table: np.ndarray  # INSTANCE_DTYPE rows
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    cell_labels: np.ndarray | None = None  # (T, 64, 512) per tile
+    in_fov: int = 0  # points that reached a grid cell's column/row
+
+    @staticmethod
+    def empty(n: int = 0) -> "SegmentationResult":
+        return SegmentationResult(np.zeros(n, np.int32), np.full(n, -1, np.int32), itf.empty(itf.INSTANCE_DTYPE),
+                                  {s: 0.0 for s in STAGES})
+
+
+def rotate_z(xy: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    out = xy.copy()
+    out[:, 0] = c * xy[:, 0] - s * xy[:, 1]
+    out[:, 1] = s * xy[:, 0] + c * xy[:, 1]
+    return out
+
+
+def project_tiles(points: np.ndarray, fov: str):
+    """(list of SphericalProjection, (N,) tile index of each point or -1)."""
+    from ..kitti.projection import beam_rows, spherical_project
+
+    if fov not in FOVS:
+        raise ValueError(f"fov must be one of {FOVS}, got '{fov}'")
+    rows = beam_rows(points)  # independent of the rotation about z, computed once
+    n_tiles = 1 if fov == "front" else 4
+    owner = np.full(len(points), -1, dtype=np.int64)
+    projs = []
+    for t in range(n_tiles):
+        rotated = rotate_z(points[:, :4], t * np.pi / 2) if t else points[:, :4]
+        proj = spherical_project(rotated, fov="front", rows=rows)
+        claim = proj.in_fov & (owner < 0)  # boundary points belong to the first tile only
+        owner[claim] = t
+        projs.append(proj)
+    return projs, owner
+
+
+class SegmentationPipeline:
+    def __init__(self, model: str = "squeezesegv2", backend: str = "torch", weights: str = "",
+                 fov: str = "front", crf: bool = True, cluster_eps: float = 0.3,
+                 cluster_min_points: int = 20, clustering: str = "fast", ground_removal: bool = False,
+                 num_threads: int = 0):
+        if fov not in FOVS:
+            raise ValueError(f"fov must be one of {FOVS}, got '{fov}'")
+        if clustering not in CLUSTERERS:
+            raise ValueError(f"clustering must be one of {sorted(CLUSTERERS)}, got '{clustering}'")
+        self.fov, self.use_crf = fov, crf
+        self.cluster_eps, self.cluster_min_points = cluster_eps, cluster_min_points
+        self.clustering, self.ground_removal = clustering, ground_removal
+        self.spec: ModelSpec = get_model(model, task="segmentation")
+        self.backend_name = backend
+        self.backend = get_backend(backend).create(self.spec, weights=weights or None, num_threads=num_threads)
+        self.crf = self._load_crf(weights)
+
+    def _load_crf(self, weights: str):
+        """The CRF's learned compatibility weights live in the torch checkpoint under 'crf.'."""
+        import torch
+
+        from .crf import RecurrentCRF
+
+        path = Path(weights) if weights and not str(weights).endswith(".onnx") else self.spec.weights_path()
+        crf = RecurrentCRF(K.NUM_CLASSES)
+        state = {k[4:]: v for k, v in load_state_dict(path).items() if k.startswith("crf.")}
+        try:
+            crf.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"weights '{path}' have no usable CRF parameters: {str(exc).splitlines()[0]}") from exc
+        torch.set_grad_enabled(False)
+        return crf.eval()
+
+    # ------------------------------------------------------------------ stages
+    def network_input(self, projs) -> np.ndarray:
+        from .data import to_input
+
+        return np.stack([to_input(p.grid, self.spec.input_shape[0]) for p in projs])
+
+    def run_network(self, batch: np.ndarray) -> np.ndarray:
+        out = self.backend.infer(batch)
+        return np.asarray(out[0] if isinstance(out, (tuple, list)) else out, dtype=np.float32)
+
+    def run_crf(self, logits: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        if not self.use_crf:
+            return logits
+        x = torch.from_numpy(batch)
+        mask = (x[:, 4:5] > 0).float()
+        with torch.inference_mode():
+            return self.crf(torch.from_numpy(logits), x[:, :3], mask).numpy()
+
+    def process(self, points: np.ndarray) -> SegmentationResult:
+        """points: (N, >=4) float [x, y, z, intensity]; non-finite rows get label 0 / instance -1."""
+        pts = np.asarray(points)
+        if pts.ndim != 2 or pts.shape[1] < 4:
+            raise PointsError(f"points must be (N, >=4) [x, y, z, intensity], got shape {pts.shape}")
+        n = len(pts)
+        finite = np.isfinite(pts[:, :4]).all(1)
+        result = SegmentationResult.empty(n)
+        if not finite.any():
+            return result
+        good = np.flatnonzero(finite)
+        p = pts[good, :4].astype(np.float32)
+        t = {}
+        t0 = time.perf_counter()
+        projs, owner = project_tiles(p, self.fov)
+        batch = self.network_input(projs)
+        t["projection"] = (time.perf_counter() - t0) * 1e3
+        result.in_fov = int((owner >= 0).sum())
+        if result.in_fov == 0:
+            result.timings_ms.update(t)
+            return result
+        t0 = time.perf_counter()
+        logits = self.run_network(batch)
+        t["network"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        logits = self.run_crf(logits, batch)
+        t["crf"] = (time.perf_counter() - t0) * 1e3
+        probs = _softmax(logits)
+        cell_labels = probs.argmax(1)
+        cell_conf = probs.max(1)
+        labels = np.zeros(len(p), dtype=np.int64)
+        conf = np.zeros(len(p), dtype=np.float32)
+        for k, proj in enumerate(projs):
+            sel = owner == k
+            labels[sel] = cell_labels[k][proj.rows[sel], proj.cols[sel]]
+            conf[sel] = cell_conf[k][proj.rows[sel], proj.cols[sel]]
+        t0 = time.perf_counter()
+        if self.ground_removal and len(p) >= 3:
+            ground = fit_ground_plane(p).inliers
+            labels[ground] = 0
+        instances = cluster_by_class(p[:, :3], labels, self.cluster_eps, self.cluster_min_points,
+                                     self.clustering)
+        t["clustering"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        table = boxes_for_instances(p, labels, instances, conf)
+        t["boxfit"] = (time.perf_counter() - t0) * 1e3
+        result.labels[good] = labels
+        result.instances[good] = instances
+        result.table = table
+        result.cell_labels = cell_labels
+        result.timings_ms.update(t)
+        return result
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def boxes_for_instances(points: np.ndarray, labels: np.ndarray, instances: np.ndarray,
+                        confidence: np.ndarray) -> np.ndarray:
+    ids = np.unique(instances[instances >= 0])
+    table = np.zeros(len(ids), dtype=itf.INSTANCE_DTYPE)
+    for row, inst in enumerate(ids):
+        sel = instances == inst
+        box = rectangle_fit(points[sel, :3])
+        table[row] = (int(inst), int(np.bincount(labels[sel]).argmax()), box.x, box.y, box.z, box.length,
+                      box.width, box.height, box.yaw, int(sel.sum()), float(confidence[sel].mean()))
+    return table
