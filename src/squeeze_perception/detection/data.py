@@ -1,0 +1,144 @@
+"""KITTI-object data for SqueezeDet: image preprocessing, label reading and augmentation.
+
+Preprocessing is a letterbox: the image is scaled by one factor (aspect ratio kept) so it
+fits the model input, placed at the top-left corner and the rest is padded with the mean
+colour (0 after normalisation). Boxes map back to the original pixels by dividing by that
+factor. A 1242x375 image on the 1242x375 model is therefore untouched; a 1224x370 KITTI
+image is scaled by 375/370 = 1.0135 to 1241x375 and padded by 1 column on the right.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..interfaces import CLASS_IDS
+from ..kitti.labels import ObjectLabel, read_labels
+
+# Per-channel RGB mean / std used to normalise the input (the common ImageNet statistics).
+PIXEL_MEAN = np.array([123.7, 116.3, 103.5], dtype=np.float32)
+PIXEL_STD = np.array([58.4, 57.1, 57.4], dtype=np.float32)
+
+# KITTI object type -> our class id (car 1, pedestrian 2, cyclist 3); others are not trained.
+KITTI_TYPE_TO_CLASS = {"Car": CLASS_IDS["car"], "Pedestrian": CLASS_IDS["pedestrian"],
+                       "Cyclist": CLASS_IDS["cyclist"]}
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    scale: float  # model pixels per original pixel
+    width: int  # original image size
+    height: int
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """(N,4) x1,y1,x2,y2 in model-input pixels -> original pixels, clipped to the image."""
+        out = np.asarray(boxes, dtype=np.float32) / self.scale
+        out[..., [0, 2]] = np.clip(out[..., [0, 2]], 0, self.width)
+        out[..., [1, 3]] = np.clip(out[..., [1, 3]], 0, self.height)
+        return out
+
+
+def normalise(rgb: np.ndarray) -> np.ndarray:
+    """(H,W,3) uint8 RGB -> (3,H,W) float32 normalised."""
+    return np.ascontiguousarray(((rgb.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1))
+
+
+def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+
+
+def letterbox(rgb: np.ndarray, input_width: int, input_height: int) -> tuple[np.ndarray, Letterbox]:
+    """(H,W,3) uint8 RGB (or (H,W) mono) -> ((input_h, input_w, 3) uint8, Letterbox)."""
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+    h, w = rgb.shape[:2]
+    scale = min(input_width / w, input_height / h)
+    new_w = min(input_width, max(1, int(round(w * scale))))
+    new_h = min(input_height, max(1, int(round(h * scale))))
+    canvas = np.empty((input_height, input_width, 3), dtype=np.uint8)
+    canvas[:] = PIXEL_MEAN.round().astype(np.uint8)
+    canvas[:new_h, :new_w] = _resize(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8), new_w, new_h)
+    return canvas, Letterbox(scale, w, h)
+
+
+def preprocess(rgb: np.ndarray, input_width: int, input_height: int) -> tuple[np.ndarray, Letterbox]:
+    """Image -> (1, 3, H, W) float32 batch for the model, and the mapping back."""
+    canvas, lb = letterbox(rgb, input_width, input_height)
+    return normalise(canvas)[None], lb
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@dataclass
+class Sample:
+    image_path: Path
+    label_path: Path | None
+    name: str
+
+    def labels(self) -> list[ObjectLabel]:
+        return read_labels(self.label_path) if self.label_path is not None and self.label_path.exists() else []
+
+
+def list_samples(split_dir: str | Path) -> list[Sample]:
+    """Frames of a KITTI object split folder (image_2/*.png with label_2/*.txt if present)."""
+    root = Path(split_dir)
+    images = sorted((root / "image_2").glob("*.png"))
+    if not images:
+        raise FileNotFoundError(f"no images in {root / 'image_2'}")
+    return [Sample(p, root / "label_2" / f"{p.stem}.txt", p.stem) for p in images]
+
+
+def training_boxes(labels: list[ObjectLabel]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,4) boxes and (N,) class ids (1..3) of the trained classes."""
+    rows = [(lab.bbox, KITTI_TYPE_TO_CLASS[lab.type]) for lab in labels if lab.type in KITTI_TYPE_TO_CLASS]
+    if not rows:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    return (np.stack([r[0] for r in rows]).astype(np.float32), np.asarray([r[1] for r in rows], np.int64))
+
+
+def augment(rgb: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, out_width: int, out_height: int,
+            max_shift: tuple[int, int] = (150, 50), flip: bool = True,
+            min_visible: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random crop (a shifted window of out_width x out_height, padded with the mean colour
+    where it leaves the image) and random horizontal flip.
+
+    The window is placed uniformly over the image when the image is larger than the window,
+    otherwise shifted by up to max_shift pixels. Boxes are clipped to the window; a box
+    keeping less than `min_visible` of its area is dropped. Returns (image, boxes, kept).
+    """
+    h, w = rgb.shape[:2]
+    def offset(size, out, shift):
+        if size > out:
+            return int(rng.integers(-shift, size - out + shift + 1))
+        return int(rng.integers(-shift, shift + 1)) if shift > 0 else 0
+    ox, oy = offset(w, out_width, max_shift[0]), offset(h, out_height, max_shift[1])
+    canvas = np.empty((out_height, out_width, 3), dtype=np.uint8)
+    canvas[:] = PIXEL_MEAN.round().astype(np.uint8)
+    sx0, sy0 = max(ox, 0), max(oy, 0)
+    sx1, sy1 = min(ox + out_width, w), min(oy + out_height, h)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - oy:sy1 - oy, sx0 - ox:sx1 - ox] = rgb[sy0:sy1, sx0:sx1]
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) - np.array([ox, oy, ox, oy], np.float32)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    clipped = b.copy()
+    clipped[:, [0, 2]] = np.clip(clipped[:, [0, 2]], 0, out_width)
+    clipped[:, [1, 3]] = np.clip(clipped[:, [1, 3]], 0, out_height)
+    visible = (clipped[:, 2] - clipped[:, 0]).clip(0) * (clipped[:, 3] - clipped[:, 1]).clip(0)
+    kept = np.flatnonzero((visible >= min_visible * np.maximum(area, 1e-6)) & (visible > 0))
+    clipped = clipped[kept]
+    if flip and rng.random() < 0.5:
+        canvas = np.ascontiguousarray(canvas[:, ::-1])
+        clipped = np.stack([out_width - clipped[:, 2], clipped[:, 1], out_width - clipped[:, 0], clipped[:, 3]], 1)
+    return canvas, clipped.astype(np.float32), kept

@@ -1,0 +1,56 @@
+"""A ready-to-use detector: registry model + backend + letterbox preprocessing + decoding.
+
+Used by the ROS node and by `squeeze-perception det eval`, so both see exactly the same
+pipeline. Boxes come back in the original image's pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backends import ModelLoadError
+from ..registry import RegistryError, get_backend, get_model
+from .data import Letterbox, preprocess
+from .decode import DecodeConfig, decode
+
+
+@dataclass
+class Prediction:
+    raw: np.ndarray  # (A, 5+C) all boxes, x1..y2 in original pixels, confidence, class probs
+    detections: np.ndarray  # DETECTION_DTYPE rows in original pixels
+    letterbox: Letterbox
+    latency_ms: float | None
+
+
+class Detector:
+    def __init__(self, model: str = "squeezedet", backend: str = "torch", weights: str | None = None,
+                 decode_config: DecodeConfig = DecodeConfig(), num_threads: int = 0):
+        try:
+            self.spec = get_model(model, task="detection")
+            backend_spec = get_backend(backend)
+        except RegistryError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        self.backend_name = backend
+        self.backend = backend_spec.create(self.spec, weights=weights or None, num_threads=num_threads)
+        self.decode_config = decode_config
+        _, self.input_height, self.input_width = self.spec.input_shape
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def predict(self, rgb: np.ndarray) -> Prediction:
+        batch, lb = preprocess(rgb, self.input_width, self.input_height)
+        out = self.backend.infer(batch)
+        raw = np.asarray(out[0] if isinstance(out, (tuple, list)) else out)[0].astype(np.float32)
+        dets = decode(raw, self.decode_config)
+        if len(dets):
+            boxes = np.stack([dets["u_min"], dets["v_min"], dets["u_max"], dets["v_max"]], 1)
+            dets["u_min"], dets["v_min"], dets["u_max"], dets["v_max"] = lb.to_original(boxes).T
+        raw = raw.copy()
+        raw[:, :4] = lb.to_original(raw[:, :4])
+        return Prediction(raw, dets, lb, getattr(self.backend, "last_latency_ms", None))
+
+    def detect(self, rgb: np.ndarray) -> np.ndarray:
+        return self.predict(rgb).detections

@@ -1,0 +1,116 @@
+"""Eq. 3.2 on hand-built cases, anchor assignment, and top-N + per-class NMS decoding."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from squeeze_perception.detection.decode import DecodeConfig, decode, nms, top_boxes
+from squeeze_perception.detection.loss import assign_anchors, build_targets, squeezedet_loss
+
+# Four anchors (cx, cy, w, h): two shapes at two centres.
+ANCHORS = np.array([[20.0, 20.0, 20.0, 10.0], [20.0, 20.0, 10.0, 20.0],
+                    [60.0, 20.0, 20.0, 10.0], [60.0, 20.0, 10.0, 20.0]], dtype=np.float32)
+
+
+def _raw(conf_logit=0.0, cls_logits=(0.0, 0.0, 0.0), deltas=None):
+    a = len(ANCHORS)
+    d = torch.zeros(1, a, 4) if deltas is None else torch.as_tensor(deltas, dtype=torch.float32)[None]
+    c = torch.full((1, a), float(conf_logit))
+    k = torch.tensor(cls_logits, dtype=torch.float32).expand(1, a, 3).clone()
+    return d, c, k
+
+
+def test_assignment_picks_largest_iou_and_resolves_collisions():
+    gt = np.array([[55.0, 10.0, 65.0, 30.0],  # exactly anchor 3
+                   [56.0, 11.0, 64.0, 29.0]])  # also prefers anchor 3 -> gets the next best
+    idx = assign_anchors(ANCHORS, gt)
+    assert idx[0] == 3 and idx[1] != 3 and len(set(idx)) == 2
+
+
+def test_loss_is_zero_when_prediction_equals_target():
+    gt = np.array([[10.0, 15.0, 30.0, 25.0]])  # exactly anchor 0: target deltas 0, IoU 1
+    tgt = build_targets(ANCHORS, gt, np.array([1]))
+    assert tgt.anchor_index.tolist() == [0]
+    np.testing.assert_allclose(tgt.deltas, 0.0, atol=1e-7)
+    d, c, k = _raw(conf_logit=-30.0, cls_logits=(0.0, 0.0, 0.0))
+    c[0, 0] = 30.0  # responsible anchor confident, the others not
+    k[0, 0] = torch.tensor([-30.0, 30.0, -30.0])  # class 1 (pedestrian)
+    total, parts = squeezedet_loss(d, c, k, torch.from_numpy(ANCHORS), [tgt])
+    assert parts["bbox"] == pytest.approx(0.0, abs=1e-9)
+    assert float(total) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_hand_computed_values():
+    gt = np.array([[10.0, 15.0, 30.0, 25.0]])
+    tgt = build_targets(ANCHORS, gt, np.array([2]))
+    deltas = np.zeros((4, 4))
+    deltas[0, 0] = 0.1  # box part: 5 * 0.1^2 / 1 object
+    d, c, k = _raw(conf_logit=0.0, deltas=deltas)  # confidence 0.5 everywhere, uniform classes
+    _, parts = squeezedet_loss(d, c, k, torch.from_numpy(ANCHORS), [tgt])
+    assert parts["bbox"] == pytest.approx(5 * 0.01)
+    # predicted box shifted by 0.1 * 20 = 2 px: IoU = 18*10 / (2*200 - 180) = 180/220
+    iou = 180 / 220
+    pos = 75 * (0.5 - iou) ** 2
+    neg = 100 / (4 - 1) * 3 * 0.25
+    assert parts["conf"] == pytest.approx(pos + neg, rel=1e-5)
+    assert parts["class"] == pytest.approx(math.log(3), rel=1e-5)
+
+
+def test_image_without_objects_only_penalises_confidence_and_batch_is_averaged():
+    empty = build_targets(ANCHORS, np.zeros((0, 4)), np.zeros(0))
+    d, c, k = _raw(conf_logit=0.0)
+    d2, c2, k2 = torch.cat([d, d]), torch.cat([c, c]), torch.cat([k, k])
+    total, parts = squeezedet_loss(d2, c2, k2, torch.from_numpy(ANCHORS), [empty, empty])
+    assert parts["bbox"] == 0 and parts["class"] == 0
+    assert float(total) == pytest.approx(100 / 4 * 4 * 0.25)
+
+
+def test_loss_gradients_flow_to_all_heads():
+    gt = np.array([[12.0, 14.0, 31.0, 26.0]])
+    tgt = build_targets(ANCHORS, gt, np.array([0]))
+    d, c, k = _raw()
+    for t in (d, c, k):
+        t.requires_grad_(True)
+    total, _ = squeezedet_loss(d, c, k, torch.from_numpy(ANCHORS), [tgt])
+    total.backward()
+    assert d.grad.abs().sum() > 0 and c.grad.abs().sum() > 0 and k.grad.abs().sum() > 0
+
+
+def _pred(rows):
+    """rows of (x1, y1, x2, y2, conf, class index) -> (A, 8) with one-hot class probs."""
+    out = np.zeros((len(rows), 8), np.float32)
+    for i, (x1, y1, x2, y2, conf, cls) in enumerate(rows):
+        out[i, :5] = (x1, y1, x2, y2, conf)
+        out[i, 5 + cls] = 1.0
+    return out
+
+
+def test_nms_per_class_and_top_k():
+    pred = _pred([(0, 0, 100, 50, 0.9, 0),    # car
+                  (5, 0, 105, 50, 0.8, 0),    # car, IoU 0.905 with the first -> suppressed
+                  (5, 0, 105, 50, 0.7, 1),    # pedestrian at the same place -> kept (other class)
+                  (300, 0, 400, 50, 0.6, 0),  # far car -> kept
+                  (500, 0, 600, 50, 0.1, 2)])  # weak cyclist
+    dets = decode(pred, DecodeConfig(top_k=64, nms_iou=0.5))
+    assert dets["class_id"].tolist() == [1, 2, 1, 3]
+    np.testing.assert_allclose(dets["score"], [0.9, 0.7, 0.6, 0.1], rtol=1e-6)
+    assert decode(pred, DecodeConfig(top_k=3, nms_iou=0.5))["score"].tolist() == pytest.approx([0.9, 0.7])
+    assert len(decode(pred, DecodeConfig(top_k=64, nms_iou=0.5, score_threshold=0.65))) == 2
+    assert len(decode(pred, DecodeConfig(top_k=64, nms_iou=0.95))) == 5  # looser NMS keeps the duplicate
+
+
+def test_score_is_confidence_times_class_probability():
+    pred = _pred([(0, 0, 10, 10, 0.8, 0), (20, 0, 30, 10, 0.6, 1)])
+    pred[0, 5:] = [0.5, 0.3, 0.2]  # 0.8 * 0.5 = 0.40 < 0.6 * 1.0
+    assert top_boxes(pred, 2).tolist() == [1, 0]
+    dets = decode(pred)
+    assert dets["score"].tolist() == pytest.approx([0.6, 0.4])
+
+
+def test_nms_hand_case():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]], float)
+    assert nms(boxes, np.array([0.5, 0.9, 0.3]), 0.5).tolist() == [1, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []

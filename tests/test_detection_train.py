@@ -1,0 +1,107 @@
+"""Letterbox preprocessing, crop/flip augmentation, and a two-step training smoke run (resumable)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from squeeze_perception.backends import load_state_dict
+from squeeze_perception.detection.data import PIXEL_MEAN, augment, letterbox, list_samples, training_boxes
+from squeeze_perception.detection.train import TrainConfig, input_anchors, train
+from squeeze_perception.kitti.labels import read_labels
+
+
+def test_letterbox_kitti_1224x370_scales_then_pads_and_maps_back():
+    img = np.full((370, 1224, 3), 200, np.uint8)
+    canvas, lb = letterbox(img, 1242, 375)
+    assert canvas.shape == (375, 1242, 3)
+    assert lb.scale == pytest.approx(375 / 370)
+    assert (canvas[:, 1241:] == PIXEL_MEAN.round().astype(np.uint8)).all()  # 1224 * 1.0135 = 1240.5 -> 1241
+    assert (canvas[:, :1241] == 200).all()
+    box_model = np.array([[101.35, 50.68, 202.7, 101.35]], np.float32)
+    np.testing.assert_allclose(lb.to_original(box_model), [[100, 50, 200, 100]], atol=0.01)
+    np.testing.assert_allclose(lb.to_original(np.array([[-5, -5, 5000, 5000]], np.float32)), [[0, 0, 1224, 370]])
+
+
+def test_letterbox_identity_for_model_sized_image_and_mono():
+    img = np.random.default_rng(0).integers(0, 255, (375, 1242, 3), dtype=np.uint8)
+    canvas, lb = letterbox(img, 1242, 375)
+    assert lb.scale == 1.0 and np.array_equal(canvas, img)
+    canvas, _ = letterbox(np.zeros((375, 1242), np.uint8), 1242, 375)
+    assert canvas.shape == (375, 1242, 3)
+
+
+def test_augment_flip_and_crop_move_boxes_with_the_pixels():
+    rng = np.random.default_rng(3)
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[20:40, 10:50] = 255  # one bright box
+    boxes = np.array([[10, 20, 50, 40]], np.float32)
+    for _ in range(20):
+        out, b, kept = augment(img, boxes, rng, 200, 100, max_shift=(30, 10))
+        if len(b):
+            x1, y1, x2, y2 = np.round(b[0]).astype(int)
+            assert (out[y1:y2, x1:x2] == 255).all()  # the box still frames the bright pixels
+            assert kept.tolist() == [0]
+    # a window that shows less than half of the box drops it
+    out, b, kept = augment(img, boxes, np.random.default_rng(0), 30, 100, max_shift=(0, 0), flip=False)
+    assert out.shape == (100, 30, 3)
+
+
+def _tiny_split(root, n_images=2, size=(200, 120)):
+    (root / "image_2").mkdir(parents=True)
+    (root / "label_2").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n_images):
+        img = np.full((size[1], size[0], 3), 80, np.uint8)
+        lines = []
+        for k in range(5):
+            w, h = rng.uniform(15, 60), rng.uniform(15, 50)
+            x, y = rng.uniform(0, size[0] - w), rng.uniform(0, size[1] - h)
+            img[int(y):int(y + h), int(x):int(x + w)] = (200, 40 * k, 40)
+            kind = ("Car", "Pedestrian", "Cyclist", "Car", "DontCare")[k]
+            lines.append(f"{kind} 0.00 0 0.00 {x:.2f} {y:.2f} {x + w:.2f} {y + h:.2f} 1.5 1.6 3.9 1 1.5 20 0")
+        Image.fromarray(img).save(root / "image_2" / f"{i:06d}.png")
+        (root / "label_2" / f"{i:06d}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_training_smoke_two_steps_then_resume(tmp_path):
+    split = _tiny_split(tmp_path / "training", n_images=3)
+    samples = list_samples(split)
+    boxes, classes = training_boxes(read_labels(samples[0].label_path))
+    assert len(boxes) == 4 and set(classes.tolist()) == {1, 2, 3}  # DontCare not trained
+    out = tmp_path / "sq.pt"
+    cfg = TrainConfig(model="squeezedet", train_dir=str(split), out=str(out), steps=2, batch_size=2,
+                      crop_width=160, crop_height=96, max_shift=(20, 10), threads=1, checkpoint_every=1,
+                      log_every=1)
+    result = train(cfg, progress=False)
+    assert result["steps"] == 2 and np.isfinite(result["final_loss"])
+    ck = torch.load(out, map_location="cpu", weights_only=True)
+    assert ck["model"] == "squeezedet" and ck["meta"]["steps"] == 2
+    shapes = np.asarray(ck["meta"]["anchors"]["shapes"])
+    assert shapes.shape == (9, 2)
+    # the k-means anchors (training boxes letterboxed x375/120) are stored in the state_dict too
+    np.testing.assert_allclose(ck["state_dict"]["anchor_shapes"].numpy(), shapes, atol=0.06)
+    assert (shapes > 15 * 375 / 120 * 0.9).all()
+    assert load_state_dict(out)["convdet.weight"].shape == (72, 768, 3, 3)
+    log = [json.loads(line) for line in (tmp_path / "sq.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    before = ck["state_dict"]["convdet.weight"].clone()
+    cfg.steps, cfg.resume = 3, True
+    result = train(cfg, progress=False)
+    assert result["steps"] == 3
+    after = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]["convdet.weight"]
+    assert not torch.equal(before, after)  # the resumed step updated the weights
+
+
+def test_input_anchors_follow_crop_geometry():
+    from squeeze_perception import registry
+
+    model = registry.get_model("squeezedet").build()
+    a = input_anchors(model, 160, 96)
+    # 160 -> 79 -> 39 -> 19 -> 9 columns; 96 -> 47 -> 23 -> 11 -> 5 rows
+    assert a.shape == (9 * 5 * 9, 4)
+    assert tuple(a[9][:2]) == (31.0, 15.0)
