@@ -162,3 +162,82 @@ def table_iou(rows: list[tuple[str, SegCounts]], classes=OBJECT_CLASSES, referen
 
 def kitti_object_frames(root: Path, velodyne_folder: str = "velodyne") -> list[str]:
     return sorted(p.stem for p in (root / velodyne_folder).glob("*.bin"))
+
+
+# --------------------------------------------------------------------- dataset runners
+def model_meta(weights: Path) -> dict:
+    import torch
+
+    try:
+        return dict(torch.load(weights, map_location="cpu", weights_only=False).get("meta", {}))
+    except Exception:  # noqa: BLE001 - meta is informational only
+        return {}
+
+
+def evaluate_grids(pipeline, files: list[Path], renderer=None, progress: bool = True) -> SegCounts:
+    """Class-level metrics on lidar_2d grids, cell-wise over cells with a return."""
+    import torch
+    from tqdm import tqdm
+
+    from .data import load_grid
+
+    counts = SegCounts()
+    for f in tqdm(files, desc="grids", disable=not progress, leave=False):
+        grid = load_grid(f)
+        batch = pipeline.network_input([_GridView(grid)])
+        if renderer is not None:
+            from .train import apply_rendered_intensity
+
+            batch = apply_rendered_intensity(renderer, torch.from_numpy(batch)).numpy()
+        logits = pipeline.run_crf(pipeline.run_network(batch), batch)
+        valid = grid[..., 4] > 0
+        counts.add_class_level(logits[0].argmax(0)[valid], grid[..., 5].astype(np.int64)[valid])
+    return counts
+
+
+class _GridView:
+    """Adapter giving a lidar_2d array the `.grid` attribute pipeline.network_input expects."""
+
+    def __init__(self, grid: np.ndarray):
+        self.grid = grid[..., :5]
+
+
+def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyne", max_frames: int = 0,
+                           progress: bool = True) -> SegCounts:
+    """Class- and instance-level metrics on KITTI-object-layout frames (labels from 3D boxes),
+    over the points inside the pipeline's field of view."""
+    from tqdm import tqdm
+
+    from ..kitti.calib import load_object_calib
+    from ..kitti.labels import read_labels, read_velodyne_bin
+
+    counts = SegCounts()
+    frames = kitti_object_frames(root, velodyne_folder)
+    if max_frames:
+        frames = frames[:max_frames]
+    for fid in tqdm(frames, desc=f"{root.name} frames", disable=not progress, leave=False):
+        pts = read_velodyne_bin(root / velodyne_folder / f"{fid}.bin")
+        gt, gt_inst = points_in_boxes(pts, read_labels(root / "label_2" / f"{fid}.txt"),
+                                      load_object_calib(root / "calib" / f"{fid}.txt"))
+        res = pipeline.process(pts)
+        sel = res.fov_mask if res.fov_mask is not None else np.zeros(len(pts), bool)
+        counts.add_class_level(res.labels[sel].astype(np.int64), gt[sel])
+        counts.add_instance_level(res.labels[sel], res.instances[sel], gt[sel], gt_inst[sel])
+    return counts
+
+
+def counts_to_json(counts: SegCounts) -> dict:
+    out = {"frames": counts.frames, "instance_frames": counts.instance_frames,
+           "tp": counts.tp.tolist(), "pred": counts.pred.tolist(), "gt": counts.gt.tolist(),
+           "inst_tp": counts.inst_tp.tolist()}
+    for level, metrics in (("class", counts.class_level()), ("instance", counts.instance_level())):
+        out[level] = {k: [None if not np.isfinite(v) else round(float(v), 4) for v in vals]
+                      for k, vals in metrics.items()}
+    return out
+
+
+def counts_from_json(d: dict) -> SegCounts:
+    c = SegCounts()
+    c.tp, c.pred, c.gt, c.inst_tp = (np.array(d[k], dtype=np.int64) for k in ("tp", "pred", "gt", "inst_tp"))
+    c.frames, c.instance_frames = d["frames"], d["instance_frames"]
+    return c

@@ -40,6 +40,7 @@ class SegmentationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     cell_labels: np.ndarray | None = None  # (T, 64, 512) per tile
     in_fov: int = 0  # points that reached a grid cell's column/row
+    fov_mask: np.ndarray | None = None  # (N,) bool, the points counted in in_fov
 
     @staticmethod
     def empty(n: int = 0) -> "SegmentationResult":
@@ -145,6 +146,8 @@ class SegmentationPipeline:
         batch = self.network_input(projs)
         t["projection"] = (time.perf_counter() - t0) * 1e3
         result.in_fov = int((owner >= 0).sum())
+        result.fov_mask = np.zeros(n, dtype=bool)
+        result.fov_mask[good[owner >= 0]] = True
         if result.in_fov == 0:
             result.timings_ms.update(t)
             return result

@@ -1,0 +1,179 @@
+"""`squeeze-perception seg train|adapt|eval|bench ...` (see docs/segmentation.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..paths import kitti_real_dir, models_dir, project_root
+
+DEFAULT_SYNTH = "data/synth"
+DEFAULT_REAL_GRIDS = "out/seg/real_unlabelled_grids.npy"
+THESIS_REFERENCE_62 = {  # Table 6.2, car / pedestrian IoU, GTA-LiDAR -> KITTI
+    "squeezeseg": "30.0 / 2.1 (SQSG on GTA-LiDAR)",
+    "squeezesegv2_lir": "42.0 / 16.7 (+LIR)",
+    "squeezesegv2_gca": "48.2 / 18.2 (+LIR+GCA)",
+    "squeezesegv2_da": "50.3 / 18.6 (+PDC); 57.4 / 23.5 with +CAM",
+}
+
+
+def _train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(name=args.name, arch=args.arch, data=args.data, steps=args.steps, batch_size=args.batch_size,
+                      lr=args.lr, optimizer=args.optimizer, minutes=args.minutes, threads=args.threads,
+                      loss=args.loss, crf=not args.no_crf, init=args.init, renderer=args.renderer,
+                      real_grids=args.real_grids, gca_lambda=args.gca_lambda, max_files=args.max_files,
+                      seed=args.seed)
+    train(cfg)
+    return 0
+
+
+def _adapt(args) -> int:
+    if args.step == "grids":
+        from .data import real_adaptation_grids
+
+        grids = real_adaptation_grids(Path(args.kitti_root) if args.kitti_root else kitti_real_dir())
+        out = project_root() / args.grids
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, grids)
+        print(f"saved {len(grids)} unlabelled real grids to {out}")
+    elif args.step == "render":
+        from .train import train_renderer
+
+        train_renderer(args.name or "squeezeseg_intensity", np.load(project_root() / args.grids), steps=args.steps,
+                       minutes=args.minutes, threads=args.threads)
+    else:
+        from .adapt import calibrate_weights
+
+        calibrate_weights(args.source, args.name or "squeezesegv2_da", np.load(project_root() / args.grids))
+    return 0
+
+
+def _eval(args) -> int:
+    import torch
+
+    from .data import list_grids
+    from .evaluation import (counts_to_json, evaluate_grids, evaluate_object_frames, model_meta, table_class_instance,
+                             table_iou)
+    from .pipeline import SegmentationPipeline
+    from .train import load_renderer
+
+    torch.set_num_threads(max(args.threads, 1))
+    synth = project_root() / args.synth
+    real = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
+    results: dict = {}
+    for name in args.models.split(","):
+        weights = models_dir() / f"{name}.pt"
+        meta = model_meta(weights)
+        renderer_path = (meta.get("config") or {}).get("renderer") or ""
+        renderer = load_renderer(project_root() / renderer_path) if renderer_path else None
+        for crf in ((True, False) if name == "squeezeseg" and args.crf_ablation else (True,)):
+            key = name if crf else f"{name} w/o CRF"
+            pl = SegmentationPipeline(name, fov="front", crf=crf, num_threads=args.threads)
+            res = {}
+            test_grids = synth / "lidar_2d" / "test"
+            if test_grids.exists():
+                res["synth_lidar_2d"] = counts_to_json(
+                    evaluate_grids(pl, list_grids(test_grids)[: args.max_grids], renderer=renderer))
+            obj = synth / "object" / "testing"
+            if (obj / "velodyne").exists():
+                res["synth_object"] = counts_to_json(evaluate_object_frames(pl, obj, max_frames=args.max_frames))
+            res["real_lidar_2d"] = counts_to_json(evaluate_grids(pl, list_grids(real / "lidar_2d")))
+            res["real_object_reduced"] = counts_to_json(
+                evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced"))
+            results[key] = res
+            print(f"{key}: " + ", ".join(f"{k} car IoU {v['class']['IoU'][1]}" for k, v in res.items()))
+    out = project_root() / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+    print(render_tables(results))
+    return 0
+
+
+def render_tables(results: dict) -> str:
+    from .evaluation import counts_from_json, table_class_instance, table_iou
+
+    parts = []
+    datasets = sorted({d for r in results.values() for d in r})
+    for ds in datasets:
+        rows = [(k, counts_from_json(r[ds])) for k, r in results.items() if ds in r]
+        parts.append(f"### {ds}: class-level and instance-level (Table 4.1 layout)\n\n" + table_class_instance(rows))
+        parts.append(f"### {ds}: IoU per class (Tables 6.1 / 6.2 layout)\n\n"
+                     + table_iou(rows, reference=THESIS_REFERENCE_62 if ds.startswith("real") else None))
+    return "\n\n".join(parts)
+
+
+def _bench(args) -> int:
+    from .bench import format_bench, run_bench
+
+    r = run_bench(args.model, weights=args.weights, frames=args.frames, fov=args.fov, threads=args.threads)
+    text = format_bench(r)
+    print(text)
+    if args.out:
+        out = project_root() / args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r, indent=1))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="squeeze-perception seg", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train SqueezeSeg / SqueezeSegV2 on lidar_2d grids")
+    t.add_argument("--arch", default="squeezeseg", choices=("squeezeseg", "squeezesegv2"))
+    t.add_argument("--name", required=True, help="output weights models/<name>.pt")
+    t.add_argument("--data", default=f"{DEFAULT_SYNTH}/lidar_2d/train")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    t.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget; resumable")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--loss", default="", choices=("", "ce", "focal"))
+    t.add_argument("--no-crf", action="store_true", help="train without the recurrent CRF")
+    t.add_argument("--init", default="", help="start from these weights")
+    t.add_argument("--renderer", default="", help="learned intensity rendering weights (+LIR)")
+    t.add_argument("--real-grids", default="", help="unlabelled real grids .npy (+GCA)")
+    t.add_argument("--gca-lambda", type=float, default=10.0)
+    t.add_argument("--max-files", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
+
+    a = sub.add_parser("adapt", help="domain adaptation: real grids, intensity renderer, PDC")
+    a.add_argument("step", choices=("grids", "render", "pdc"))
+    a.add_argument("--grids", default=DEFAULT_REAL_GRIDS)
+    a.add_argument("--kitti-root", default="")
+    a.add_argument("--name", default="")
+    a.add_argument("--source", default="models/squeezesegv2_gca.pt", help="pdc: weights to calibrate")
+    a.add_argument("--steps", type=int, default=400)
+    a.add_argument("--minutes", type=float, default=15.0)
+    a.add_argument("--threads", type=int, default=1)
+    a.set_defaults(func=_adapt)
+
+    e = sub.add_parser("eval", help="class/instance P, R, IoU on synthetic test and real KITTI")
+    e.add_argument("--models", default="squeezeseg,squeezesegv2,squeezesegv2_lir,squeezesegv2_gca,squeezesegv2_da")
+    e.add_argument("--synth", default=DEFAULT_SYNTH)
+    e.add_argument("--kitti-root", default="")
+    e.add_argument("--max-grids", type=int, default=200)
+    e.add_argument("--max-frames", type=int, default=50)
+    e.add_argument("--crf-ablation", action="store_true", help="also evaluate squeezeseg without CRF")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--out", default="out/seg/eval.json")
+    e.set_defaults(func=_eval)
+
+    b = sub.add_parser("bench", help="per-stage latency, compute-bound ratio, DBSCAN sklearn vs fast")
+    b.add_argument("--model", default="squeezesegv2")
+    b.add_argument("--weights", default="")
+    b.add_argument("--frames", type=int, default=16)
+    b.add_argument("--fov", default="front", choices=("front", "full"))
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--out", default="out/seg/bench.json")
+    b.set_defaults(func=_bench)
+
+    args = ap.parse_args(argv)
+    return int(args.func(args) or 0)

@@ -1,0 +1,87 @@
+"""Tiny smoke runs of training (resumable, weights loadable) and the adaptation steps:
+progressive domain calibration re-normalises every batch-norm layer on the real data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from squeeze_perception.backends import load_state_dict
+from squeeze_perception.segmentation.adapt import batchnorm_forward_order, progressive_domain_calibration
+from squeeze_perception.segmentation.bench import count_macs, crf_macs
+from squeeze_perception.segmentation.models import build_squeezeseg, build_squeezesegv2
+from squeeze_perception.segmentation.train import TrainConfig, apply_rendered_intensity, train
+
+torch.set_num_threads(1)
+
+
+def _write_grids(folder, n=2, width=512):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        g = np.zeros((64, width, 6), np.float32)
+        g[..., 0] = rng.uniform(2, 40, (64, width))
+        g[..., 1] = rng.normal(0, 5, (64, width))
+        g[..., 2] = rng.normal(-1, 0.5, (64, width))
+        g[..., 3] = rng.uniform(0, 1, (64, width))
+        g[..., 4] = np.linalg.norm(g[..., :3], axis=-1)
+        g[..., 5] = rng.integers(0, 4, (64, width))
+        g[:, :40] = 0
+        np.save(folder / f"{i:06d}.npy", g)
+    return folder
+
+
+def test_training_smoke_run_saves_loadable_weights_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SQUEEZE_PERCEPTION_MODELS", str(tmp_path / "models"))
+    data = _write_grids(tmp_path / "grids")
+    cfg = TrainConfig(name="tiny_v2", arch="squeezesegv2", data=str(data), steps=2, batch_size=1,
+                      work_dir=str(tmp_path / "work"), log_every=1, crf=True)
+    path = train(cfg, progress=False)
+    state = torch.load(path, weights_only=False)
+    assert state["model"] == "tiny_v2" and state["meta"]["steps"] == 2 and state["meta"]["loss"] == "focal"
+    build_squeezesegv2().load_state_dict(load_state_dict(path))  # strict load
+    cfg.steps = 3  # resume from the checkpoint: one more step only
+    train(cfg, progress=False)
+    assert torch.load(path, weights_only=False)["meta"]["steps"] == 3
+    log = (tmp_path / "work" / "tiny_v2" / "train.log").read_text().splitlines()
+    assert len(log) == 3
+
+
+def test_pdc_normalises_each_layer_input_on_real_data():
+    torch.manual_seed(0)
+    model = build_squeezesegv2()
+    real = torch.rand(3, 6, 64, 32) * 30 + 2
+    real[:, 5] = 1
+    assert progressive_domain_calibration(model, real, batch_size=2, progress=False) == 48
+    layers = batchnorm_forward_order(model, real[:1])
+    stats = []
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, inp: stats.append((((inp[0] - mod.running_mean.view(1, -1, 1, 1))
+                                        / torch.sqrt(mod.running_var.view(1, -1, 1, 1) + mod.eps))
+                                       .transpose(0, 1).reshape(mod.num_features, -1)))) for m in layers]
+    with torch.no_grad():
+        model(real)
+    for h in hooks:
+        h.remove()
+    for s in stats:
+        assert s.mean(1).abs().max() < 1e-3
+        live = s.var(1) > 1e-6  # channels that are not constant on this data
+        assert torch.allclose(s.var(1, unbiased=False)[live], torch.ones(int(live.sum())), atol=1e-2)
+
+
+def test_rendered_intensity_replaces_only_the_intensity_channel():
+    from squeeze_perception.segmentation.models import build_intensity_renderer
+
+    x = torch.rand(1, 5, 64, 32) * 10 + 1
+    x[:, :, :, :4] = 0
+    out = apply_rendered_intensity(build_intensity_renderer().eval(), x)
+    assert torch.equal(out[:, [0, 1, 2, 4]], x[:, [0, 1, 2, 4]])
+    assert (out[:, 3, :, :4] == 0).all() and ((out[:, 3] >= 0) & (out[:, 3] <= 1)).all()
+
+
+def test_mac_count_matches_a_hand_computed_convolution():
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.ConvTranspose2d(3, 4, (1, 4), (1, 2), (0, 1)))
+    # conv: 8x8 out x 3 ch x (2 x 9); deconv: 8x8 in x 3 x 4 x 4.
+    assert count_macs(net, torch.zeros(1, 2, 8, 8)) == 64 * 3 * 18 + 64 * 3 * 4 * 4
+    assert crf_macs(4, 1, 1, (3, 5), 1) == (2 * 4 * 15 + 2 * 16) + 15 * 7
+    assert count_macs(build_squeezeseg(), torch.zeros(1, 5, 64, 512)) > 1e9
