@@ -94,8 +94,6 @@ class SegmentationPipeline:
 
     def _load_crf(self, weights: str):
         """The CRF's learned compatibility weights live in the torch checkpoint under 'crf.'."""
-        import torch
-
         from .crf import RecurrentCRF
 
         path = Path(weights) if weights and not str(weights).endswith(".onnx") else self.spec.weights_path()
@@ -105,7 +103,6 @@ class SegmentationPipeline:
             crf.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ModelLoadError(f"weights '{path}' have no usable CRF parameters: {str(exc).splitlines()[0]}") from exc
-        torch.set_grad_enabled(False)
         return crf.eval()
 
     # ------------------------------------------------------------------ stages
