@@ -11,6 +11,12 @@ import pytest
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100 // 10))  # 100..109
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+try:  # Fast DDS large shared-memory segment so best-effort images/clouds arrive intact
+    from squeeze_perception.launch_runner.dds import apply_dds_defaults
+
+    apply_dds_defaults(os.environ)
+except ImportError:
+    pass
 
 REPO = Path(__file__).resolve().parents[1]
 KITTI_REAL = REPO.parent / "shared" / "data" / "kitti_real"
