@@ -58,9 +58,7 @@ class TrackingPipeline:
             cam, cam_std = ground_measurements(detections[result.unexplained_detections], self.velo_to_image,
                                                self.fusion.ground_z_m)
             if len(cam):
-                lidar_std = np.full((len(meas), 2), np.nan)
-                for i, c in enumerate(meas["class_id"]):
-                    lidar_std[i] = self.tracker.config.for_class(int(c)).measurement_std
+                lidar_std = np.full((len(meas), 2), np.nan)  # NaN: the tracker's per-class default
                 meas = np.concatenate([meas, cam])
                 std = np.concatenate([lidar_std, cam_std])
                 births = np.concatenate([np.ones(len(result.instances), bool), np.zeros(len(cam), bool)])

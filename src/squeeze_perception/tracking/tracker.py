@@ -36,6 +36,7 @@ class ClassParams:
     motion_model: str = "ca"
     process_noise: tuple[float, ...] = (0.1, 0.1, 2.0, 2.0, 10.0, 10.0)  # Q diagonal per second
     measurement_std: tuple[float, float] = (0.25, 0.25)  # R: LiDAR box centre noise, metres
+    range_std_fraction: float = 0.01  # ...plus this fraction of the range (returns thin out far away)
     initial_std: tuple[float, ...] = (0.3, 0.3, 5.0, 5.0, 3.0, 3.0)  # sqrt of P0 diagonal
     gate_m: float = 3.0  # Euclidean gate around the predicted centre
     min_hits: int = 3  # updates before a track is confirmed (published)
@@ -54,6 +55,8 @@ class ClassParams:
         self.noise().p0_diag(self.motion_model)
         if len(self.measurement_std) != 2 or min(self.measurement_std) <= 0:
             raise ValueError(f"measurement_std needs two positive values, got {list(self.measurement_std)}")
+        if self.range_std_fraction < 0:
+            raise ValueError("range_std_fraction must be >= 0")
         if self.gate_m <= 0 or self.min_hits < 1 or self.max_coast_s < 0 or self.output_coast_s < 0:
             raise ValueError("gate_m > 0, min_hits >= 1, max_coast_s >= 0 and output_coast_s >= 0 are required")
 
@@ -199,7 +202,8 @@ class MultiObjectTracker:
         """Advance to `stamp_s` with INSTANCE_DTYPE `measurements`; return TRACK_DTYPE rows.
 
         measurement_std: optional (N,) or (N, 2) per-measurement position noise in metres
-        (e.g. larger for camera-only estimates); default is the class's measurement_std.
+        (e.g. larger for camera-only estimates); rows left NaN (or no array) use the class's
+        measurement_std + range_std_fraction * range.
         allow_birth: optional (N,) bool; False rows may update tracks but never start one.
         Returns the published tracks: confirmed and updated within `output_coast_s`.
         """
@@ -254,11 +258,13 @@ class MultiObjectTracker:
         if measurement_std is None:
             std = np.full((len(meas), 2), np.nan)
         else:
-            std = np.asarray(measurement_std, dtype=float)
+            std = np.array(measurement_std, dtype=float)  # a copy: NaN rows are filled in below
             std = np.repeat(std[:, None], 2, axis=1) if std.ndim == 1 else std.reshape(len(meas), 2)
         ok = np.isfinite(meas["x"]) & np.isfinite(meas["y"]) & np.isfinite(meas["z"])
         for i in np.flatnonzero(np.isnan(std[:, 0]) & ok):
-            std[i] = self.config.for_class(int(meas["class_id"][i])).measurement_std
+            params = self.config.for_class(int(meas["class_id"][i]))
+            rng = float(np.hypot(meas["x"][i], meas["y"][i]))
+            std[i] = np.asarray(params.measurement_std) + params.range_std_fraction * rng
         births = np.ones(len(meas), bool) if allow_birth is None else np.asarray(allow_birth, bool)
         return meas[ok], std[ok], births[ok]
 
