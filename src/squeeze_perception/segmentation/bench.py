@@ -72,7 +72,8 @@ def bench_scans(kitti_root: Path) -> list[np.ndarray]:
 
 
 def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, fov: str = "front",
-              threads: int = 1, kitti_root: Path | None = None, progress: bool = True) -> dict:
+              threads: int = 1, kitti_root: Path | None = None, progress: bool = True,
+              backend: str = "torch") -> dict:
     from tqdm import tqdm
 
     from ..paths import kitti_real_dir
@@ -82,7 +83,8 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
     scans = bench_scans(kitti_root or kitti_real_dir())
     if not scans:
         raise FileNotFoundError("no Velodyne scans found for the benchmark")
-    pl = SegmentationPipeline(model, weights=weights, fov=fov, crf=True, clustering="fast", num_threads=threads)
+    pl = SegmentationPipeline(model, backend=backend, weights=weights, fov=fov, crf=True, clustering="fast",
+                              num_threads=threads)
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     times["total"] = []
     db = {"sklearn": [], "fast": [], "points": [], "identical": True}
@@ -111,7 +113,7 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
             db["identical"] &= bool(np.array_equal(ref, fast))
     sample = torch.zeros((1, *pl.spec.input_shape))
     sample[:, 4] = 10.0
-    macs = count_macs(pl.backend.module if hasattr(pl.backend, "module") else pl.spec.build().eval(), sample)
+    macs = count_macs(pl.spec.build().eval(), sample)
     crf = crf_macs(4, 64, 512, pl.crf.window, pl.crf.iterations)
     peak = peak_flops()
     tiles = 1 if fov == "front" else 4
@@ -120,7 +122,7 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
     bound_net_ms = 2.0 * macs * tiles / peak * 1e3
     bound_crf_ms = 2.0 * crf * tiles / peak * 1e3
     return {
-        "model": model, "fov": fov, "threads": threads, "frames": frames,
+        "model": model, "backend": backend, "fov": fov, "threads": threads, "frames": frames,
         "points_per_frame": float(np.mean([len(s) for s in scans])),
         "stages_ms": {k: _summary(v) for k, v in times.items()},
         "network_gmacs": macs / 1e9, "crf_gmacs": crf / 1e9, "peak_gflops": peak / 1e9,
@@ -135,7 +137,7 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
 
 
 def format_bench(r: dict) -> str:
-    lines = [f"SqueezeSeg pipeline benchmark: model {r['model']}, fov {r['fov']}, {r['threads']} thread(s), "
+    lines = [f"SqueezeSeg pipeline benchmark: model {r['model']}, backend {r['backend']}, fov {r['fov']}, {r['threads']} thread(s), "
              f"{r['frames']} frames (real KITTI scans, {r['points_per_frame']:.0f} points on average)",
              f"{'stage':12s} {'mean ms':>9s} {'p99 ms':>9s} {'std ms':>9s}"]
     for k, v in r["stages_ms"].items():

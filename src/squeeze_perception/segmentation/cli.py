@@ -26,7 +26,7 @@ def _train(args) -> int:
                       lr=args.lr, optimizer=args.optimizer, minutes=args.minutes, threads=args.threads,
                       loss=args.loss, crf=not args.no_crf, init=args.init, renderer=args.renderer,
                       real_grids=args.real_grids, gca_lambda=args.gca_lambda, max_files=args.max_files,
-                      seed=args.seed)
+                      seed=args.seed, crop_width=args.crop_width)
     train(cfg)
     return 0
 
@@ -110,13 +110,18 @@ def render_tables(results: dict) -> str:
 def _bench(args) -> int:
     from .bench import format_bench, run_bench
 
-    r = run_bench(args.model, weights=args.weights, frames=args.frames, fov=args.fov, threads=args.threads)
-    text = format_bench(r)
-    print(text)
+    runs = [run_bench(args.model, weights=args.weights, frames=args.frames, fov=args.fov, threads=args.threads,
+                      backend=b) for b in args.backends.split(",")]
+    for r in runs:
+        print(format_bench(r))
+    if len(runs) > 1:
+        base = runs[0]["stages_ms"]["network"]["mean"]
+        print("network time ratio (side by side, same frames): " + ", ".join(
+            f"{r['backend']} {r['stages_ms']['network']['mean'] / base:.2f}x" for r in runs))
     if args.out:
         out = project_root() / args.out
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(r, indent=1))
+        out.write_text(json.dumps(runs, indent=1))
     return 0
 
 
@@ -141,6 +146,7 @@ def main(argv: list[str]) -> int:
     t.add_argument("--real-grids", default="", help="unlabelled real grids .npy (+GCA)")
     t.add_argument("--gca-lambda", type=float, default=10.0)
     t.add_argument("--max-files", type=int, default=0)
+    t.add_argument("--crop-width", type=int, default=0, help="random width crops (multiple of 16); 0 = full 512")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_train)
 
@@ -172,6 +178,7 @@ def main(argv: list[str]) -> int:
     b.add_argument("--frames", type=int, default=16)
     b.add_argument("--fov", default="front", choices=("front", "full"))
     b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--backends", default="torch,onnxruntime", help="comma list, run side by side")
     b.add_argument("--out", default="out/seg/bench.json")
     b.set_defaults(func=_bench)
 

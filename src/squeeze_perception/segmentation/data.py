@@ -50,7 +50,10 @@ class GridDataset:
     """Random-access lidar_2d grids held in memory (a few thousand fit easily: 0.8 MB each)."""
 
     def __init__(self, files: list[Path], in_channels: int, augment: bool = False, seed: int = 0,
-                 max_files: int | None = None):
+                 max_files: int | None = None, crop_width: int = 0):
+        if crop_width and crop_width % 16:
+            raise ValueError(f"crop_width must be a multiple of 16 (four width halvings), got {crop_width}")
+        self.crop_width = crop_width
         self.files = list(files)[:max_files] if max_files else list(files)
         self.in_channels = in_channels
         self.augment = augment
@@ -67,6 +70,9 @@ class GridDataset:
 
     def item(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         g = self.grid(i)
+        if self.crop_width and self.crop_width < g.shape[1]:
+            start = int(self.rng.integers(0, g.shape[1] - self.crop_width + 1))
+            g = g[:, start:start + self.crop_width]
         if self.augment and self.rng.random() < 0.5:
             g = flip_grid(g)
         labels = g[..., 5].astype(np.int64) if g.shape[2] > 5 else np.zeros(g.shape[:2], np.int64)

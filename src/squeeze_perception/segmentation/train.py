@@ -46,6 +46,7 @@ class TrainConfig:
     ckpt_every: int = 50
     seed: int = 0
     max_files: int = 0
+    crop_width: int = 0  # train on random width crops (fully convolutional; cheaper steps on a CPU)
     work_dir: str = "out/seg"
     extra: dict = field(default_factory=dict)
 
@@ -117,7 +118,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         step = int(state["step"])
     files = list_grids(_resolve(cfg.data))
     data = GridDataset(files, model.in_channels, augment=True, seed=cfg.seed + step,
-                       max_files=cfg.max_files or None)
+                       max_files=cfg.max_files or None, crop_width=cfg.crop_width)
     renderer = load_renderer(_resolve(cfg.renderer)) if cfg.renderer else None
     real = None
     if cfg.real_grids:
@@ -146,6 +147,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             gca = torch.zeros(())
             if real is not None and cfg.gca_lambda > 0:
                 xr = real[torch.from_numpy(rng.integers(0, len(real), max(cfg.batch_size // 2, 1)))]
+                if cfg.crop_width and cfg.crop_width < xr.shape[3]:
+                    start = int(rng.integers(0, xr.shape[3] - cfg.crop_width + 1))
+                    xr = xr[..., start:start + cfg.crop_width]
                 real_logits = model.segment(xr, crf=cfg.crf)
                 gca = geodesic_correlation_loss(flatten_valid(logits, x), flatten_valid(real_logits, xr))
             total = loss + cfg.gca_lambda * gca if real is not None else loss
