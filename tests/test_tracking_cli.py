@@ -12,13 +12,15 @@ from squeeze_perception.tracking.cli import DEFAULT_CAMERA, load_config, run_seq
 def test_eval_builtin_writes_all_variants(tmp_path, capsys):
     out = tmp_path / "eval.json"
     rc = umbrella(["track", "eval", "--builtin", "1", "--builtin-objects", "3", "--builtin-frames", "30",
-                   "--dropout-period", "10", "--dropout-frames", "3", "--out", str(out)])
+                   "--dropout-period", "10", "--dropout-frames", "3", "--out", str(out),
+                   "--plot", str(tmp_path / "eval.png")])
     assert rc == 0
     data = json.loads(out.read_text())["results"]
     assert set(data) == {"lidar_only", "fusion", "fusion+camera_updates", "lidar_only [lidar dropout]",
                          "fusion [lidar dropout]", "fusion+camera_updates [lidar dropout]"}
     assert data["fusion"]["all"]["frames"] == 30
     assert "| lidar_only |" in capsys.readouterr().out
+    assert (tmp_path / "eval.png").stat().st_size > 1000
 
 
 def test_eval_without_data_explains_what_to_do(tmp_path, capsys):

@@ -140,6 +140,9 @@ def cmd_eval(args) -> int:
             results[name + suffix] = {"all": metrics, "per_class": per_class}
     report = format_eval(results, source, args)
     print(report)
+    if args.plot:
+        plot_eval(results, args.plot, source)
+        print(f"wrote {args.plot}")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +170,52 @@ def format_eval(results: dict, source: str, args) -> str:
     return "\n".join(lines)
 
 
+def plot_eval(results: dict, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("HOTA", "DetA", "AssA", "MOTA", "IDF1")
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        vals = [results[name]["all"][k] for k in keys]
+        ax.bar(np.arange(len(keys)) + i * width, vals, width, label=name)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"tracker on {title}", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bench(rows: list, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    n = [r[0] for r in rows]
+    for name, label in (("lidar_only", "LiDAR-only"), ("fusion+camera_updates", "fusion + camera updates")):
+        mean = [r[2][name][0] for r in rows]
+        p99 = [r[2][name][1] for r in rows]
+        ax.plot(n, mean, "o-", label=f"{label} mean")
+        ax.plot(n, p99, "x--", label=f"{label} p99")
+    ax.set_xlabel("objects in the scene")
+    ax.set_ylabel("ms per frame")
+    ax.set_title("tracker per-frame latency (track bench)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def cmd_bench(args) -> int:
     from tqdm import tqdm
 
@@ -192,6 +241,9 @@ def cmd_bench(args) -> int:
         a, b = st["lidar_only"], st["fusion+camera_updates"]
         print(f"| {n} | {n_meas:.1f} | {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f} | {b[0]:.3f} / {b[1]:.3f} / {b[2]:.3f} "
               f"| {b[0] / a[0]:.2f} |")
+    if args.plot:
+        plot_bench(rows, args.plot)
+        print(f"wrote {args.plot}")
     first, last = rows[0], rows[-1]
     print(f"summary: {first[0]} -> {last[0]} objects: LiDAR-only mean grows "
           f"{last[2]['lidar_only'][0] / first[2]['lidar_only'][0]:.1f}x")
@@ -217,12 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run with the LiDAR silent for --dropout-frames of every N frames (0 = off)")
     e.add_argument("--dropout-frames", type=int, default=10)
     e.add_argument("--out", default=None, help="write the results as JSON here")
+    e.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
     b = sub.add_parser("bench", help="per-frame latency vs number of objects")
     b.add_argument("--objects", default="1,5,10,20,50,100")
     b.add_argument("--frames", type=int, default=200)
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--config", default=None)
+    b.add_argument("--plot", default=None, help="write latency vs objects (PNG) here")
     return parser
 
 

@@ -7,7 +7,7 @@ engineer's `tracks_velo.csv`, made into noisy LiDAR instances and camera boxes h
 The noise model, documented in docs/tracking.md, stands in for the SqueezeSeg and
 SqueezeDet nodes so fusion can be measured on a fixed, reproducible input:
 
-* LiDAR instances: centre noise (class std + 1 % of range), size noise, yaw noise with a
+* LiDAR instances (front `fov_deg` only, as SqueezeSeg): centre noise (class std + 1 % of range), size noise, yaw noise with a
   front/back flip, misses (certain when the object has no LiDAR points, likelier when it
   has few), class confusion, and clutter - static blobs (poles, bushes) seen in most
   frames plus one-frame blobs - with middling scores.
@@ -156,6 +156,7 @@ class LidarNoise:
     random_fp_per_frame: float = 0.5
     fp_score: tuple[float, float] = (0.35, 0.75)
     max_range_m: float = 60.0
+    fov_deg: float = 90.0  # SqueezeSeg's front view: no instances outside it
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ def noisy_instances(gt: np.ndarray, rng: np.random.Generator, noise: LidarNoise,
     rows = []
     for o in gt:
         rng_m = float(np.hypot(o["x"], o["y"]))
-        if o["num_points"] <= 0 or rng_m > noise.max_range_m:
+        azimuth = np.degrees(abs(np.arctan2(o["y"], o["x"])))
+        if o["num_points"] <= 0 or rng_m > noise.max_range_m or azimuth > noise.fov_deg / 2:
             continue
         p_miss = noise.few_points_miss_p if o["num_points"] < noise.few_points else noise.miss_p
         if rng.random() < p_miss:
