@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the node command lines and exit")
     parser.add_argument("--sigint-timeout", type=float, default=5.0,
                         help="seconds between Ctrl-C and SIGTERM to nodes still running")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow name:=value arguments
     from .runner import parse_launch_arguments
 
     try:

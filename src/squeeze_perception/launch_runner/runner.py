@@ -327,9 +327,9 @@ class ProcessGroup:
             if sig != signal.SIGINT:
                 self._print(f"[launch] {sorted(live)} still running; sending {signal.Signals(sig).name}")
             for p in live.values():
-                try:
-                    p.send_signal(sig)
-                except ProcessLookupError:
+                try:  # the node's whole process group, as a terminal's Ctrl-C would reach it
+                    os.killpg(p.pid, sig)
+                except (ProcessLookupError, PermissionError):
                     pass
             deadline = time.monotonic() + timeout
             while live and time.monotonic() < deadline:
