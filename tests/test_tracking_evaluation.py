@@ -97,3 +97,11 @@ def test_read_tracks_velo(tmp_path):
     assert len(seq) == 3 and [len(f) for f in seq.frames] == [1, 0, 2]
     np.testing.assert_allclose(seq.stamps_s, [0.0, 0.1, 0.25], atol=1e-6)
     assert seq.frames[2]["track_id"].tolist() == [7, 8] and seq.frames[2]["num_points"][1] == 90
+
+
+def test_class_zero_ground_truth_is_dont_care():
+    seq = sc.occlusion_gap(gap_frames=0, n_frames=5)
+    for f in seq.frames:
+        f["class_id"] = 0  # a van: no class of ours
+    assert ev.evaluate([seq], [_tracks_from_gt(seq)])["CLR_FP"] == 0
+    assert ev.evaluate([seq], [[itf.empty(itf.TRACK_DTYPE)] * 5])["CLR_FN"] == 0

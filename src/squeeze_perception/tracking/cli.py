@@ -116,7 +116,8 @@ def cmd_eval(args) -> int:
         print(f"no raw/*/*_sync/tracks_velo.csv under {args.root}; generate the synthetic set "
               "(squeeze-perception synth ...) or pass --builtin N", file=sys.stderr)
         return 2
-    inputs = [sc.simulate_inputs(s, args.seed + i, c.velo_to_image, c.image_size)
+    lidar_noise = sc.LidarNoise(clutter_objects=args.clutter)
+    inputs = [sc.simulate_inputs(s, args.seed + i, c.velo_to_image, c.image_size, lidar_noise)
               for i, (s, c) in enumerate(tqdm(list(zip(sequences, cameras)), desc="noise model", leave=False))]
     dropouts = [_dropout_frames(len(s), args.dropout_period, args.dropout_frames) for s in sequences]
     results: dict[str, dict] = {}
@@ -152,7 +153,7 @@ def cmd_eval(args) -> int:
 
 
 def format_eval(results: dict, source: str, args) -> str:
-    lines = [f"tracker evaluation on {source}, noise seed {args.seed}, BEV centre-distance similarity "
+    lines = [f"tracker evaluation on {source}, noise seed {args.seed}, {args.clutter} static clutter blobs, BEV centre-distance similarity "
              f"(d_max {args.d_max} m), range <= {args.max_range} m, front 90 deg", ""]
     head = "| variant | HOTA | DetA | AssA | MOTA | MOTP (m) | IDF1 | IDSW | Frag | FP | FN | latency ms mean / p99 |"
     lines += [head, "|" + "---|" * 12]
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--builtin", type=int, default=0, help="use N built-in random-traffic sequences instead")
     e.add_argument("--builtin-objects", type=int, default=12)
     e.add_argument("--builtin-frames", type=int, default=150)
+    e.add_argument("--clutter", type=int, default=sc.LidarNoise().clutter_objects,
+                   help="static LiDAR clutter blobs per sequence in the noise model")
     e.add_argument("--max-range", type=float, default=50.0)
     e.add_argument("--d-max", type=float, default=2.0, help="distance (m) at which similarity reaches 0")
     e.add_argument("--dropout-period", type=int, default=50,

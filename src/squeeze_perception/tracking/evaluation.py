@@ -11,8 +11,9 @@ so CLEAR's match threshold 0.5 means "centres within 1 m", HOTA averages over 1.
 and MOTP (mean similarity of matches) converts back to metres as d_max * (1 - MOTP).
 
 Evaluation region: ground truth and tracks within `max_range_m` and the front field of view
-(`fov_deg`, SqueezeSeg's 90 degrees). Ground truth with fewer than `min_points` LiDAR points
-is "don't care": tracks on it are neither rewarded nor counted as false positives.
+(`fov_deg`, SqueezeSeg's 90 degrees). Ground truth with fewer than `min_points` LiDAR points,
+and class 0 objects (vans, trucks: no class of ours), are "don't care": tracks on them are
+neither rewarded nor counted as false positives.
 """
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def build_trackeval_data(seq: GroundTruthSequence, tracks: list[np.ndarray], reg
         trk = trk[_in_region(trk["x"], trk["y"], region)]
         if class_id is not None:
             gt, trk = gt[gt["class_id"] == class_id], trk[trk["class_id"] == class_id]
-        care = gt["num_points"] >= region.min_points
+        care = (gt["num_points"] >= region.min_points) & (gt["class_id"] > 0)
         ignored, gt = gt[~care], gt[care]
         if len(ignored) and len(trk):  # tracks on don't-care objects are removed, as KITTI does
             sim_ign = _similarity(ignored, trk, region.d_max_m)

@@ -183,7 +183,7 @@ def noisy_instances(gt: np.ndarray, rng: np.random.Generator, noise: LidarNoise,
     for o in gt:
         rng_m = float(np.hypot(o["x"], o["y"]))
         azimuth = np.degrees(abs(np.arctan2(o["y"], o["x"])))
-        if o["num_points"] <= 0 or rng_m > noise.max_range_m or azimuth > noise.fov_deg / 2:
+        if o["num_points"] <= 0 or rng_m > noise.max_range_m or azimuth > noise.fov_deg / 2 or o["class_id"] <= 0:
             continue
         p_miss = noise.few_points_miss_p if o["num_points"] < noise.few_points else noise.miss_p
         if rng.random() < p_miss:
@@ -230,7 +230,7 @@ def noisy_detections(gt: np.ndarray, rng: np.random.Generator, noise: CameraNois
     boxes, valid, visible = project_boxes(gt, velo_to_image, image_size)
     rows = []
     for o, box, ok, vis in zip(gt, boxes, valid, visible):
-        if not ok or vis < 0.5 or np.hypot(o["x"], o["y"]) > noise.max_range_m:
+        if not ok or vis < 0.5 or np.hypot(o["x"], o["y"]) > noise.max_range_m or o["class_id"] <= 0:
             continue
         h = box[3] - box[1]
         if rng.random() < (noise.small_box_miss_p if h < noise.small_box_px else noise.miss_p):
