@@ -39,7 +39,8 @@ LOWER_BLOCK_ROWS = slice(32, 64)
 HDL64E_ROTATION_HZ = 10.0
 HDL64E_MAX_RANGE_M = 120.0
 HDL64E_MIN_RANGE_M = 2.0  # returns nearer than this hit the KITTI car itself and are not recorded
-# About 0.09 degrees between firings at 10 Hz: 4000 firings per revolution.
-HDL64E_FIRINGS_PER_REV = 4000
+# KITTI scans hold a return every ~0.18 degrees of azimuth per beam (median spacing in the real
+# object frames), about 2000 per beam and revolution at 10 Hz.
+HDL64E_FIRINGS_PER_REV = 2000
 # Mounting height of the Velodyne origin above the road on the KITTI car.
 KITTI_VELODYNE_HEIGHT_M = 1.73

@@ -1,0 +1,66 @@
+"""Point-wise labels from 3D boxes: hand-placed boxes and the real KITTI object frames."""
+from __future__ import annotations
+
+import numpy as np
+
+from squeeze_perception.kitti.calib import load_object_calib
+from squeeze_perception.kitti.checks import check_object_frame
+from squeeze_perception.kitti.default_calib import kitti_calibration
+from squeeze_perception.kitti.labels import ObjectLabel, read_labels, read_velodyne_bin
+from squeeze_perception.kitti.pointwise import box_corners_velo, class_of_type, pointwise_labels, points_in_box
+
+
+def label_at_velo(calib, centre_bottom_velo, size_lwh, yaw_velo, kind="Car") -> ObjectLabel:
+    """A KITTI label for a box given in the Velodyne frame (bottom centre, l w h, heading)."""
+    loc = calib.velo_to_rect_points(np.array([centre_bottom_velo], float))[0]
+    heading = calib.velo_to_rect[:3, :3] @ np.array([np.cos(yaw_velo), np.sin(yaw_velo), 0.0])
+    ry = float(np.arctan2(-heading[2], heading[0]))
+    length, width, height = size_lwh
+    return ObjectLabel(kind, 0.0, 0, 0.0, np.array([0, 0, 10, 10.0]), np.array([height, width, length]), loc, ry)
+
+
+def test_rotated_box_contains_exactly_the_points_inside():
+    calib = kitti_calibration()
+    lab = label_at_velo(calib, [10.0, 2.0, -1.73], (4.0, 2.0, 1.5), np.pi / 2)  # long axis along velo y
+    pts = np.array([[10.0, 2.0, -1.0, 0], [10.0, 3.9, -1.0, 0],  # centre; 1.9 m along the long axis: inside
+                    [10.9, 2.0, -1.0, 0],  # 0.9 m across: inside
+                    [11.2, 2.0, -1.0, 0],  # 1.2 m across: outside (width 2)
+                    [10.0, 2.0, -0.1, 0],  # above the 1.5 m top
+                    [10.0, 2.0, -1.8, 0]])  # below the bottom
+    assert points_in_box(pts, lab, calib).tolist() == [True, True, True, False, False, False]
+    corners = box_corners_velo(lab, calib)
+    np.testing.assert_allclose(corners[:, 2].min(), -1.73, atol=0.05)  # rectification tilts the box slightly
+    np.testing.assert_allclose(corners[:, :2].mean(0), [10.0, 2.0], atol=0.02)
+
+
+def test_pointwise_labels_assign_classes_and_instances():
+    calib = kitti_calibration()
+    car = label_at_velo(calib, [8.0, 0.0, -1.73], (4.0, 1.8, 1.5), 0.0, "Car")
+    ped = label_at_velo(calib, [6.0, 4.0, -1.73], (0.8, 0.8, 1.8), 0.0, "Pedestrian")
+    van = label_at_velo(calib, [20.0, 0.0, -1.73], (5.0, 2.0, 2.0), 0.0, "Van")
+    dont = ObjectLabel("DontCare", -1, -1, -10, np.array([0, 0, 5, 5.0]), -np.ones(3), -1000 * np.ones(3), -10)
+    pts = np.array([[8.0, 0.0, -1.0, 0], [6.0, 4.0, -0.5, 0], [20.0, 0.0, -1.0, 0], [40.0, 0.0, -1.0, 0]])
+    classes, instances = pointwise_labels(pts, [dont, car, ped, van], calib)
+    assert classes.tolist() == [1, 2, 0, 0]
+    assert instances.tolist() == [1, 2, -1, -1]
+    assert class_of_type("Person_sitting") == 2 and class_of_type("Tram") == 0
+
+
+def test_real_object_frames_pass_the_label_checks(kitti_real):
+    base = kitti_real / "object" / "training"
+    for name in ("000000", "000001", "000002"):
+        calib = load_object_calib(base / "calib" / f"{name}.txt")
+        labels = read_labels(base / "label_2" / f"{name}.txt")
+        points = read_velodyne_bin(base / "velodyne" / f"{name}.bin")
+        from PIL import Image
+
+        size = Image.open(base / "image_2" / f"{name}.png").size
+        checks = check_object_frame(labels, points, calib, size)
+        assert checks
+        for c in checks:
+            assert c.bbox_in_image
+            assert c.projection_iou > 0.8, (name, c.label.type, c.projection_iou)
+            assert c.points_inside > 0, (name, c.label.type)
+        classes, _ = pointwise_labels(points, labels, calib)
+        wanted = {class_of_type(lab.type) for lab in labels if lab.type != "DontCare"} - {0}
+        assert wanted <= set(np.unique(classes).tolist())
