@@ -16,7 +16,6 @@ from .raycast import RayScene
 from .world import Agent, World
 
 LABEL_RADIUS_M = 100.0
-TRACK_RADIUS_M = 80.0
 MIN_BOX_HEIGHT_PX = 15.0  # smaller objects become DontCare regions, as in KITTI
 MIN_VISIBLE_FRACTION = 0.03
 

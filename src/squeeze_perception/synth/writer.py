@@ -77,7 +77,7 @@ class RawSequenceWriter:
         self.poses: list[tuple] = []
         self._calib_written = False
 
-    def add(self, frame: SynthFrame, track_radius: float = 80.0) -> None:
+    def add(self, frame: SynthFrame, track_radius: float = 100.0) -> None:
         i = len(self.times)
         if not self._calib_written:
             write_raw_calib(self.date_dir, frame.calib)
