@@ -56,8 +56,7 @@ def _eval(args) -> int:
     import torch
 
     from .data import list_grids
-    from .evaluation import (counts_to_json, evaluate_grids, evaluate_object_frames, model_meta, table_class_instance,
-                             table_iou)
+    from .evaluation import counts_to_json, evaluate_grids, evaluate_object_frames, model_meta
     from .pipeline import SegmentationPipeline
     from .train import load_renderer
 
@@ -125,6 +124,42 @@ def _bench(args) -> int:
     return 0
 
 
+def _plots(args) -> int:
+    import torch
+
+    from .data import load_grid, to_input
+    from .evaluation import _GridView
+    from .losses import render_intensity
+    from .pipeline import SegmentationPipeline
+    from .plots import plot_intensity, plot_label_maps, plot_training_curves
+    from .train import load_renderer
+
+    torch.set_num_threads(max(args.threads, 1))
+    real = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
+    img = project_root() / "docs" / "img"
+    grid = load_grid(real / "lidar_2d" / args.frame)
+    valid = grid[..., 4] > 0
+    rows = [("ground truth", grid[..., 5].astype(int))]
+    for name in args.models.split(","):
+        if not (models_dir() / f"{name}.pt").exists():
+            continue
+        pl = SegmentationPipeline(name, num_threads=args.threads)
+        batch = pl.network_input([_GridView(grid)])
+        rows.append((name, pl.run_crf(pl.run_network(batch), batch)[0].argmax(0)))
+    print(plot_label_maps(rows, valid, img / "seg_real_lidar2d.png", f"real KITTI lidar_2d {args.frame}"))
+    renderer_path = models_dir() / "squeezeseg_intensity.pt"
+    if renderer_path.exists():
+        grids = np.load(project_root() / args.grids)
+        g = grids[args.scan_index]
+        x = torch.from_numpy(to_input(g, 5))[None]
+        with torch.no_grad():
+            rendered = render_intensity(load_renderer(renderer_path)(x))[0].numpy()
+        print(plot_intensity(g[..., 3], rendered, g[..., 4] > 0, img / "seg_intensity.png"))
+    logs = {p.parent.name: p for p in sorted((project_root() / "out" / "seg").glob("*/train.log"))}
+    print(plot_training_curves(logs, img / "seg_training.png"))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="squeeze-perception seg", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -181,6 +216,15 @@ def main(argv: list[str]) -> int:
     b.add_argument("--backends", default="torch,onnxruntime", help="comma list, run side by side")
     b.add_argument("--out", default="out/seg/bench.json")
     b.set_defaults(func=_bench)
+
+    p = sub.add_parser("plots", help="docs/img/seg_*.png: label maps, rendered intensity, training curves")
+    p.add_argument("--models", default="squeezeseg,squeezesegv2,squeezesegv2_lir,squeezesegv2_gca,squeezesegv2_da")
+    p.add_argument("--frame", default="2011_09_26_0001_0000000040.npy")
+    p.add_argument("--grids", default=DEFAULT_REAL_GRIDS)
+    p.add_argument("--scan-index", type=int, default=20, help="which unlabelled real grid to render")
+    p.add_argument("--kitti-root", default="")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_plots)
 
     args = ap.parse_args(argv)
     return int(args.func(args) or 0)

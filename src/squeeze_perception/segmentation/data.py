@@ -63,9 +63,20 @@ class GridDataset:
     def __len__(self) -> int:
         return len(self.files)
 
+    def refresh(self, files: list[Path]) -> None:
+        """Add files that appeared since construction (existing indices keep their file)."""
+        known = set(self.files)
+        self.files += [f for f in files if f not in known]
+
     def grid(self, i: int) -> np.ndarray:
         if i not in self._cache:
-            self._cache[i] = load_grid(self.files[i])
+            try:
+                self._cache[i] = load_grid(self.files[i])
+            except (ValueError, OSError, EOFError):
+                # A file still being written by the generator: use a cached one this time.
+                if not self._cache:
+                    raise
+                return next(iter(self._cache.values()))
         return self._cache[i]
 
     def item(self, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -204,8 +204,9 @@ class _GridView:
 
 def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyne", max_frames: int = 0,
                            progress: bool = True) -> SegCounts:
-    """Class- and instance-level metrics on KITTI-object-layout frames (labels from 3D boxes),
-    over the points inside the pipeline's field of view."""
+    """Class- and instance-level metrics on KITTI-object-layout frames, over the points inside
+    the pipeline's field of view. Ground truth: the simulator's exact per-point labels
+    (velodyne_labels/) when present, else points inside the 3D boxes (real KITTI)."""
     from tqdm import tqdm
 
     from ..kitti.calib import load_object_calib
@@ -217,8 +218,13 @@ def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyn
         frames = frames[:max_frames]
     for fid in tqdm(frames, desc=f"{root.name} frames", disable=not progress, leave=False):
         pts = read_velodyne_bin(root / velodyne_folder / f"{fid}.bin")
-        gt, gt_inst = points_in_boxes(pts, read_labels(root / "label_2" / f"{fid}.txt"),
-                                      load_object_calib(root / "calib" / f"{fid}.txt"))
+        exact = root / "velodyne_labels" / f"{fid}.npy"  # the simulator's per-point [class, instance]
+        if exact.exists():
+            point_labels = np.load(exact)
+            gt, gt_inst = point_labels[:, 0].astype(np.int64), point_labels[:, 1].astype(np.int64)
+        else:
+            gt, gt_inst = points_in_boxes(pts, read_labels(root / "label_2" / f"{fid}.txt"),
+                                          load_object_calib(root / "calib" / f"{fid}.txt"))
         res = pipeline.process(pts)
         sel = res.fov_mask if res.fov_mask is not None else np.zeros(len(pts), bool)
         counts.add_class_level(res.labels[sel].astype(np.int64), gt[sel])

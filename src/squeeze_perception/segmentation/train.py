@@ -133,6 +133,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     last = {}
     with open(log_path, "a") as log:
         while step < cfg.steps and (time.perf_counter() - t_start) < cfg.minutes * 60:
+            if step % 50 == 0 and not cfg.max_files:  # pick up frames a running generator adds
+                data.refresh(list_grids(_resolve(cfg.data)))
             idx = rng.integers(0, len(data), cfg.batch_size)
             x_np, y_np = data.batch(idx)
             x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
