@@ -205,8 +205,10 @@ def plot_bench(rows: list, path: str) -> None:
     for name, label in (("lidar_only", "LiDAR-only"), ("fusion+camera_updates", "fusion + camera updates")):
         mean = [r[2][name][0] for r in rows]
         p99 = [r[2][name][1] for r in rows]
-        ax.plot(n, mean, "o-", label=f"{label} mean")
-        ax.plot(n, p99, "x--", label=f"{label} p99")
+        cpu = [r[2][name][3] for r in rows]
+        ax.plot(n, mean, "o-", label=f"{label} wall mean")
+        ax.plot(n, p99, "x--", label=f"{label} wall p99")
+        ax.plot(n, cpu, "s:", label=f"{label} CPU mean")
     ax.set_xlabel("objects in the scene")
     ax.set_ylabel("ms per frame")
     ax.set_title("tracker per-frame latency (track bench)")
@@ -217,37 +219,59 @@ def plot_bench(rows: list, path: str) -> None:
     plt.close(fig)
 
 
+def _interleaved_times(seq, inputs, config, names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-frame wall and thread-CPU ms of several variants, run frame by frame side by side
+    (order alternating) so load changes on a shared machine hit every variant alike."""
+    pipes = {}
+    for name in names:
+        flags = VARIANTS[name]
+        pipes[name] = TrackingPipeline(config, use_camera=flags["use_camera"], camera_updates=flags["camera_updates"])
+        pipes[name].set_camera(DEFAULT_CAMERA.p, DEFAULT_CAMERA.velo_to_cam, DEFAULT_CAMERA.image_size)
+    wall = {n: [] for n in names}
+    cpu = {n: [] for n in names}
+    for k, (t, (inst, det)) in enumerate(zip(seq.stamps_s, inputs)):
+        order = names if k % 2 == 0 else names[::-1]
+        for name in order:
+            w0, c0 = time.perf_counter(), time.thread_time()
+            pipes[name].process(float(t), inst, det if VARIANTS[name]["use_camera"] else None)
+            cpu[name].append((time.thread_time() - c0) * 1e3)
+            wall[name].append((time.perf_counter() - w0) * 1e3)
+    return {n: (np.asarray(wall[n]), np.asarray(cpu[n])) for n in names}
+
+
 def cmd_bench(args) -> int:
     from tqdm import tqdm
 
     config = load_config(args.config)
     counts = [int(c) for c in args.objects.split(",")]
+    names = ("lidar_only", "fusion+camera_updates")
     rows = []
     for n in tqdm(counts, desc="objects", leave=False):
         seq = sc.random_traffic(n, args.frames, seed=args.seed, fov_deg=80.0)
         inputs = sc.simulate_inputs(seq, args.seed, DEFAULT_CAMERA.velo_to_image, DEFAULT_CAMERA.image_size)
+        times = _interleaved_times(seq, inputs, config, names)
         stats = {}
-        for name in ("lidar_only", "fusion+camera_updates"):
-            _, times = run_sequence(seq, inputs, DEFAULT_CAMERA, config, **VARIANTS[name])
-            t = np.asarray(times[args.warmup:])
-            stats[name] = (t.mean(), np.percentile(t, 99), t.std())
+        for name, (wall, cpu) in times.items():
+            w, c = wall[args.warmup:], cpu[args.warmup:]
+            stats[name] = (w.mean(), np.percentile(w, 99), w.std(), c.mean())
         n_meas = float(np.mean([len(i) for i, _ in inputs]))
         rows.append((n, n_meas, stats))
     print(f"tracker per-frame latency, {args.frames} frames per row ({args.warmup} warm-up dropped), "
-          "random traffic + noise model, single thread")
-    print("| objects | instances/frame | LiDAR-only mean / p99 / std (ms) | fusion mean / p99 / std (ms) | "
-          "fusion / LiDAR-only (mean) |")
-    print("|---|---|---|---|---|")
+          "random traffic + noise model, single thread, both variants interleaved frame by frame")
+    print("| objects | instances/frame | LiDAR-only wall mean / p99 / std (ms) | CPU mean (ms) | "
+          "fusion wall mean / p99 / std (ms) | CPU mean (ms) | fusion / LiDAR-only (CPU mean) |")
+    print("|---|---|---|---|---|---|---|")
     for n, n_meas, st in rows:
-        a, b = st["lidar_only"], st["fusion+camera_updates"]
-        print(f"| {n} | {n_meas:.1f} | {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f} | {b[0]:.3f} / {b[1]:.3f} / {b[2]:.3f} "
-              f"| {b[0] / a[0]:.2f} |")
+        a, b = st[names[0]], st[names[1]]
+        print(f"| {n} | {n_meas:.1f} | {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f} | {a[3]:.3f} | "
+              f"{b[0]:.3f} / {b[1]:.3f} / {b[2]:.3f} | {b[3]:.3f} | {b[3] / a[3]:.2f} |")
     if args.plot:
         plot_bench(rows, args.plot)
         print(f"wrote {args.plot}")
     first, last = rows[0], rows[-1]
-    print(f"summary: {first[0]} -> {last[0]} objects: LiDAR-only mean grows "
-          f"{last[2]['lidar_only'][0] / first[2]['lidar_only'][0]:.1f}x")
+    print(f"summary: {first[0]} -> {last[0]} objects: LiDAR-only CPU time per frame grows "
+          f"{last[2][names[0]][3] / first[2][names[0]][3]:.1f}x "
+          f"({first[2][names[0]][3]:.2f} -> {last[2][names[0]][3]:.2f} ms)")
     return 0
 
 
