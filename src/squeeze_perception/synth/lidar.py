@@ -23,7 +23,7 @@ from .raycast import RayScene
 # and the spread of that threshold in natural-log units.
 DETECTION_POWER_HALF = 5.0e-6
 DETECTION_LOG_SPREAD = 0.6
-RANDOM_DROPOUT = 0.01
+RANDOM_DROPOUT = 0.003
 RANGE_NOISE_M = 0.015
 INTENSITY_NOISE = 0.03
 

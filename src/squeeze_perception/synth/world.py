@@ -177,15 +177,15 @@ class World:
         self.layout = StreetLayout(
             lane_width=float(rng.uniform(3.1, 3.7)), lanes_forward=forward,
             lanes_backward=int(max(1, forward + rng.integers(-1, 1))),
-            parking_right=bool(rng.random() < (0.75 if style != "rural" else 0.15)),
-            parking_left=bool(rng.random() < (0.6 if style != "rural" else 0.1)),
+            parking_right=bool(rng.random() < (0.55 if style != "rural" else 0.1)),
+            parking_left=bool(rng.random() < (0.4 if style != "rural" else 0.1)),
             sidewalk_width=float(rng.uniform(2.0, 5.0) if style != "rural" else rng.uniform(0.8, 1.6)),
             curb_height=float(rng.uniform(0.10, 0.18)), style=str(style), x_min=-120.0, x_max=length + 150.0)
         lane = int(rng.integers(0, forward))
         speed = float(ego_speed if ego_speed is not None else rng.choice([0.0, rng.uniform(3, 8), rng.uniform(8, 14),
                                                                          rng.uniform(8, 14)]))
         self.ego = EgoState(0.0, self.layout.lane_centre(True, lane) + rng.normal(0, 0.15), 0.0, speed)
-        self.density = float(density if density is not None else rng.uniform(0.6, 1.4))
+        self.density = float(density if density is not None else rng.uniform(0.4, 1.2))
         self._next_instance = 1
         self.static_mesh = self._build_static()
         self.agents: list[Agent] = []
@@ -325,7 +325,7 @@ class World:
                 kind = "Car" if rng.random() < 0.85 else "Van"
                 a = self._new_agent(kind, x, y + rng.normal(0, 0.1), (0.0 if rng.random() < 0.8 else np.pi)
                                     + rng.normal(0, 0.03), 0.0, "parked")
-                x += a.length + (rng.uniform(0.6, 2.5) if rng.random() < 0.75 * d else rng.uniform(5, 25))
+                x += a.length + (rng.uniform(0.6, 2.5) if rng.random() < 0.35 * d else rng.uniform(8, 40))
                 self.agents.append(a)
         # Moving traffic, lane by lane.
         for forward, lanes in ((True, lay.lanes_forward), (False, lay.lanes_backward)):
@@ -343,7 +343,7 @@ class World:
                     a = self._new_agent(kind, x, y + rng.normal(0, 0.12), (0.0 if forward else np.pi)
                                         + rng.normal(0, 0.015), v, "lane", ("lane", forward, k))
                     self.agents.append(a)
-                    x += a.length + rng.uniform(6, 40) / d
+                    x += a.length + rng.uniform(12, 60) / d
         # Cyclists along the right edge of the outer lanes.
         for forward in (True, False):
             n = rng.poisson(1.2 * d * (route_length + 170) / 100)

@@ -1,0 +1,120 @@
+"""`squeeze-perception synth stats`: scan and label statistics of a dataset next to the real KITTI samples.
+
+  squeeze-perception synth stats --root data/synth [--limit 100] [--real ../shared/data/kitti_real]
+"""
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..interfaces import CLASS_NAMES
+from ..kitti.datasets import KittiObjectDataset
+from ..kitti.lidar_2d import read_lidar_2d
+from ..kitti.pointwise import pointwise_labels
+from ..kitti.projection import spherical_project
+from ..paths import kitti_real_dir
+
+
+@dataclass
+class ScanStats:
+    points: list[int] = field(default_factory=list)
+    front_empty: list[float] = field(default_factory=list)
+    intensity_median: list[float] = field(default_factory=list)
+    intensity_zero: list[float] = field(default_factory=list)
+    class_counts: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES), np.int64))
+    front_class_counts: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES), np.int64))
+    label_types: Counter = field(default_factory=Counter)
+    occlusion: Counter = field(default_factory=Counter)
+    frames: int = 0
+
+    def add_scan(self, points: np.ndarray, classes: np.ndarray) -> None:
+        self.frames += 1
+        self.points.append(len(points))
+        proj = spherical_project(points, "front")
+        self.front_empty.append(1.0 - float(proj.mask.mean()))
+        self.intensity_median.append(float(np.median(points[:, 3])))
+        self.intensity_zero.append(float(np.mean(points[:, 3] == 0)))
+        self.class_counts += np.bincount(classes, minlength=len(CLASS_NAMES))[:len(CLASS_NAMES)]
+        cells = classes[proj.point_index[proj.mask]]
+        self.front_class_counts += np.bincount(cells, minlength=len(CLASS_NAMES))[:len(CLASS_NAMES)]
+
+    def summary(self) -> dict[str, float | str]:
+        out: dict[str, float | str] = {"frames": self.frames}
+        if self.points:
+            out["points per scan (mean)"] = float(np.mean(self.points))
+            out["points per scan (min..max)"] = f"{min(self.points)}..{max(self.points)}"
+            out["front 64x512 empty cells"] = float(np.mean(self.front_empty))
+            out["intensity median"] = float(np.mean(self.intensity_median))
+            out["intensity == 0"] = float(np.mean(self.intensity_zero))
+            fr = self.front_class_counts / max(self.front_class_counts.sum(), 1)
+            for i, name in enumerate(CLASS_NAMES[1:], 1):
+                out[f"front cells {name}"] = float(fr[i])
+        if self.label_types:
+            n = max(self.frames, 1)
+            for t in ("Car", "Pedestrian", "Cyclist", "Van", "Truck", "DontCare"):
+                out[f"labels/frame {t}"] = self.label_types.get(t, 0) / n
+            total = sum(self.occlusion.values())
+            for level in (0, 1, 2):
+                out[f"occluded={level} share"] = self.occlusion.get(level, 0) / max(total, 1)
+        return out
+
+
+def object_split_stats(root: Path, split: str = "training", limit: int | None = None) -> ScanStats:
+    stats = ScanStats()
+    ds = KittiObjectDataset(root, split)
+    for i in range(min(len(ds), limit or len(ds))):
+        f = ds[i]
+        classes = f.point_labels[:, 0] if f.point_labels is not None else \
+            pointwise_labels(f.points, f.labels, f.calib)[0]
+        stats.add_scan(f.points, classes.astype(np.int64))
+        for lab in f.labels:
+            stats.label_types[lab.type] += 1
+            if lab.type != "DontCare":
+                stats.occlusion[lab.occluded] += 1
+    return stats
+
+
+def lidar_2d_stats(files: list[Path]) -> dict[str, float]:
+    empties, counts = [], np.zeros(len(CLASS_NAMES), np.int64)
+    for f in files:
+        t = read_lidar_2d(f)
+        occupied = t[..., 4] > 0
+        empties.append(1.0 - occupied.mean())
+        counts += np.bincount(t[..., 5][occupied].astype(np.int64), minlength=len(CLASS_NAMES))[:len(CLASS_NAMES)]
+    out = {"lidar_2d frames": float(len(files)), "lidar_2d empty cells": float(np.mean(empties)) if empties else float("nan")}
+    for i, name in enumerate(CLASS_NAMES[1:], 1):
+        out[f"lidar_2d cells {name}"] = float(counts[i] / max(counts.sum(), 1))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="squeeze-perception synth stats", description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="data/synth")
+    ap.add_argument("--split", default="training")
+    ap.add_argument("--limit", type=int, default=100, help="object frames to read (0 = all)")
+    ap.add_argument("--real", default=str(kitti_real_dir()))
+    args = ap.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    root, real = Path(args.root), Path(args.real)
+    synth = object_split_stats(root, args.split, args.limit or None).summary()
+    synth.update(lidar_2d_stats(sorted((root / "lidar_2d" / ("train" if args.split == "training" else "test"))
+                                       .glob("*.npy"))[: args.limit or None]))
+    real_stats: dict = {}
+    if (real / "object").exists():
+        real_stats = object_split_stats(real, "training").summary()
+        real_stats.update(lidar_2d_stats(sorted((real / "lidar_2d").glob("*.npy"))))
+    table = Table(title=f"synthetic ({root}) vs real KITTI samples")
+    table.add_column("statistic")
+    table.add_column("synthetic", justify="right")
+    table.add_column("real", justify="right")
+    for key in synth:
+        fmt = (lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+        table.add_row(key, fmt(synth[key]), fmt(real_stats[key]) if key in real_stats else "-")
+    Console().print(table)
+    return 0
