@@ -96,7 +96,8 @@ def test_every_labelled_object_contains_its_points_and_projects_onto_its_box(fra
                 assert points_in_box(own, c.label, calib, margin=0.1).mean() > 0.99
                 assert c.points_inside >= len(own) * 0.99
             if c.label.truncated < 0.05 and not np.isnan(c.projection_iou):
-                assert c.projection_iou > 0.7
+                # The 2D box hugs the shape; the 3D box's projection is larger for thin riders and walkers.
+                assert c.projection_iou > (0.75 if c.label.type == "Car" else 0.55)
             assert class_of_type(c.label.type) == truth.agent.class_id
             n_checked += 1
     assert n_checked >= 5
