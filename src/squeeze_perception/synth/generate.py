@@ -33,6 +33,7 @@ def object_frame(seed: int, split: str, index: int, shadows: bool = True, nthrea
     # Let traffic settle for a moment so followers have adapted to their leaders.
     for _ in range(int(rng.integers(0, 20))):
         world.step(FRAME_PERIOD_S)
+    world.ego.yaw = float(rng.normal(0.0, 0.03))  # the street is not always exactly straight ahead
     return _renderer(shadows, nthreads).render(world, rng)
 
 

@@ -1,0 +1,86 @@
+"""`squeeze-perception synth bench`: how fast the generator makes LiDAR + camera frames, stage by stage.
+
+  squeeze-perception synth bench [--frames 10] [--threads 0]
+
+Every stage runs on the same worlds in the same process, so the ratios are side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="squeeze-perception synth bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="open3d ray-casting threads (0 = all cores)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    from rich.console import Console
+    from rich.progress import track
+    from rich.table import Table
+
+    from ..kitti.hdl64e import KITTI_VELODYNE_HEIGHT_M
+    from .camera import Lighting
+    from .frame import FrameRenderer
+    from .generate import FRAME_PERIOD_S
+    from .raycast import RayScene
+    from .world import World
+    from .writer import write_object_frame
+
+    renderer = FrameRenderer(nthreads=args.threads)
+    no_shadow = FrameRenderer(shadows=False, nthreads=args.threads)
+    times: dict[str, list[float]] = {k: [] for k in ("world", "scene", "lidar", "camera", "camera_no_shadows",
+                                                    "frame", "frame_and_write", "sequence_frame")}
+    points = []
+    tmp = tempfile.TemporaryDirectory()
+    seq_world = World(args.seed + 1000, length=args.frames * 1.5)
+    for i in track(range(args.frames), description="bench"):
+        rng = np.random.default_rng(i)
+        t0 = time.perf_counter()
+        world = World(args.seed * 10_000 + i, length=0.0)
+        times["world"].append(time.perf_counter() - t0)
+        rotation, origin = world.sensor_pose(KITTI_VELODYNE_HEIGHT_M)
+        t0 = time.perf_counter()
+        objs = [(m, a.class_id, a.instance_id) for a in world.agents_near(130.0) for m in [a.world_mesh()[0]]]
+        scene = RayScene(world.static_mesh, objs, args.threads)
+        scene.cast(origin, np.array([[1.0, 0.0, 0.0]]))  # open3d builds its BVH on the first cast
+        times["scene"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        scan = renderer.lidar.scan(scene, rotation, origin, rng, world.layout.on_lane_paint)
+        times["lidar"].append(time.perf_counter() - t0)
+        points.append(len(scan.points))
+        lighting = Lighting.random(rng)
+        t0 = time.perf_counter()
+        renderer.camera.render(scene, rotation, origin, lighting, rng, world.layout.on_lane_paint, True)
+        times["camera"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        no_shadow.camera.render(scene, rotation, origin, lighting, rng, world.layout.on_lane_paint, False)
+        times["camera_no_shadows"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        frame = renderer.render(world, rng, lighting)
+        times["frame"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        frame = renderer.render(world, rng, lighting)
+        write_object_frame(tmp.name, "training", i, frame, "train")
+        times["frame_and_write"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        renderer.render(seq_world, rng, lighting)
+        seq_world.step(FRAME_PERIOD_S)
+        times["sequence_frame"].append(time.perf_counter() - t0)
+    tmp.cleanup()
+
+    full = np.median(times["frame_and_write"])
+    table = Table(title=f"synth bench: {args.frames} frames, median per frame (open3d threads: {args.threads or 'all'})")
+    for col in ("stage", "ms/frame", "frames/s", "share of frame+write"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for key, vals in times.items():
+        med = float(np.median(vals))
+        table.add_row(key, f"{1000 * med:.0f}", f"{1 / med:.2f}", f"{med / full:.2f}")
+    Console().print(table)
+    print(f"summary: {1 / full:.2f} LiDAR+camera frames/s written (goal 5), LiDAR alone {1 / np.median(times['lidar']):.1f}/s,"
+          f" camera alone {1 / np.median(times['camera']):.1f}/s; {np.mean(points):.0f} points per scan")
+    return 0
