@@ -241,3 +241,16 @@ def test_params_file_loads_and_matches_the_code_defaults(ros):
     finally:
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_camera_disabled_never_waits_for_detections(ros):
+    node = _make_node(use_camera=False, max_wait_s=10.0)
+    try:
+        out = _capture(node)
+        seq = sc.occlusion_gap(gap_frames=0, n_frames=3)
+        for k, gt in enumerate(seq.frames):
+            node.on_detections(_detections_msg(gt, T0 + 0.1 * k + 0.5))  # never pairs
+            node.on_instances(_instances_msg(gt, T0 + 0.1 * k))
+        assert len(out["tracks"]) == 3 and node.sync.stats.paired == 0
+    finally:
+        node.destroy_node()

@@ -182,7 +182,9 @@ class TrackerNode(PerceptionNode):
         with self.frame("detections", msg.header) as ctx:
             table = cloud_to_table(msg, itf.DETECTION_DTYPE)
             now = time.monotonic()
-            if self.p["use_camera"] and self._lidar_silent(now):
+            if not self.p["use_camera"]:
+                return  # decoded (bad tables still reported) but never waited for
+            if self._lidar_silent(now):
                 ctx.published += self._camera_only(msg.header, table)
                 return
             ctx.published += self._run(self.sync.push_detections(stamp_to_ns(msg.header.stamp), table, now))
