@@ -249,7 +249,7 @@ def test_camera_disabled_never_waits_for_detections(ros):
         out = _capture(node)
         seq = sc.occlusion_gap(gap_frames=0, n_frames=3)
         for k, gt in enumerate(seq.frames):
-            node.on_detections(_detections_msg(gt, T0 + 0.1 * k + 0.5))  # never pairs
+            node.on_detections(_detections_msg(gt, T0 + 0.1 * k - 0.2))  # too old to pair: would wait
             node.on_instances(_instances_msg(gt, T0 + 0.1 * k))
         assert len(out["tracks"]) == 3 and node.sync.stats.paired == 0
     finally:
