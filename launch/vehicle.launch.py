@@ -15,7 +15,7 @@ from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, RegisterEv
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node, SetParameter
 
 from squeeze_perception.launch_runner.dds import large_data_profile_path
@@ -46,6 +46,14 @@ def default_bag() -> str:
         if (bags_dir() / name).exists():
             return str(bags_dir() / name)
     return str(bags_dir() / "kitti_real_4frames")
+
+
+def enabled_count(flags: list[str]) -> PythonExpression:
+    """Number of the boolean launch arguments `flags` that are true (evaluated at launch time)."""
+    terms = []
+    for flag in flags:
+        terms += ["int('", LaunchConfiguration(flag), "'.lower() in ('true', '1')) + "]
+    return PythonExpression(terms + ["0"])
 
 
 def generate_launch_description():
@@ -79,7 +87,10 @@ def generate_launch_description():
         package=PACKAGE, executable="bag_player_node", name="bag_player_node", namespace=cfg("namespace"),
         output="screen",
         parameters=[player, {"bag": cfg("bag"), "rate": cfg("rate"), "loop": cfg("loop"),
-                             "use_sim_time": False}])  # the player is the clock
+                             "use_sim_time": False,  # the player is the clock
+                             # start when every enabled stage subscribed (models take seconds to load)
+                             "subscriber_nodes": enabled_count(["detector", "segmenter", "tracker", "passthrough"]),
+                             "wait_for_subscribers": 60.0}])
     detector = Node(
         package=PACKAGE, executable="squeezedet_node", name="squeezedet_node", namespace=cfg("namespace"),
         output="screen", condition=IfCondition(cfg("detector")),

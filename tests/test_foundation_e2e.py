@@ -34,10 +34,10 @@ def bag_stamps_and_sizes() -> tuple[list[int], list[int]]:
 def test_launch_plays_the_real_bag_through_three_processes(rclpy_context):
     import rclpy
     from rclpy.node import Node
-    from sensor_msgs.msg import Image, PointCloud2
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     from squeeze_perception.msgs_conv import cloud_to_array, image_to_array
-    from squeeze_perception.node_base import RESULT_QOS
+    from squeeze_perception.node_base import LATCHED_QOS, RESULT_QOS
 
     stamps, sizes = bag_stamps_and_sizes()
     node = Node("e2e_probe", context=rclpy_context)
@@ -60,6 +60,8 @@ def test_launch_plays_the_real_bag_through_three_processes(rclpy_context):
         node.create_subscription(PointCloud2, f"/{ns}/perception/passthrough/points", on_points(f"{ns}_points"),
                                  RESULT_QOS)
         node.create_subscription(Image, f"/{ns}/perception/passthrough/image", on_image(f"{ns}_image"), RESULT_QOS)
+    infos = []
+    node.create_subscription(CameraInfo, "/kitti/camera_color_left/camera_info", infos.append, LATCHED_QOS)
     executor = rclpy.executors.SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(node)
 
@@ -90,6 +92,9 @@ def test_launch_plays_the_real_bag_through_three_processes(rclpy_context):
         images = got[f"{ns}_image"]
         assert [i[0] for i in images] == stamps  # same 10 Hz stamps as the clouds in this bag
         assert all(i[1:] == (itf.FRAME_CAMERA, (375, 1242, 3), "rgb8") for i in images)
+    # camera_info is latched (our contract) and carries the KITTI 2011_09_26 P_rect_02.
+    assert infos and infos[-1].header.frame_id == itf.FRAME_CAMERA and (infos[-1].width, infos[-1].height) == (1242, 375)
+    assert abs(infos[-1].p[0] - 721.5377) < 1e-3 and abs(infos[-1].k[2] - 609.5593) < 1e-3
     # The end-of-run table has both pass-through nodes and the player's per-topic counts.
     assert "front/passthrough_node" in out and "rear/passthrough_node" in out
     table = out[out.index("node  "):]

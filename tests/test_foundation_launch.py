@@ -77,6 +77,7 @@ def test_vehicle_launch_default_plan(tmp_path):
     p = params_of(player.cmd)
     assert p["use_sim_time"] is False  # the player is the clock
     assert p["rate"] == 1.0 and p["loop"] is False and Path(p["bag"]).name in ("demo_drive", "kitti_real_4frames")
+    assert p["subscriber_nodes"] == 1  # only the segmenter consumes the bag: playback waits for it
     s = params_of(seg.cmd)
     assert s["use_sim_time"] is True and s["model"] and s["backend"]
     assert player.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] in ("LOCALHOST", os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"])
@@ -101,7 +102,7 @@ def test_vehicle_launch_arguments_reach_the_nodes(tmp_path):
     assert "-r" in ros_args(by_name["car1/squeezeseg_node"].cmd)
     assert "__ns:=/car1" in ros_args(by_name["car1/squeezeseg_node"].cmd)
     p = params_of(by_name["car1/bag_player_node"].cmd)
-    assert p["rate"] == 2 and p["loop"] is True
+    assert p["rate"] == 2 and p["loop"] is True and p["subscriber_nodes"] == 2
     s = params_of(by_name["car1/squeezeseg_node"].cmd)
     assert (s["model"], s["backend"], s["use_sim_time"]) == ("squeezeseg", "onnx", False)
     assert "rviz2" in out.getvalue() and "unavailable" in out.getvalue()

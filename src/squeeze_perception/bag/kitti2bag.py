@@ -312,7 +312,8 @@ def convert(source_dir: str | Path, output: str | Path, storage: str = "mcap", c
             conns = {
                 TOPIC_TF_STATIC: writer.add_connection(TOPIC_TF_STATIC, "tf2_msgs/msg/TFMessage", typestore=ts,
                                                        offered_qos_profiles=_latched_qos()),
-                TOPIC_CAMERA_INFO: writer.add_connection(TOPIC_CAMERA_INFO, "sensor_msgs/msg/CameraInfo", typestore=ts),
+                TOPIC_CAMERA_INFO: writer.add_connection(TOPIC_CAMERA_INFO, "sensor_msgs/msg/CameraInfo", typestore=ts,
+                                                         offered_qos_profiles=_latched_qos()),
                 TOPIC_IMAGE: writer.add_connection(TOPIC_IMAGE, "sensor_msgs/msg/Image", typestore=ts),
                 TOPIC_POINTS: writer.add_connection(TOPIC_POINTS, "sensor_msgs/msg/PointCloud2", typestore=ts),
             }

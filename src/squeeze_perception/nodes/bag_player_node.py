@@ -26,6 +26,7 @@ from ..bag.source import BagError, BagMessage, BagSource
 from ..node_base import LATCHED_QOS, ParamSpec, PerceptionNode, run_node
 
 GLOBAL_TOPICS = ("/clock", "/tf", "/tf_static")
+LATCHED_TYPES = ("sensor_msgs/msg/CameraInfo",)
 # Recorded sensor streams: reliable so RViz (reliable by default) and our best-effort
 # subscribers both match; deep enough to absorb a burst of camera + LiDAR at the same stamp.
 PLAYBACK_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
@@ -46,6 +47,9 @@ PARAMS = [
     ParamSpec("wait_for_subscribers", 3.0,
               "Seconds to wait for every played topic to have a subscriber before starting", min=0.0, max=60.0,
               read_only=True),
+    ParamSpec("subscriber_nodes", 0,
+              "Start once this many nodes subscribe to the played topics (0: once every topic has a "
+              "subscriber); both bounded by wait_for_subscribers", min=0, max=1000, read_only=True),
     ParamSpec("linger", 0.5, "Seconds to keep running after the last message so it is delivered",
               min=0.0, max=60.0, read_only=True),
 ]
@@ -116,7 +120,9 @@ class BagPlayerNode(PerceptionNode):
             if cls is None:
                 skipped.append(f"{topic} ({info.msgtype})")
                 continue
-            qos = LATCHED_QOS if info.latched else PLAYBACK_QOS
+            # camera_info is latched in our contract (late joiners need it) whatever the recorder chose.
+            latched = info.latched or info.msgtype in LATCHED_TYPES or topic == "/tf_static"
+            qos = LATCHED_QOS if latched else PLAYBACK_QOS
             self.publishers_by_topic[topic] = self.advertise(cls, output_topic(topic), qos)
         if skipped:  # e.g. tf2_msgs has no wheel here; these play on a full ROS 2 install
             self.get_logger().warning(
@@ -136,18 +142,40 @@ class BagPlayerNode(PerceptionNode):
         return source
 
     # ------------------------------------------------------------------ playback thread
+    def _subscriber_nodes(self) -> set[tuple[str, str]]:
+        me = (self.get_namespace(), self.get_name())
+        found = set()
+        for pub in self.publishers_by_topic.values():
+            for info in self.get_subscriptions_info_by_topic(pub.topic_name):
+                found.add((info.node_namespace, info.node_name))
+        return found - {me}
+
     def _wait_for_subscribers(self) -> None:
-        """Until every played topic has a subscriber and the counts settled 1 s, or the timeout."""
+        """Give discovery time so the first frames are not lost, bounded by wait_for_subscribers.
+
+        With subscriber_nodes = N: until N distinct nodes subscribe (model nodes may take seconds
+        to load). Otherwise: until every played topic has a subscriber and the counts settled 1 s.
+        """
         deadline = time.monotonic() + self.p["wait_for_subscribers"]
+        wanted_nodes = self.p["subscriber_nodes"]
         data_pubs = [p for t, p in self.publishers_by_topic.items() if t not in GLOBAL_TOPICS]
         last, stable_since = None, time.monotonic()
         while time.monotonic() < deadline and not self.playback.stop_event.is_set():
-            counts = [p.get_subscription_count() for p in data_pubs]
-            if counts != last:
-                last, stable_since = counts, time.monotonic()
-            elif all(counts) and time.monotonic() - stable_since >= 1.0:
-                return
+            if wanted_nodes:
+                if len(self._subscriber_nodes()) >= wanted_nodes:
+                    time.sleep(0.5)  # their other subscriptions are matched within moments
+                    return
+            else:
+                counts = [p.get_subscription_count() for p in data_pubs]
+                if counts != last:
+                    last, stable_since = counts, time.monotonic()
+                elif all(counts) and time.monotonic() - stable_since >= 1.0:
+                    return
             time.sleep(0.05)
+        if wanted_nodes:
+            self.get_logger().warning(
+                f"starting after {self.p['wait_for_subscribers']:.0f} s with {len(self._subscriber_nodes())} of "
+                f"{wanted_nodes} subscriber node(s); early frames may be missed")
 
     def _publish(self, msg: BagMessage) -> None:
         stats = self.stats["playback"]
