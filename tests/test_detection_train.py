@@ -105,3 +105,19 @@ def test_input_anchors_follow_crop_geometry():
     # 160 -> 79 -> 39 -> 19 -> 9 columns; 96 -> 47 -> 23 -> 11 -> 5 rows
     assert a.shape == (9 * 5 * 9, 4)
     assert tuple(a[9][:2]) == (31.0, 15.0)
+
+
+def test_plot_training_log_and_cli_stats(tmp_path, capsys):
+    from squeeze_perception.detection.cli import main
+    from squeeze_perception.detection.train import plot_training_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 10 / s, "bbox": 1 / s, "conf": 8 / s, "class": 1 / s}) + "\n"
+                           for s in range(1, 12)))
+    plot_training_log(log, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert main(["stats", "--models", "squeezedet", "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "76x22" in out and "15048" in out
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert rows[0]["params"] == 2082120 and rows[0]["thesis"]["gflops"] == 9.7

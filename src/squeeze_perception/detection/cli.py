@@ -56,7 +56,7 @@ def _cmd_train(args) -> int:
 
     cfg = TrainConfig(model=args.model, train_dir=args.train_dir,
                       out=args.out or str(models_dir() / f"{args.model}.pt"), steps=args.steps,
-                      batch_size=args.batch_size, lr=args.lr, lr_decay_steps=args.lr_decay_steps,
+                      batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, lr_decay_steps=args.lr_decay_steps,
                       weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad_norm,
                       warmup_steps=args.warmup_steps, crop_width=args.crop[0], crop_height=args.crop[1],
                       threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
@@ -65,6 +65,14 @@ def _cmd_train(args) -> int:
     result = train(cfg)
     print(f"trained {result['steps']} steps in {(time.time() - t0) / 60:.1f} min, final loss "
           f"{result['final_loss']}; weights {result['weights']} (checkpoint {result['checkpoint']}, log {result['log']})")
+    return 0
+
+
+def _cmd_plot_train(args) -> int:
+    from .train import plot_training_log
+
+    plot_training_log(args.log, args.png)
+    print(f"wrote {args.png}")
     return 0
 
 
@@ -216,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=20000)
     t.add_argument("--batch-size", type=int, default=20)
     t.add_argument("--lr", type=float, default=0.01)
+    t.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     t.add_argument("--lr-decay-steps", type=int, default=10000)
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--clip-grad-norm", type=float, default=1.0)
@@ -229,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--max-minutes", type=float, default=0.0)
     t.set_defaults(func=_cmd_train)
+
+    pt = sub.add_parser("plot-train", help="plot the loss curves of a training log (JSON lines)")
+    pt.add_argument("log")
+    pt.add_argument("png")
+    pt.set_defaults(func=_cmd_plot_train)
 
     e = sub.add_parser("eval", help="KITTI 2D AP (11/40-point) and recall vs N_box")
     e.add_argument("--model", default="squeezedet")

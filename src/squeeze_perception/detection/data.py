@@ -91,13 +91,17 @@ class Sample:
         return read_labels(self.label_path) if self.label_path is not None and self.label_path.exists() else []
 
 
-def list_samples(split_dir: str | Path) -> list[Sample]:
-    """Frames of a KITTI object split folder (image_2/*.png with label_2/*.txt if present)."""
+def list_samples(split_dir: str | Path, require_labels: bool = False) -> list[Sample]:
+    """Frames of a KITTI object split folder (image_2/*.png with label_2/*.txt if present;
+    with require_labels, frames without a label file are left out)."""
     root = Path(split_dir)
     images = sorted((root / "image_2").glob("*.png"))
-    if not images:
-        raise FileNotFoundError(f"no images in {root / 'image_2'}")
-    return [Sample(p, root / "label_2" / f"{p.stem}.txt", p.stem) for p in images]
+    samples = [Sample(p, root / "label_2" / f"{p.stem}.txt", p.stem) for p in images]
+    if require_labels:
+        samples = [s for s in samples if s.label_path.exists()]
+    if not samples:
+        raise FileNotFoundError(f"no {'labelled ' if require_labels else ''}images in {root / 'image_2'}")
+    return samples
 
 
 def training_boxes(labels: list[ObjectLabel]) -> tuple[np.ndarray, np.ndarray]:

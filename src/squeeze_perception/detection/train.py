@@ -33,6 +33,7 @@ class TrainConfig:
     lr_decay_steps: int = 10000
     lr_decay: float = 0.5
     momentum: float = 0.9
+    optimizer: str = "sgd"  # "sgd" (thesis) | "adam" (faster start from random init on a CPU budget)
     weight_decay: float = 0.0
     clip_grad_norm: float = 1.0
     warmup_steps: int = 0
@@ -81,9 +82,16 @@ def load_batch(samples, indices, module, crop_w: int, crop_h: int, rng, max_shif
     images, targets = [], []
     anchors = input_anchors(module, crop_w, crop_h)
     for i in indices:
-        s = samples[i]
-        rgb, lb = letterbox(load_rgb(s.image_path), module.input_width, module.input_height)
-        boxes, classes = training_boxes(s.labels())
+        for _ in range(10):  # a frame still being written by the generator is skipped
+            s = samples[i]
+            try:
+                rgb, lb = letterbox(load_rgb(s.image_path), module.input_width, module.input_height)
+                boxes, classes = training_boxes(s.labels())
+                break
+            except (OSError, ValueError):
+                i = int(rng.integers(len(samples)))
+        else:
+            raise RuntimeError(f"cannot read training frames in {samples[0].image_path.parent}")
         img, boxes, kept = augment(rgb, boxes * lb.scale, rng, crop_w, crop_h, max_shift=max_shift)
         images.append(normalise(img))
         targets.append(build_targets(anchors, boxes, classes[kept] - 1))
@@ -100,7 +108,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     spec = get_model(cfg.model, task="detection")
     module = spec.build()
-    samples = list_samples(cfg.train_dir)
+    samples = list_samples(cfg.train_dir, require_labels=True)
     crop_w = cfg.crop_width or module.input_width
     crop_h = cfg.crop_height or module.input_height
     out = Path(cfg.out)
@@ -108,7 +116,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     log_path = Path(cfg.log_file) if cfg.log_file else out.with_suffix(".log.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}' (sgd | adam)")
     step, rng, meta_anchor = 0, np.random.default_rng(cfg.seed), {}
     if cfg.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -137,6 +150,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         torch.save({"state_dict": state, "optimizer": opt.state_dict(), "step": step,
                     "rng": rng.bit_generator.state, "anchor_info": meta_anchor, "config": asdict(cfg)}, ckpt_path)
         meta = {"steps": step, "config": asdict(cfg), "anchors": meta_anchor, "train_images": len(samples),
+                "images_seen": step * cfg.batch_size,
                 "crop": [crop_w, crop_h], "finished": final,
                 "saved_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         torch.save({"state_dict": state, "model": cfg.model, "meta": meta}, out)
@@ -172,8 +186,36 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) > cfg.max_minutes * 60
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
                 save(final=step >= cfg.steps)
+                # A dataset still being generated grows between checkpoints: pick up new frames.
+                samples = list_samples(cfg.train_dir, require_labels=True)
             if out_of_time:
                 break
     bar.close()
     return {"steps": step, "final_loss": history[-1]["loss"] if history else None, "weights": str(out),
             "checkpoint": str(ckpt_path), "log": str(log_path), "anchors": meta_anchor}
+
+
+def plot_training_log(log_path: str | Path, png_path: str | Path, window: int = 5) -> None:
+    """Loss curves (total and the three parts of eq. 3.2, running mean) from a training log."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    if not recs:
+        raise ValueError(f"no records in {log_path}")
+    steps = np.array([r["step"] for r in recs])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("loss", "bbox", "conf", "class"):
+        vals = np.array([r[key] for r in recs], dtype=float)
+        kernel = np.ones(min(window, len(vals))) / min(window, len(vals))
+        smooth = np.convolve(vals, kernel, mode="valid")
+        ax.plot(steps[len(steps) - len(smooth):], smooth, label="total" if key == "loss" else key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"eq. 3.2 loss (running mean of {window} log points)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
