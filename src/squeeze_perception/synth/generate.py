@@ -38,13 +38,18 @@ def object_frame(seed: int, split: str, index: int, shadows: bool = True, nthrea
 
 
 def sequence_frames(seed: int, drive: int, frames: int, shadows: bool = True, nthreads: int = 0,
-                    ego_speed: float | None = None, style: str | None = None, density: float | None = None):
-    """Yield `frames` consecutive 10 Hz frames of one drive."""
+                    ego_speed: float | None = None, style: str | None = None, density: float | None = None,
+                    world_frames: int | None = None):
+    """Yield `frames` consecutive 10 Hz frames of one drive.
+
+    world_frames sizes the street (default: frames); fixing it makes a shorter run the exact
+    beginning of a longer one.
+    """
     ss = np.random.SeedSequence([seed, 7, drive])
     world_seed, render_seed = ss.spawn(2)
     rng = np.random.default_rng(render_seed)
-    world = World(int(world_seed.generate_state(1)[0]), length=frames * FRAME_PERIOD_S * 15.0, style=style,
-                  ego_speed=ego_speed, density=density)
+    world = World(int(world_seed.generate_state(1)[0]), length=(world_frames or frames) * FRAME_PERIOD_S * 15.0,
+                  style=style, ego_speed=ego_speed, density=density)
     from .camera import Lighting
 
     lighting = Lighting.random(rng)  # one time of day per drive
