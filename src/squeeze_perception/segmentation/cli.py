@@ -44,7 +44,8 @@ def _adapt(args) -> int:
         from .train import train_renderer
 
         train_renderer(args.name or "squeezeseg_intensity", np.load(project_root() / args.grids), steps=args.steps,
-                       minutes=args.minutes, threads=args.threads)
+                       minutes=args.minutes, threads=args.threads, init=args.init, crop_width=args.crop_width,
+                       batch_size=args.batch_size)
     else:
         from .adapt import calibrate_weights
 
@@ -160,6 +161,78 @@ def _plots(args) -> int:
     return 0
 
 
+CARD_PURPOSE = {
+    "squeezeseg": "SqueezeSeg (thesis ch. 4): CNN + recurrent CRF, class-weighted cross-entropy.",
+    "squeezesegv2": "SqueezeSegV2 (thesis 6.3): batch norm, LiDAR mask channel, focal loss (gamma 2), CAM.",
+    "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
+                        "intensity is replaced by the renderer's prediction.",
+    "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
+                        "covariances between synthetic and unlabelled real batches.",
+    "squeezesegv2_da": "SqueezeSegV2 + LIR + GCA + progressive domain calibration (Algorithm 2) of every "
+                       "batch-norm layer on unlabelled real scans: the full adaptation pipeline.",
+    "squeezeseg_intensity": "Learned intensity rendering network (thesis 6.4): SqueezeSeg-shaped, no CRF, input x, y, "
+                            "z, range, output 10 intensity-bin logits + 10 per-bin deviations (hybrid loss).",
+}
+
+
+def _cards(args) -> int:
+    import torch
+
+    results = {}
+    eval_path = project_root() / args.eval
+    if eval_path.exists():
+        results = json.loads(eval_path.read_text())
+    for name in args.models.split(","):
+        path = models_dir() / f"{name}.pt"
+        if not path.exists():
+            print(f"skip {name}: {path} missing")
+            continue
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        meta = ckpt.get("meta", {})
+        cfg = meta.get("config", {})
+        lines = [f"# {name}", "", CARD_PURPOSE.get(name, ""), "",
+                 f"- weights: `models/{name}.pt` ({path.stat().st_size / 1e6:.1f} MB, "
+                 f"{sum(v.numel() for v in ckpt['state_dict'].values() if v.dtype.is_floating_point) / 1e6:.3f} M "
+                 "float values incl. batch-norm statistics)",
+                 f"- classes: unknown, car, pedestrian, cyclist; input (C, 64, 512) raw grid "
+                 "(x, y, z, intensity, range[, mask]); normalised inside the model",
+                 f"- training: {meta.get('steps', '?')} steps, batch {cfg.get('batch_size', meta.get('batch_size', '?'))}, "
+                 f"crop width {cfg.get('crop_width', meta.get('crop_width', 0)) or 512}, loss {meta.get('loss', 'hybrid')}, "
+                 f"optimiser {cfg.get('optimizer', 'adam')} lr {cfg.get('lr', '1e-3')}, "
+                 f"CRF trained end to end: {cfg.get('crf', 'n/a')}",
+                 f"- data: {cfg.get('data', 'unlabelled real KITTI scans (raw/ and object/, no labels)')} "
+                 f"({meta.get('train_files', meta.get('real_grids', '?'))} grids)"]
+        if meta.get("arch") == "intensity_renderer":
+            lines[5] = ("- input (5, 64, 512) raw grid of which x, y, z and range are used; output intensity in "
+                        "[0, 1] = the most likely bin's centre + that bin's predicted deviation")
+            lines[6] = f"- training: {meta.get('steps')} steps: " + "; then ".join(meta.get("history", []))
+        if cfg.get("init"):
+            lines.append(f"- fine-tuned from: `{cfg['init']}`")
+        if cfg.get("renderer"):
+            lines.append(f"- intensity rendered by: `{cfg['renderer']}`")
+        if cfg.get("real_grids"):
+            lines.append(f"- GCA real batches from: `{cfg['real_grids']}` (lambda {cfg.get('gca_lambda')})")
+        if meta.get("pdc_layers"):
+            lines.append(f"- progressive domain calibration: {meta['pdc_layers']} batch-norm layers re-estimated on "
+                         f"{meta.get('real_grids')} unlabelled real grids, from `{meta.get('calibrated_from')}`")
+        if "train_mse" in meta:
+            lines.append(f"- rendering MSE on its real grids {meta['train_mse']:.4f} "
+                         f"(predicting the mean: {meta['predict_mean_mse']:.4f}; thesis: 0.011 with the hybrid loss)")
+        if name in results:
+            lines += ["", "## Evaluation (IoU %, `squeeze-perception seg eval`; details in docs/segmentation.md)", "",
+                      "| data set | car | pedestrian | cyclist |", "|---|---|---|---|"]
+            for ds, r in results[name].items():
+                iou = r["class"]["IoU"]
+                lines.append(f"| {ds} | " + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in iou[1:]) + " |")
+        lines += ["", "## Limits", "",
+                  "Trained for minutes on a shared 2-core CPU on a small synthetic data set, far from the thesis's "
+                  "schedule; treat the numbers as a working baseline, not a reproduction. Real KITTI frames were "
+                  "never used for training or tuning (only unlabelled real scans for the adaptation steps).", ""]
+        (models_dir() / f"{name}.md").write_text("\n".join(lines))
+        print(f"wrote models/{name}.md")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="squeeze-perception seg", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -194,6 +267,9 @@ def main(argv: list[str]) -> int:
     a.add_argument("--steps", type=int, default=400)
     a.add_argument("--minutes", type=float, default=15.0)
     a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--init", default="", help="render: continue from these renderer weights")
+    a.add_argument("--crop-width", type=int, default=0)
+    a.add_argument("--batch-size", type=int, default=4)
     a.set_defaults(func=_adapt)
 
     e = sub.add_parser("eval", help="class/instance P, R, IoU on synthetic test and real KITTI")
@@ -225,6 +301,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kitti-root", default="")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_plots)
+
+    c = sub.add_parser("cards", help="write models/<name>.md model cards from checkpoint meta + eval json")
+    c.add_argument("--models", default="squeezeseg,squeezesegv2,squeezesegv2_lir,squeezesegv2_gca,squeezesegv2_da,"
+                   "squeezeseg_intensity")
+    c.add_argument("--eval", default="out/seg/eval.json")
+    c.set_defaults(func=_cards)
 
     args = ap.parse_args(argv)
     return int(args.func(args) or 0)

@@ -182,22 +182,34 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
 
 def train_renderer(name: str, real_grids: np.ndarray, steps: int = 300, batch_size: int = 4,
-                   minutes: float = 10.0, lr: float = 0.01, threads: int = 1, progress: bool = True,
-                   seed: int = 0) -> Path:
-    """Self-supervised intensity rendering on unlabelled real grids (x, y, z, range -> intensity)."""
+                   minutes: float = 10.0, lr: float = 1e-3, threads: int = 1, progress: bool = True,
+                   seed: int = 0, init: str = "", crop_width: int = 0) -> Path:
+    """Self-supervised intensity rendering on unlabelled real grids (x, y, z, range -> intensity).
+    `init` continues from earlier renderer weights; `crop_width` trains on random width crops."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
     torch.set_num_threads(max(threads, 1))
-    net = build_intensity_renderer().train()
+    net = build_intensity_renderer()
+    prior_steps = 0
+    if init:
+        from ..backends import load_state_dict
+
+        net.load_state_dict(load_state_dict(_resolve(init)))
+        prior_steps = int(torch.load(_resolve(init), map_location="cpu", weights_only=False)
+                          .get("meta", {}).get("steps", 0))
+    net.train()
     inputs = torch.from_numpy(np.stack([to_input(g, 5) for g in real_grids]))
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=K.MOMENTUM, weight_decay=K.WEIGHT_DECAY)
-    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=K.WEIGHT_DECAY)
+    rng = np.random.default_rng(seed + prior_steps)
     t0 = time.perf_counter()
     losses = []
     step = 0
     for step in tqdm(range(1, steps + 1), desc=f"train {name}", disable=not progress):
         x = inputs[torch.from_numpy(rng.integers(0, len(inputs), batch_size))]
+        if crop_width and crop_width < x.shape[3]:
+            start = int(rng.integers(0, x.shape[3] - crop_width + 1))
+            x = x[..., start:start + crop_width]
         if rng.random() < 0.5:
             x = torch.flip(x, dims=[3])
             x[:, 1] *= -1
@@ -216,7 +228,12 @@ def train_renderer(name: str, real_grids: np.ndarray, steps: int = 300, batch_si
         rendered = torch.cat([render_intensity(net(inputs[i:i + 4])) for i in range(0, len(inputs), 4)])
         mse = float(((rendered - inputs[:, 3])[valid] ** 2).mean())
         mse_mean = float(((inputs[:, 3][valid] - inputs[:, 3][valid].mean()) ** 2).mean())
-    meta = {"arch": "intensity_renderer", "steps": step, "real_grids": int(len(real_grids)),
+    history = []
+    if init:
+        prev = torch.load(_resolve(init), map_location="cpu", weights_only=False).get("meta", {})
+        history = prev.get("history") or [f"{prev.get('steps', '?')} steps SGD lr 0.01, batch 4, full width"]
+    history.append(f"{step} steps Adam lr {lr:g}, batch {batch_size}, width {crop_width or 512}")
+    meta = {"arch": "intensity_renderer", "steps": prior_steps + step, "crop_width": crop_width, "history": history, "real_grids": int(len(real_grids)),
             "train_mse": mse, "predict_mean_mse": mse_mean, "last_loss": losses[-1] if losses else None}
     out = save_weights(net, name, meta)
     print(f"saved {out}: rendering MSE {mse:.4f} on its own real grids (constant-mean MSE {mse_mean:.4f})")
