@@ -21,7 +21,7 @@ INPUTS = ("kitti/velo/pointcloud", "kitti/camera_color_left/image_raw")
 def generate_launch_description():
     cfg = LaunchConfiguration
     player = Node(package=PACKAGE, executable="bag_player_node", name="bag_player_node", output="screen",
-                  parameters=[{"bag": cfg("bag"), "rate": cfg("rate"),
+                  parameters=[{"bag": cfg("bag"), "rate": cfg("rate"), "subscriber_nodes": cfg("subscriber_nodes"),
                                "wait_for_subscribers": cfg("wait_for_subscribers"), "use_sim_time": False}])
     passthroughs = [
         Node(package=PACKAGE, executable="passthrough_node", name="passthrough_node", namespace=ns,
@@ -31,7 +31,9 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("bag", default_value=str(bags_dir() / "kitti_real_4frames")),
         DeclareLaunchArgument("rate", default_value="1.0"),
-        DeclareLaunchArgument("wait_for_subscribers", default_value="3.0"),
+        DeclareLaunchArgument("wait_for_subscribers", default_value="30.0"),
+        DeclareLaunchArgument("subscriber_nodes", default_value="2",
+                              description="play once this many nodes subscribed (the two pass-throughs)"),
         DeclareLaunchArgument("use_sim_time", default_value="true"),
         SetParameter(name="use_sim_time", value=cfg("use_sim_time")),
         player, *passthroughs,

@@ -65,12 +65,19 @@ def test_launch_plays_the_real_bag_through_three_processes(rclpy_context):
     executor = rclpy.executors.SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(node)
 
+    output_subs = [s for s in node.subscriptions if "passthrough" in s.topic_name]
+    # The player starts once 3 nodes subscribe to its topics: the two pass-throughs and this
+    # probe, which subscribes only after it matched both pass-throughs' outputs (so nothing is lost).
     proc = subprocess.Popen([sys.executable, "-m", "squeeze_perception.cli", "launch", "replay_check.launch.py",
-                             "--compat", f"bag:={BAG}", "wait_for_subscribers:=6.0"],
+                             "--compat", f"bag:={BAG}", "subscriber_nodes:=3"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
+        ready = False
         while proc.poll() is None and time.monotonic() < deadline:
+            if not ready and all(s.get_publisher_count() > 0 for s in output_subs):
+                node.create_subscription(PointCloud2, "/kitti/velo/pointcloud", lambda m: None, RESULT_QOS)
+                ready = True
             executor.spin_once(timeout_sec=0.05)
         for _ in range(20):
             executor.spin_once(timeout_sec=0.02)
@@ -85,7 +92,7 @@ def test_launch_plays_the_real_bag_through_three_processes(rclpy_context):
     assert "shutting down: bag finished (bag_player_node exit code 0)" in out
     for ns in ("front", "rear"):
         points = got[f"{ns}_points"]
-        assert [p[0] for p in points] == stamps, f"{ns}: {out}"
+        assert [p[0] for p in points] == stamps, f"{ns}: got {[p[0] for p in points]}\n{out}"
         for (_, frame, names, n, finite), size in zip(points, sizes):
             assert frame == itf.FRAME_VELODYNE and names == itf.POINT_DTYPE.names and finite
             assert 0 < n <= size  # NaN-free real scans keep (almost) every point
