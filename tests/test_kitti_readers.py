@@ -58,6 +58,16 @@ def test_raw_layout_round_trip(tiny_dataset):
     labels0 = drive.point_labels(0)
     for row in tracks[tracks["frame"] == 0][:5]:
         assert row["num_points"] == np.sum(labels0[:, 1] == row["track_id"])
+    # Velocities are relative to the ego car, so they match the motion of the boxes in velo_link.
+    first, second = tracks[tracks["frame"] == 0], tracks[tracks["frame"] == 1]
+    compared = 0
+    for row in first:
+        nxt = second[second["track_id"] == row["track_id"]]
+        if len(nxt) and row["class_id"] == 1:
+            moved = (np.array([nxt[0]["x"], nxt[0]["y"]]) - [row["x"], row["y"]]) / 0.1
+            np.testing.assert_allclose(moved, [row["vx"], row["vy"]], atol=0.35)
+            compared += 1
+    assert compared > 0
     oxts = np.loadtxt(drives[0] / "oxts" / "data" / "0000000002.txt")
     assert oxts.shape == (30,)
 

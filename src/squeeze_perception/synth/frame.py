@@ -28,7 +28,7 @@ class ObjectTruth:
     centre: np.ndarray  # (3,) box centre (not bottom) in the Velodyne frame
     size: np.ndarray  # (3,) length, width, height
     yaw: float  # heading in the Velodyne frame
-    velocity: np.ndarray  # (2,) over-ground velocity expressed in Velodyne axes
+    velocity: np.ndarray  # (2,) velocity relative to the ego car (what a tracker in velo_link sees), Velodyne axes
     num_points: int
     label: ObjectLabel | None  # camera label (None when not in the image)
 
@@ -43,6 +43,7 @@ class SynthFrame:
     calib: KittiCalibration
     ego_pose: np.ndarray  # (4, 4) Velodyne pose in the world
     time: float
+    ego_velocity: np.ndarray  # (2,) ego car velocity over ground, world axes
 
 
 class FrameRenderer:
@@ -77,7 +78,8 @@ class FrameRenderer:
             if np.hypot(*bottom_v[:2]) > LABEL_RADIUS_M:
                 continue
             yaw_v = float(np.angle(np.exp(1j * (agent.yaw - world.ego.yaw))))
-            vel_v = rotation[:2, :2].T @ np.array([agent.vx, agent.vy])
+            ego_v = world.ego.speed * np.array([np.cos(world.ego.yaw), np.sin(world.ego.yaw)])
+            vel_v = rotation[:2, :2].T @ (np.array([agent.vx, agent.vy]) - ego_v)
             label = self._camera_label(agent, mesh, rotation, origin, bottom_v, size, yaw_v, int(visible_px[agent.instance_id]),
                                        scene)
             if label is not None:
@@ -85,7 +87,8 @@ class FrameRenderer:
             truths.append(ObjectTruth(agent, bottom_v + [0, 0, size[2] / 2], np.asarray(size, float), yaw_v, vel_v,
                                       int(point_counts[agent.instance_id]),
                                       label if label is not None and label.type != "DontCare" else None))
-        return SynthFrame(scan, image, instance_image, labels, truths, self.calib, pose, world.time)
+        ego_v = world.ego.speed * np.array([np.cos(world.ego.yaw), np.sin(world.ego.yaw)])
+        return SynthFrame(scan, image, instance_image, labels, truths, self.calib, pose, world.time, ego_v)
 
     def _camera_label(self, agent: Agent, mesh, rotation, origin, bottom_v, size, yaw_v: float, visible: int,
                       scene: RayScene) -> ObjectLabel | None:

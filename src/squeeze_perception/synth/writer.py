@@ -97,7 +97,7 @@ class RawSequenceWriter:
                 self.tracking.append(TrackingLabel(i, -1, lab))
         pose = frame.ego_pose
         yaw = float(np.arctan2(pose[1, 0], pose[0, 0]))
-        self.poses.append((i, *pose[:3, 3], yaw))
+        self.poses.append((i, *pose[:3, 3], yaw, *frame.ego_velocity))
         self._write_oxts(i, pose, yaw)
 
     def _write_oxts(self, i: int, pose: np.ndarray, yaw: float) -> None:
@@ -107,7 +107,7 @@ class RawSequenceWriter:
         lat = lat0 + np.degrees(y / EARTH_RADIUS_M)
         lon = lon0 + np.degrees(x / (EARTH_RADIUS_M * np.cos(np.radians(lat0))))
         if i > 0:
-            _, px, py, _, _ = self.poses[i - 1]
+            _, px, py = self.poses[i - 1][:3]
             step = self.times[i] - self.times[i - 1]
             ve, vn = (x - px) / step, (y - py) / step
         else:
@@ -128,5 +128,6 @@ class RawSequenceWriter:
         write_tracking_labels(self.dir / "label_02.txt", self.tracking)
         write_tracks_velo(self.dir / "tracks_velo.csv", self.tracks)
         with (self.dir / "ego_poses.csv").open("w") as fh:
-            fh.write("frame,x,y,z,yaw\n")
-            fh.writelines(f"{i},{x:.4f},{y:.4f},{z:.4f},{yaw:.6f}\n" for i, x, y, z, yaw in self.poses)
+            fh.write("frame,x,y,z,yaw,vx,vy\n")
+            fh.writelines(f"{i},{x:.4f},{y:.4f},{z:.4f},{yaw:.6f},{vx:.4f},{vy:.4f}\n"
+                          for i, x, y, z, yaw, vx, vy in self.poses)
