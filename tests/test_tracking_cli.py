@@ -44,3 +44,10 @@ def test_noiseless_input_tracks_nearly_perfectly():
     assert res["IDSW"] == 0 and res["CLR_FP"] == 0
     # only the first frames of each track (min_hits) are missed
     assert res["MOTA"] > 0.9
+
+
+def test_set_overrides_tracker_parameters():
+    cfg = load_config(None, ["car.motion_model=ctrv", "car.process_noise=[0.1, 0.1, 1.0, 0.02, 0.1]",
+                             "chi2_gate=9.21"])
+    assert cfg.for_class(1).motion_model == "ctrv" and cfg.for_class(1).process_noise[3] == 0.02
+    assert cfg.chi2_gate == 9.21 and cfg.for_class(2).motion_model == "cv"

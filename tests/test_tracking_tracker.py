@@ -172,3 +172,14 @@ def test_rows_with_nan_positions_are_ignored():
     for k in range(3):
         out = tracker.step(np.concatenate([inst, bad]), 0.1 * k)
     assert len(out) == 1 and np.isfinite(out["x"]).all()
+
+
+def test_ctrv_option_keeps_ids_on_the_x_crossing():
+    cfg = TrackerConfig.from_params({"car.motion_model": "ctrv", "car.process_noise": [0.1, 0.1, 1.0, 0.02, 0.1],
+                                     "car.initial_std": [0.3, 0.3, 5.0, 0.3, 0.2]})
+    seq = sc.x_crossing()
+    tracker, outputs = _run(seq, MultiObjectTracker(cfg))
+    ids = _id_map(seq, outputs)
+    assert len(ids[1]) == 1 and len(ids[2]) == 1 and ids[1] != ids[2]
+    assert tracker.tracks[0].filter.model == "ctrv"
+    np.testing.assert_allclose(np.hypot(outputs[-1]["vx"], outputs[-1]["vy"]), [8.0, 8.0], atol=0.5)

@@ -24,6 +24,7 @@ from .. import interfaces as itf
 from ..msgs_conv import MessageFormatError, cloud_to_table, stamp_to_ns, table_to_cloud
 from ..node_base import LATCHED_QOS, ParamSpec, PerceptionNode, run_node
 from ..tracking.fusion import KITTI_IMAGE_SIZE, KITTI_P_RECT_02, KITTI_VELO_TO_RECT, FusionParams
+from ..tracking.kalman import MOTION_MODELS
 from ..tracking.pipeline import TrackingPipeline
 from ..tracking.sync import StampSync
 from ..tracking.tracker import TrackerConfig
@@ -56,7 +57,8 @@ def _tracker_param_specs() -> list[ParamSpec]:
             specs.append(ParamSpec(name, [float(v) for v in default], f"tracker: {name}", check=check))
         elif name.endswith("motion_model"):
             specs.append(ParamSpec(name, default, f"tracker: {name} (ca = LATTE constant acceleration, "
-                                                  "cv = constant velocity)", choices=("ca", "cv")))
+                                                  "cv = constant velocity, ctrv = constant turn rate "
+                                                  "and velocity)", choices=MOTION_MODELS))
         elif isinstance(default, int) and not isinstance(default, bool):
             specs.append(ParamSpec(name, default, f"tracker: {name}", min=0, max=1000))
         else:

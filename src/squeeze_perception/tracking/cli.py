@@ -45,15 +45,23 @@ class Camera:
 DEFAULT_CAMERA = Camera(KITTI_P_RECT_02, KITTI_VELO_TO_RECT, KITTI_IMAGE_SIZE)
 
 
-def load_config(path: str | None) -> TrackerConfig:
+def load_config(path: str | None, overrides: list[str] | None = None) -> TrackerConfig:
+    """config/tracker.yaml (or `path`), then `key=value` overrides (YAML values, e.g. car.gate_m=5)."""
     import yaml
 
     file = Path(path) if path else config_dir() / "tracker.yaml"
-    if not file.exists():
-        return TrackerConfig()
-    data = yaml.safe_load(file.read_text()) or {}
-    params = data.get("tracker_node", {}).get("ros__parameters", data)
-    return TrackerConfig.from_params(params)
+    params: dict = {}
+    if file.exists():
+        data = yaml.safe_load(file.read_text()) or {}
+        params = dict(data.get("tracker_node", {}).get("ros__parameters", data))
+    config = TrackerConfig.from_params(params)
+    extra = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got '{item}'")
+        extra[key.strip()] = yaml.safe_load(value)
+    return TrackerConfig.from_params(extra, base=config) if extra else config
 
 
 def camera_for(csv_path: Path) -> Camera:
@@ -98,7 +106,7 @@ def _dropout_frames(n: int, period: int, length: int) -> set[int]:
 def cmd_eval(args) -> int:
     from tqdm import tqdm
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set)
     region = ev.EvalRegion(max_range_m=args.max_range, d_max_m=args.d_max)
     csvs = ev.find_sequences(args.root) if not args.builtin else []
     if csvs:
@@ -242,7 +250,7 @@ def _interleaved_times(seq, inputs, config, names) -> dict[str, tuple[np.ndarray
 def cmd_bench(args) -> int:
     from tqdm import tqdm
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set)
     counts = [int(c) for c in args.objects.split(",")]
     names = ("lidar_only", "fusion+camera_updates")
     rows = []
@@ -283,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--root", default=str(project_root() / "data" / "synth"),
                    help="dataset root holding raw/<date>/<drive>_sync/tracks_velo.csv")
     e.add_argument("--config", default=None, help="tracker parameters (default config/tracker.yaml)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a tracker parameter, e.g. car.motion_model=ctrv (repeatable)")
     e.add_argument("--seed", type=int, default=0, help="noise-model seed (sequence i uses seed + i)")
     e.add_argument("--max-sequences", type=int, default=0, help="first N sequences only (0 = all)")
     e.add_argument("--builtin", type=int, default=0, help="use N built-in random-traffic sequences instead")
@@ -303,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--config", default=None)
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--plot", default=None, help="write latency vs objects (PNG) here")
     return parser
 

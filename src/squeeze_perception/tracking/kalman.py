@@ -7,6 +7,10 @@ Two linear models share one small interface (`predict(dt)`, `update(z, R)`, gati
   acceleration start at zero, and the update uses the Joseph form (filterpy's default).
 * ``cv`` - constant velocity, state [px, py, vx, vy]; steadier for slow, erratic movers
   such as pedestrians.
+* ``ctrv`` - constant turn rate and velocity, state [px, py, v, yaw, yaw_rate], an extended
+  Kalman filter (our own prediction and Jacobian, filterpy's update): follows turning cars.
+  The speed may go negative, so a heading initialised backwards (box yaw is ambiguous by pi)
+  does not matter.
 
 LATTE's Q is a fixed diagonal tuned at the sensor rate. Our inputs may arrive at any rate
 (dropped frames, bags played slower), so the diagonal given here is per second and scaled
@@ -20,14 +24,15 @@ from typing import Sequence
 import numpy as np
 from filterpy.kalman import KalmanFilter
 
-MOTION_MODELS = ("ca", "cv")
-STATE_SIZE = {"ca": 6, "cv": 4}
+MOTION_MODELS = ("ca", "cv", "ctrv")
+STATE_SIZE = {"ca": 6, "cv": 4, "ctrv": 5}
+_YAW_RATE_EPS = 1e-4  # below this the turn is treated as a straight line
 
 
 def transition_matrix(model: str, dt: float) -> np.ndarray:
     """F for a time step dt (seconds); block layout [p, v, a] per axis pair as in LATTE."""
-    if model not in STATE_SIZE:
-        raise ValueError(f"unknown motion model '{model}'; choose one of {MOTION_MODELS}")
+    if model not in ("ca", "cv"):
+        raise ValueError(f"no linear transition matrix for motion model '{model}'; linear ones are ca, cv")
     n = STATE_SIZE[model]
     f = np.eye(n)
     f[0, 2] = f[1, 3] = dt
@@ -37,11 +42,43 @@ def transition_matrix(model: str, dt: float) -> np.ndarray:
     return f
 
 
+def ctrv_step(x: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """CTRV prediction of state [px, py, v, yaw, yaw_rate] over dt and its Jacobian."""
+    px, py, v, yaw, w = (float(c) for c in x)
+    s0, c0 = np.sin(yaw), np.cos(yaw)
+    jac = np.eye(5)
+    if abs(w) > _YAW_RATE_EPS:
+        yaw1 = yaw + w * dt
+        s1, c1 = np.sin(yaw1), np.cos(yaw1)
+        nx = px + v / w * (s1 - s0)
+        ny = py + v / w * (c0 - c1)
+        jac[0, 2], jac[1, 2] = (s1 - s0) / w, (c0 - c1) / w
+        jac[0, 3], jac[1, 3] = v / w * (c1 - c0), v / w * (s1 - s0)
+        jac[0, 4] = v * dt * c1 / w - v / (w * w) * (s1 - s0)
+        jac[1, 4] = v * dt * s1 / w - v / (w * w) * (c0 - c1)
+    else:
+        # Second-order expansion of the arc in the yaw rate, so the model stays smooth at w = 0.
+        yaw1 = yaw + w * dt
+        h = 0.5 * w * dt * dt
+        nx = px + v * (c0 * dt - s0 * h)
+        ny = py + v * (s0 * dt + c0 * h)
+        jac[0, 2], jac[1, 2] = c0 * dt - s0 * h, s0 * dt + c0 * h
+        jac[0, 3], jac[1, 3] = -v * (s0 * dt + c0 * h), v * (c0 * dt - s0 * h)
+        jac[0, 4], jac[1, 4] = -0.5 * v * s0 * dt * dt, 0.5 * v * c0 * dt * dt
+    jac[3, 4] = dt
+    return np.array([nx, ny, v, _wrap(yaw1), w]), jac
+
+
+def _wrap(a: float) -> float:
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
 @dataclass(frozen=True)
 class MotionNoise:
     """Diagonals of Q (per second), R (metres^2) and P0 for one class.
 
-    process: one value per state entry (6 for ca, 4 for cv; a ca list is truncated for cv).
+    process: one value per state entry (6 for ca, 4 for cv, 5 for ctrv [px py v yaw yaw_rate];
+    a longer list is truncated).
     measurement_std: LiDAR centre resolution in x and y (LATTE's Delta x, Delta y).
     initial_std: standard deviation of the initial state (position from the first box,
     velocity and acceleration unknown around zero).
@@ -73,7 +110,7 @@ def _fit(values: Sequence[float], n: int, what: str) -> np.ndarray:
 class CentreFilter:
     """One object's ground-plane centre under the chosen linear motion model."""
 
-    def __init__(self, model: str, position: Sequence[float], noise: MotionNoise):
+    def __init__(self, model: str, position: Sequence[float], noise: MotionNoise, heading: float = 0.0):
         if model not in STATE_SIZE:
             raise ValueError(f"unknown motion model '{model}'; choose one of {MOTION_MODELS}")
         n = STATE_SIZE[model]
@@ -83,6 +120,8 @@ class CentreFilter:
         self.kf = KalmanFilter(dim_x=n, dim_z=2)
         self.kf.x = np.zeros((n, 1))
         self.kf.x[:2, 0] = np.asarray(position, dtype=float)[:2]
+        if model == "ctrv":
+            self.kf.x[3, 0] = heading if np.isfinite(heading) else 0.0
         self.kf.P = np.diag(noise.p0_diag(model))
         self.kf.H = np.zeros((2, n))
         self.kf.H[0, 0] = self.kf.H[1, 1] = 1.0
@@ -95,6 +134,9 @@ class CentreFilter:
 
     @property
     def velocity(self) -> np.ndarray:
+        if self.model == "ctrv":
+            v, yaw = self.kf.x[2, 0], self.kf.x[3, 0]
+            return np.array([v * np.cos(yaw), v * np.sin(yaw)])
         return self.kf.x[2:4, 0].copy()
 
     @property
@@ -105,7 +147,13 @@ class CentreFilter:
     def predict(self, dt: float) -> None:
         if dt <= 0:
             return  # same stamp twice (two updates in one frame): nothing to propagate
-        self.kf.predict(F=transition_matrix(self.model, dt), Q=np.diag(self._q_diag * dt))
+        q = np.diag(self._q_diag * dt)
+        if self.model == "ctrv":
+            x, jac = ctrv_step(self.kf.x[:, 0], dt)
+            self.kf.x = x.reshape(-1, 1)
+            self.kf.P = jac @ self.kf.P @ jac.T + q
+            return
+        self.kf.predict(F=transition_matrix(self.model, dt), Q=q)
 
     def update(self, z: Sequence[float], measurement_std: float | Sequence[float] | None = None) -> None:
         r = None
@@ -113,6 +161,8 @@ class CentreFilter:
             std = np.broadcast_to(np.asarray(measurement_std, dtype=float), (2,))
             r = np.diag(std ** 2)
         self.kf.update(np.asarray(z, dtype=float)[:2].reshape(2, 1), R=r)
+        if self.model == "ctrv":
+            self.kf.x[3, 0] = _wrap(self.kf.x[3, 0])
 
     # ------------------------------------------------------------------ gating helpers
     def innovation_covariance(self, measurement_std: float | Sequence[float] | None = None) -> np.ndarray:

@@ -339,7 +339,8 @@ class MultiObjectTracker:
         votes = np.zeros(NUM_CLASSES)
         votes[cls if 0 <= cls < NUM_CLASSES else 0] = max(score, 1e-3)
         size = np.array([m["length"], m["width"], m["height"]], dtype=float)
-        track = Track(track_id=self.next_id, filter=CentreFilter(params.motion_model, (m["x"], m["y"]), noise),
+        track = Track(track_id=self.next_id,
+                      filter=CentreFilter(params.motion_model, (m["x"], m["y"]), noise, float(m["yaw"])),
                       class_votes=votes, z=float(m["z"]), size=np.nan_to_num(size, nan=0.0),
                       yaw=float(m["yaw"]) if np.isfinite(m["yaw"]) else 0.0, score=score,
                       born_s=stamp_s, last_update_s=stamp_s,
