@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-BAG ?= bags/demo_drive
+BAG ?=  # empty: vehicle.launch.py's default (bags/demo_drive if generated, else bags/kitti_real_4frames)
 ARGS ?=
 # Keep DDS discovery on loopback; never multicast out of the network card.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
@@ -24,7 +24,7 @@ $(STAMP): requirements.txt setup.py
 
 run: $(STAMP)
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( $$$$ % 90 + 10 ))} \
-	  $(VENV)/bin/squeeze-perception launch vehicle.launch.py bag:=$(BAG) $(ARGS)
+	  $(VENV)/bin/squeeze-perception launch vehicle.launch.py $(if $(strip $(BAG)),bag:=$(strip $(BAG))) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests $(ARGS)

@@ -204,3 +204,18 @@ def test_summary_table_lists_stages_and_player_topics():
     assert rows["seg:lidar"][2:] == ["4", "3", "1", "12.2", "20.0", "8.50"]
     assert "crashed" in table and "exit code 1" in table
     assert "/kitti/velo/pointcloud" in table and "4 published" in table
+
+
+def test_rviz_config_shows_the_contract_topics_in_velo_link():
+    from squeeze_perception import interfaces as itf
+
+    rviz = yaml.safe_load((REPO / "config" / "vehicle.rviz").read_text())["Visualization Manager"]
+    assert rviz["Global Options"]["Fixed Frame"] == itf.FRAME_VELODYNE
+    topics = {d["Topic"]["Value"]: d for d in rviz["Displays"] if "Topic" in d}
+    assert {itf.TOPIC_LABELLED_POINTS, itf.TOPIC_INSTANCE_MARKERS, itf.TOPIC_TRACK_MARKERS,
+            itf.TOPIC_DETECTIONS_IMAGE, itf.TOPIC_POINTS} <= set(topics)
+    labelled = topics[itf.TOPIC_LABELLED_POINTS]
+    assert labelled["Channel Name"] == "label" and labelled["Max Intensity"] == len(itf.CLASS_NAMES) - 1
+    # Sensor topics are viewed best effort, results reliable (docs/interfaces.md QoS).
+    assert topics[itf.TOPIC_POINTS]["Topic"]["Reliability Policy"] == "Best Effort"
+    assert topics[itf.TOPIC_TRACK_MARKERS]["Topic"]["Reliability Policy"] == "Reliable"
