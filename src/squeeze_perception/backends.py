@@ -135,8 +135,9 @@ class OnnxRuntimeBackend:
             if base is None:
                 raise ModelLoadError(f"model '{spec.name}' has no trained weights registered")
             path = base.with_suffix(".onnx")
-            if not path.exists() and base.exists():
-                # Export once from the torch checkpoint so users need no separate step.
+            if base.exists() and (not path.exists() or path.stat().st_mtime < base.stat().st_mtime):
+                # Export from the torch checkpoint so users need no separate step; again when
+                # the checkpoint is newer (retrained weights must not run a stale graph).
                 export_onnx(spec, path, weights=base)
         if not path.exists():
             raise ModelLoadError(f"ONNX file '{path}' not found (squeeze-perception export {spec.name})")
