@@ -72,7 +72,7 @@ def _eval(args) -> int:
         renderer = load_renderer(project_root() / renderer_path) if renderer_path else None
         for crf in ((True, False) if name == "squeezeseg" and args.crf_ablation else (True,)):
             key = name if crf else f"{name} w/o CRF"
-            pl = SegmentationPipeline(name, fov="front", crf=crf, num_threads=args.threads)
+            pl = SegmentationPipeline(name, backend=args.backend, fov="front", crf=crf, num_threads=args.threads)
             res = {}
             test_grids = synth / "lidar_2d" / "test"
             if test_grids.exists():
@@ -144,7 +144,7 @@ def _plots(args) -> int:
     for name in args.models.split(","):
         if not (models_dir() / f"{name}.pt").exists():
             continue
-        pl = SegmentationPipeline(name, num_threads=args.threads)
+        pl = SegmentationPipeline(name, backend="onnxruntime", num_threads=args.threads)
         batch = pl.network_input([_GridView(grid)])
         rows.append((name, pl.run_crf(pl.run_network(batch), batch)[0].argmax(0)))
     print(plot_label_maps(rows, valid, img / "seg_real_lidar2d.png", f"real KITTI lidar_2d {args.frame}"))
@@ -280,6 +280,7 @@ def main(argv: list[str]) -> int:
     e.add_argument("--max-frames", type=int, default=50)
     e.add_argument("--crf-ablation", action="store_true", help="also evaluate squeezeseg without CRF")
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--backend", default="onnxruntime", help="same labels as torch, several times faster on CPU")
     e.add_argument("--out", default="out/seg/eval.json")
     e.set_defaults(func=_eval)
 
