@@ -106,3 +106,22 @@ def test_real_lidar_2d_sample_runs_through_the_network(kitti_real, v1_weights):
     pts = grid[valid][:, :4]
     res = pl.process(pts)
     assert res.in_fov > 0.99 * len(pts)  # the real front grid re-projects onto the front grid
+
+
+def test_onnxruntime_backend_matches_torch_and_follows_retrained_weights(tmp_path):
+    import os
+
+    pts = _scene(np.random.default_rng(3))
+    weights = tmp_path / "squeezeseg.pt"
+    torch.manual_seed(1)
+    save_weights(build_squeezeseg().eval(), "squeezeseg", {}, weights)
+    ref = SegmentationPipeline("squeezeseg", weights=str(weights), num_threads=1).process(pts)
+    onnx = SegmentationPipeline("squeezeseg", backend="onnxruntime", weights=str(weights), num_threads=1).process(pts)
+    assert (ref.labels == onnx.labels).mean() > 0.999
+    torch.manual_seed(2)  # retrain: a newer checkpoint must not run the old exported graph
+    save_weights(build_squeezeseg().eval(), "squeezeseg", {}, weights)
+    os.utime(weights, (time_now := os.path.getmtime(weights) + 10, time_now))
+    ref2 = SegmentationPipeline("squeezeseg", weights=str(weights), num_threads=1).process(pts)
+    onnx2 = SegmentationPipeline("squeezeseg", backend="onnxruntime", weights=str(weights), num_threads=1).process(pts)
+    assert (ref.labels != ref2.labels).mean() > 0.05  # the two checkpoints really differ
+    assert (ref2.labels == onnx2.labels).mean() > 0.999
