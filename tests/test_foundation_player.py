@@ -232,3 +232,25 @@ def test_player_node_with_a_missing_bag_reports_and_exits_non_zero(tmp_path):
     out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 1
     assert "absent_bag" in out and "not found" in out
+
+
+def test_play_command_line_becomes_ros_arguments():
+    from squeeze_perception.nodes.bag_player_node import _cli_to_ros_args, output_topic
+
+    args = _cli_to_ros_args(["bags/x", "--rate", "2", "--loop", "--start-offset", "1.5", "--topics", "/a,/b",
+                             "--ros-args", "-r", "__ns:=/car"])
+    params = [args[i + 1] for i, a in enumerate(args) if a == "-p"]
+    assert params == ["bag:=bags/x", "rate:=2.0", "loop:=true", "start_offset:=1.5", "publish_clock:=true",
+                      "topics:=/a,/b"]
+    assert args[-2:] == ["-r", "__ns:=/car"] and args.count("--ros-args") == 1
+    assert [output_topic(t) for t in ("/kitti/velo/pointcloud", "/tf", "/tf_static", "/clock")] == [
+        "kitti/velo/pointcloud", "/tf", "/tf_static", "/clock"]
+
+
+def test_topic_allow_list_accepts_names_with_or_without_slash(tmp_path):
+    bag = tmp_path / "kitti_ros1.bag"
+    write_ros1_kitti_bag(bag)
+    for wanted in (["kitti/velo/pointcloud"], ["/kitti/velo/pointcloud"]):
+        with BagSource(bag, wanted) as src:
+            assert list(src.topics) == ["/kitti/velo/pointcloud"]
+            assert {m.topic for m in src.messages()} == {"/kitti/velo/pointcloud"}

@@ -53,9 +53,9 @@ class BagSource:
         except (AnyReaderError, OSError, ValueError, KeyError) as exc:
             raise BagError(f"cannot open bag '{self.path}': {exc}") from exc
         self.is_ros1 = not self._reader.is2
-        wanted = {t if t.startswith("/") else "/" + t for t in topics}
+        wanted = {"/" + t.lstrip("/") for t in topics}  # 'a/b' and '/a/b' name the same topic
         self._connections = [c for c in self._reader.connections
-                             if not wanted or c.topic in wanted or c.topic.lstrip("/") in {w.lstrip("/") for w in wanted}]
+                             if not wanted or "/" + c.topic.lstrip("/") in wanted]
         self.topics: dict[str, TopicInfo] = {}
         for c in self._connections:
             prev = self.topics.get(c.topic)
