@@ -62,3 +62,19 @@ def test_points_in_boxes_on_real_object_reduced(kitti_real):
     assert np.all((inst >= 0) == (cls > 0))
     # Object points sit above the lowest points of the scan (boxes rest on the road).
     assert np.median(pts[cls > 0, 2]) > np.percentile(pts[:, 2], 5)
+
+
+def test_counts_json_round_trip_and_rendered_tables():
+    from squeeze_perception.segmentation.cli import render_tables
+    from squeeze_perception.segmentation.evaluation import counts_from_json, counts_to_json
+
+    c = SegCounts()
+    c.add_class_level(np.array([1, 1, 0, 2]), np.array([1, 0, 0, 2]))
+    c.add_instance_level(np.array([1, 1, 0, 2]), np.array([0, 0, -1, 1]), np.array([1, 0, 0, 2]),
+                         np.array([5, -1, -1, 6]))
+    back = counts_from_json(counts_to_json(c))
+    for k in ("tp", "pred", "gt", "inst_tp"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(c, k))
+    text = render_tables({"squeezeseg": {"real_lidar_2d": counts_to_json(c)}})
+    assert "| car | squeezeseg | 50.0 | 100.0 | 50.0 | 50.0 | 100.0 | 50.0 |" in text
+    assert "30.0 / 2.1" in text  # the thesis figure printed beside ours

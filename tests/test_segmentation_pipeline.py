@@ -125,3 +125,22 @@ def test_onnxruntime_backend_matches_torch_and_follows_retrained_weights(tmp_pat
     onnx2 = SegmentationPipeline("squeezeseg", backend="onnxruntime", weights=str(weights), num_threads=1).process(pts)
     assert (ref.labels != ref2.labels).mean() > 0.05  # the two checkpoints really differ
     assert (ref2.labels == onnx2.labels).mean() > 0.999
+
+
+def test_ground_removal_unlabels_the_road_before_clustering(v1_weights):
+    pl = SegmentationPipeline("squeezeseg", weights=v1_weights, crf=False, num_threads=1)
+
+    def everything_is_car(batch):
+        logits = np.zeros((len(batch), 4, 64, 512), np.float32)
+        logits[:, 1] = 10.0
+        return logits
+    pl.run_network = everything_is_car
+    pts = _scene(np.random.default_rng(4))
+    road = np.flatnonzero(np.isclose(pts[:, 2], -1.73))
+    with_road = pl.process(pts)
+    pl.ground_removal = True
+    without = pl.process(pts)
+    in_view = with_road.fov_mask[road]
+    assert (with_road.labels[road][in_view] == 1).all()
+    assert (without.labels[road] == 0).mean() > 0.99 and (without.instances[road] == -1).mean() > 0.99
+    assert (without.labels[:5000] == 1).mean() > 0.9  # the car body stays
