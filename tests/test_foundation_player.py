@@ -131,6 +131,8 @@ def write_ros1_kitti_bag(path: Path) -> tuple[list[int], np.ndarray]:
         velo = writer.add_connection("/kitti/velo/pointcloud", "sensor_msgs/msg/PointCloud2", typestore=ts)
         cam = writer.add_connection("/kitti/camera_color_left/image_raw", "sensor_msgs/msg/Image", typestore=ts)
         tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=ts)
+        info = writer.add_connection("/kitti/camera_color_left/camera_info", "sensor_msgs/msg/CameraInfo",
+                                     typestore=ts)
         for i, st in enumerate(stamps):
             header = T["std_msgs/msg/Header"](seq=i, stamp=T["builtin_interfaces/msg/Time"](sec=st // S, nanosec=st % S),
                                               frame_id="velo_link")
@@ -146,12 +148,18 @@ def write_ros1_kitti_bag(path: Path) -> tuple[list[int], np.ndarray]:
                                                step=6, data=np.full(12, i, np.uint8))
             writer.write(cam, st, ts.serialize_ros1(image, "sensor_msgs/msg/Image"))
             writer.write(tf, st, ts.serialize_ros1(T["tf2_msgs/msg/TFMessage"](transforms=[]), "tf2_msgs/msg/TFMessage"))
+            roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+            # ROS 1 CameraInfo spells the matrices D K R P; ROS 2 spells them d k r p.
+            cam_info = T["sensor_msgs/msg/CameraInfo"](
+                header=img_header, height=2, width=2, distortion_model="plumb_bob", D=np.zeros(5),
+                K=np.arange(9.0) + i, R=np.eye(3).reshape(-1), P=np.arange(12.0) + i, binning_x=0, binning_y=0, roi=roi)
+            writer.write(info, st, ts.serialize_ros1(cam_info, "sensor_msgs/msg/CameraInfo"))
     return stamps, points
 
 
 def test_ros1_bag_is_converted_to_ros2_cdr(tmp_path):
     from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image, PointCloud2
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     bag = tmp_path / "kitti_ros1.bag"
     stamps, points = write_ros1_kitti_bag(bag)
@@ -166,6 +174,9 @@ def test_ros1_bag_is_converted_to_ros2_cdr(tmp_path):
         assert c.header.frame_id == "velo_link" and c.point_step == 16
         np.testing.assert_array_equal(np.frombuffer(bytes(c.data), "<f4").reshape(6, 4), points + i)
     assert [(im.encoding, bytes(im.data)) for im in images] == [("bgr8", bytes([i] * 12)) for i in range(3)]
+    infos = [deserialize_message(m.data, CameraInfo) for m in msgs if m.topic.endswith("camera_info")]
+    assert [(list(ci.k), list(ci.p), ci.header.frame_id) for ci in infos] == [
+        (list(np.arange(9.0) + i), list(np.arange(12.0) + i), "camera_color_left") for i in range(3)]
 
 
 def test_unreadable_bag_raises_a_named_error(tmp_path):
@@ -223,8 +234,9 @@ def test_player_node_replays_a_ros1_bag_with_clock_and_exits_0(tmp_path, rclpy_c
     assert got["clock"] and min(got["clock"]) >= stamps[0] and stamps[-1] in got["clock"]
     assert "ROS 1" in out and "/tf (tf2_msgs/msg/TFMessage)" in out  # skipped here with one warning
     summary = json.loads(next(ln for ln in out.splitlines() if ln.startswith("SUMMARY "))[8:])
-    assert summary["topics"] == {"/kitti/camera_color_left/image_raw": 3, "/kitti/velo/pointcloud": 3}
-    assert summary["stages"]["playback"]["frames_out"] == 6
+    assert summary["topics"] == {"/kitti/camera_color_left/image_raw": 3, "/kitti/velo/pointcloud": 3,
+                                 "/kitti/camera_color_left/camera_info": 3}
+    assert summary["stages"]["playback"]["frames_out"] == 9
 
 
 def test_player_node_with_a_missing_bag_reports_and_exits_non_zero(tmp_path):

@@ -65,6 +65,11 @@ class BagSource:
         self.end_ns = int(self._reader.end_time)
         self._converters: dict[str, Callable[[bytes], bytes]] = {}
 
+    def restrict(self, topics: Sequence[str]) -> None:
+        """Read only these topics from now on (e.g. those the player can publish)."""
+        keep = set(topics)
+        self._connections = [c for c in self._connections if c.topic in keep]
+
     @property
     def duration_s(self) -> float:
         return max(0, self.end_ns - self.start_ns) / 1e9

@@ -124,6 +124,7 @@ class BagPlayerNode(PerceptionNode):
             latched = info.latched or info.msgtype in LATCHED_TYPES or topic == "/tf_static"
             qos = LATCHED_QOS if latched else PLAYBACK_QOS
             self.publishers_by_topic[topic] = self.advertise(cls, output_topic(topic), qos)
+        source.restrict(list(self.publishers_by_topic))  # never read or convert what cannot be sent
         if skipped:  # e.g. tf2_msgs has no wheel here; these play on a full ROS 2 install
             self.get_logger().warning(
                 f"skipping {len(skipped)} topic(s) whose message package is not importable here: "
