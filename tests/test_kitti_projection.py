@@ -95,3 +95,31 @@ def test_real_full_scan_rows_are_all_beams(kitti_real):
     counts = np.bincount(rows[rows >= 0], minlength=64)
     # Every laser fires all around: each row holds a share of the scan (no empty beams).
     assert counts.min() > 0.2 * len(scan) / 64
+
+
+def test_noise_map_estimates_and_reproduces_empty_rates():
+    from squeeze_perception.kitti.noise_map import apply_noise_map, estimate_noise_map
+
+    a = np.ones((64, 512, 6), np.float32)
+    b = a.copy()
+    b[:10] = 0  # top rows empty
+    noise = estimate_noise_map([a, b])
+    assert noise[:10].tolist() == np.full((10, 512), 0.5).tolist() and noise[10:].max() == 0
+    rng = np.random.default_rng(0)
+    full = np.ones((64, 512, 6), np.float32)
+    target = np.full((64, 512), 0.3, np.float32)
+    blanked = apply_noise_map(full, target, rng)
+    assert abs(np.mean(np.all(blanked == 0, axis=-1)) - 0.3) < 0.01
+    # A tensor already 30 % empty in every row gets no further gaps.
+    part = full.copy()
+    part[:, :154] = 0
+    again = apply_noise_map(part, target, rng)
+    assert np.array_equal(again, part)
+
+
+def test_real_noise_map_is_highest_in_the_top_and_bottom_rows(kitti_real):
+    from squeeze_perception.kitti.noise_map import estimate_noise_map
+
+    noise = estimate_noise_map([np.load(p) for p in sorted((kitti_real / "lidar_2d").glob("*.npy"))])
+    rows = noise.mean(axis=1)
+    assert rows[:8].mean() > rows[20:50].mean() and rows[60:].mean() > rows[20:50].mean()
