@@ -214,3 +214,25 @@ def test_committed_real_bag_matches_the_converter(kitti_real):
         1317038400_000000000 + i * 100_000_000 for i in range(4)]
     raw = np.fromfile(drive / "velodyne_points" / "data" / "0000000003.bin", "<f4")
     np.testing.assert_array_equal(np.frombuffer(bytes(msgs[k2b.TOPIC_POINTS][3][1].data), "<f4"), raw)
+
+
+def test_timestamps_are_looked_up_by_frame_number(tmp_path):
+    """A drive holding frames 1 and 2 only takes lines 2 and 3; one sensor's file serves both."""
+    drive, _, _ = make_raw_drive(tmp_path / "in", frames=3)
+    (drive / "image_02" / "data" / "0000000000.png").unlink()
+    (drive / "velodyne_points" / "data" / "0000000000.bin").unlink()
+    (drive / "image_02" / "timestamps.txt").unlink()
+    summary = k2b.convert(drive, tmp_path / "bag", progress=False)
+    assert "only velodyne_points" in summary.timing_note
+    msgs = read_bag(summary.output)
+    expected = [1317042145_950000000 + i * 1_000_000_001 for i in (1, 2)]
+    assert [t for t, _ in msgs[k2b.TOPIC_POINTS]] == expected
+    assert [t for t, _ in msgs[k2b.TOPIC_IMAGE]] == expected
+
+
+def test_too_short_timestamp_file_names_the_file(tmp_path):
+    drive, _, _ = make_raw_drive(tmp_path / "in", frames=3)
+    (drive / "image_02" / "timestamps.txt").write_text("2011-09-26 13:02:25.951199337\n")
+    with pytest.raises(k2b.Kitti2BagError, match=r"image_02/timestamps.txt.*frame 2"):
+        k2b.convert(drive, tmp_path / "bag", progress=False)
+    assert _no_partial_left(tmp_path, "bag")

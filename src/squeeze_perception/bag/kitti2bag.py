@@ -66,15 +66,16 @@ def parse_kitti_timestamp(text: str) -> int:
     return int(base.timestamp()) * 1_000_000_000 + frac_ns
 
 
-def read_timestamps(path: Path, count: int) -> list[int] | None:
-    """Timestamps of the first `count` frames, or None when the file is absent."""
+def read_timestamps(path: Path, frame_numbers: list[int]) -> list[int] | None:
+    """Timestamps of the given frames (line N+1 is frame N), or None when the file is absent."""
     if not path.exists():
         return None
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    if len(lines) < count:
-        raise Kitti2BagError(f"{path}: has {len(lines)} timestamps but there are {count} frames")
+    if frame_numbers and max(frame_numbers) >= len(lines):
+        raise Kitti2BagError(f"{path}: has {len(lines)} timestamps but frame {max(frame_numbers)} needs line "
+                             f"{max(frame_numbers) + 1}")
     try:
-        return [parse_kitti_timestamp(ln) for ln in lines[:count]]
+        return [parse_kitti_timestamp(lines[k]) for k in frame_numbers]
     except ValueError as exc:
         raise Kitti2BagError(f"{path}: malformed timestamp ({exc})") from exc
 
@@ -111,19 +112,22 @@ def scan_raw_drive(drive_dir: Path, limit: int | None = None) -> Source:
         calib = load_raw_calib(drive_dir.parent)
     except CalibrationError as exc:
         raise Kitti2BagError(str(exc)) from exc
-    cam_ts = read_timestamps(drive_dir / "image_02" / "timestamps.txt", len(ids))
-    velo_ts = read_timestamps(drive_dir / "velodyne_points" / "timestamps.txt", len(ids))
-    if cam_ts is None or velo_ts is None:
+    numbers = [int(i) if i.isdigit() else n for n, i in enumerate(ids)]
+    cam_ts = read_timestamps(drive_dir / "image_02" / "timestamps.txt", numbers)
+    velo_ts = read_timestamps(drive_dir / "velodyne_points" / "timestamps.txt", numbers)
+    if cam_ts is not None and velo_ts is not None:
+        note = "recorded timestamps (image_02/timestamps.txt, velodyne_points/timestamps.txt)"
+    elif cam_ts is not None or velo_ts is not None:
+        # One sensor's times are known: the synced frames share them (KITTI sync data is matched to ~5 ms).
+        known = "image_02" if cam_ts is not None else "velodyne_points"
+        cam_ts = velo_ts = cam_ts if cam_ts is not None else velo_ts
+        note = f"only {known}/timestamps.txt in {drive_dir.name}: both sensors stamped with it"
+    else:
         start = _start_from_date_dir(drive_dir.parent.name)
-        synthetic = [start + i * FRAME_PERIOD_NS for i in range(len(ids))]
+        cam_ts = velo_ts = [start + i * FRAME_PERIOD_NS for i in range(len(ids))]
         note = (f"no timestamps.txt in {drive_dir.name}: stamped at 10 Hz from "
                 f"{dt.datetime.fromtimestamp(start / 1e9, dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
-        cam_ts = cam_ts or synthetic
-        velo_ts = velo_ts or synthetic
-    else:
-        note = "recorded timestamps (image_02/timestamps.txt, velodyne_points/timestamps.txt)"
-    frames = [FrameFiles(int(i) if i.isdigit() else n, images[i], scans[i], cam_ts[n], velo_ts[n], calib)
-              for n, i in enumerate(ids)]
+    frames = [FrameFiles(numbers[n], images[i], scans[i], cam_ts[n], velo_ts[n], calib) for n, i in enumerate(ids)]
     return Source("raw", frames, note, notes)
 
 
