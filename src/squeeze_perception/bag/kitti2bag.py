@@ -16,7 +16,6 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -219,7 +218,8 @@ def pointcloud_msg(ts, points: np.ndarray, stamp_ns: int):
     data = np.ascontiguousarray(points[:, :4], dtype="<f4")
     return ts.types["sensor_msgs/msg/PointCloud2"](
         header=_header(ts, stamp_ns, itf.FRAME_VELODYNE), height=1, width=len(data),
-        fields=[pf(name=n, offset=4 * i, datatype=pf.FLOAT32, count=1) for i, n in enumerate(itf.POINT_FIELDS_REQUIRED)],
+        fields=[pf(name=n, offset=4 * i, datatype=pf.FLOAT32, count=1)
+                for i, n in enumerate(itf.POINT_FIELDS_REQUIRED)],
         is_bigendian=False, point_step=16, row_step=16 * len(data), data=data.view(np.uint8).reshape(-1),
         is_dense=True)
 
@@ -247,7 +247,8 @@ def tf_message(ts, transforms: list[tuple[str, str, np.ndarray]], stamp_ns: int)
         out.append(t["geometry_msgs/msg/TransformStamped"](
             header=_header(ts, stamp_ns, parent), child_frame_id=child,
             transform=t["geometry_msgs/msg/Transform"](
-                translation=t["geometry_msgs/msg/Vector3"](x=float(pose[0, 3]), y=float(pose[1, 3]), z=float(pose[2, 3])),
+                translation=t["geometry_msgs/msg/Vector3"](x=float(pose[0, 3]), y=float(pose[1, 3]),
+                                                           z=float(pose[2, 3])),
                 rotation=t["geometry_msgs/msg/Quaternion"](x=float(qx), y=float(qy), z=float(qz), w=float(qw)))))
     return t["tf2_msgs/msg/TFMessage"](transforms=out)
 
@@ -337,8 +338,8 @@ def convert(source_dir: str | Path, output: str | Path, storage: str = "mcap", c
                     # Object frames come from different drives: re-send the tree when it changes.
                     put(TOPIC_TF_STATIC, tf_message(ts, tree, stamp0), "tf2_msgs/msg/TFMessage", stamp0)
                     last_tf = poses
-                put(TOPIC_CAMERA_INFO, camera_info_msg(ts, frame.calib, rgb.shape[1], rgb.shape[0], frame.image_stamp_ns),
-                    "sensor_msgs/msg/CameraInfo", frame.image_stamp_ns)
+                info = camera_info_msg(ts, frame.calib, rgb.shape[1], rgb.shape[0], frame.image_stamp_ns)
+                put(TOPIC_CAMERA_INFO, info, "sensor_msgs/msg/CameraInfo", frame.image_stamp_ns)
                 put(TOPIC_IMAGE, image_msg(ts, rgb, frame.image_stamp_ns), "sensor_msgs/msg/Image",
                     frame.image_stamp_ns)
                 put(TOPIC_POINTS, pointcloud_msg(ts, points, frame.velodyne_stamp_ns),
