@@ -7,6 +7,7 @@ Every stage runs on the same worlds in the same process, so the ratios are side 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -33,54 +34,67 @@ def main(argv: list[str]) -> int:
 
     renderer = FrameRenderer(nthreads=args.threads)
     no_shadow = FrameRenderer(shadows=False, nthreads=args.threads)
-    times: dict[str, list[float]] = {k: [] for k in ("world", "scene", "lidar", "camera", "camera_no_shadows",
-                                                    "frame", "frame_and_write", "sequence_frame")}
+    stages = ("world", "scene", "lidar", "camera", "camera_no_shadows", "frame", "frame_and_write", "sequence_frame")
+    times: dict[str, list[float]] = {k: [] for k in stages}
+    cpu: dict[str, list[float]] = {k: [] for k in stages}
+    clock: dict[str, tuple[float, float]] = {}
+
+    def start(stage: str) -> None:
+        clock[stage] = (time.perf_counter(), time.process_time())
+
+    def stop(stage: str) -> None:
+        wall0, cpu0 = clock.pop(stage)
+        times[stage].append(time.perf_counter() - wall0)
+        cpu[stage].append(time.process_time() - cpu0)
+
     points = []
     tmp = tempfile.TemporaryDirectory()
     seq_world = World(args.seed + 1000, length=args.frames * 1.5)
     for i in track(range(args.frames), description="bench"):
         rng = np.random.default_rng(i)
-        t0 = time.perf_counter()
+        start("world")
         world = World(args.seed * 10_000 + i, length=0.0)
-        times["world"].append(time.perf_counter() - t0)
+        stop("world")
         rotation, origin = world.sensor_pose(KITTI_VELODYNE_HEIGHT_M)
-        t0 = time.perf_counter()
+        start("scene")
         objs = [(m, a.class_id, a.instance_id) for a in world.agents_near(130.0) for m in [a.world_mesh()[0]]]
         scene = RayScene(world.static_mesh, objs, args.threads)
         scene.cast(origin, np.array([[1.0, 0.0, 0.0]]))  # open3d builds its BVH on the first cast
-        times["scene"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        stop("scene")
+        start("lidar")
         scan = renderer.lidar.scan(scene, rotation, origin, rng, world.layout.on_lane_paint)
-        times["lidar"].append(time.perf_counter() - t0)
+        stop("lidar")
         points.append(len(scan.points))
         lighting = Lighting.random(rng)
-        t0 = time.perf_counter()
+        start("camera")
         renderer.camera.render(scene, rotation, origin, lighting, rng, world.layout.on_lane_paint, True)
-        times["camera"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        stop("camera")
+        start("camera_no_shadows")
         no_shadow.camera.render(scene, rotation, origin, lighting, rng, world.layout.on_lane_paint, False)
-        times["camera_no_shadows"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        stop("camera_no_shadows")
+        start("frame")
         frame = renderer.render(world, rng, lighting)
-        times["frame"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        stop("frame")
+        start("frame_and_write")
         frame = renderer.render(world, rng, lighting)
         write_object_frame(tmp.name, "training", i, frame, "train")
-        times["frame_and_write"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        stop("frame_and_write")
+        start("sequence_frame")
         renderer.render(seq_world, rng, lighting)
         seq_world.step(FRAME_PERIOD_S)
-        times["sequence_frame"].append(time.perf_counter() - t0)
+        stop("sequence_frame")
     tmp.cleanup()
 
     full = np.median(times["frame_and_write"])
     table = Table(title=f"synth bench: {args.frames} frames, median per frame (open3d threads: {args.threads or 'all'})")
-    for col in ("stage", "ms/frame", "frames/s", "share of frame+write"):
+    for col in ("stage", "wall ms/frame", "frames/s", "share of frame+write", "CPU ms/frame (all threads)"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     for key, vals in times.items():
         med = float(np.median(vals))
-        table.add_row(key, f"{1000 * med:.0f}", f"{1 / med:.2f}", f"{med / full:.2f}")
+        table.add_row(key, f"{1000 * med:.0f}", f"{1 / med:.2f}", f"{med / full:.2f}", f"{1000 * np.median(cpu[key]):.0f}")
     Console().print(table)
     print(f"summary: {1 / full:.2f} LiDAR+camera frames/s written (goal 5), LiDAR alone {1 / np.median(times['lidar']):.1f}/s,"
-          f" camera alone {1 / np.median(times['camera']):.1f}/s; {np.mean(points):.0f} points per scan")
+          f" camera alone {1 / np.median(times['camera']):.1f}/s; {np.mean(points):.0f} points per scan;"
+          f" CPU {np.median(cpu['frame_and_write']):.2f} s per written frame; load average {os.getloadavg()[0]:.1f}"
+          f" on {os.cpu_count()} cores")
     return 0
