@@ -112,3 +112,17 @@ def test_real_files_load_through_the_same_readers(kitti_real):
         assert read_lidar_2d(f).shape == (64, 512, 6)
     palette = read_image(kitti_real / "mmdet3d_tests" / "training" / "image_2" / "000007.png")
     assert palette.ndim == 3 and palette.shape[2] == 3
+
+
+def test_synth_cli_writes_ready_last_and_stats_reads_the_result(tmp_path, capsys):
+    from squeeze_perception.synth.cli import main
+
+    out = tmp_path / "ds"
+    assert main(["--out", str(out), "--sequences", "0", "--object-train", "1", "--seed", "9"]) == 0
+    assert (out / "READY").read_text().strip() == \
+        f"squeeze-perception synth --out {out} --sequences 0 --object-train 1 --seed 9"
+    assert len(KittiObjectDataset(out, "training")) == 1
+    capsys.readouterr()
+    assert main(["stats", "--root", str(out), "--limit", "1", "--real", str(tmp_path / "none")]) == 0
+    report = capsys.readouterr().out
+    assert "points per scan" in report and "front 64x512 empty cells" in report
