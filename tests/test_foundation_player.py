@@ -201,19 +201,21 @@ def test_player_node_replays_a_ros1_bag_with_clock_and_exits_0(tmp_path, rclpy_c
     import rclpy
     from rclpy.node import Node
     from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image, PointCloud2
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from squeeze_perception.node_base import SENSOR_QOS
+    from squeeze_perception.node_base import LATCHED_QOS, SENSOR_QOS
 
     bag = tmp_path / "kitti_ros1.bag"
     stamps, _ = write_ros1_kitti_bag(bag)
     node = Node("player_probe", context=rclpy_context)
-    got: dict[str, list] = {"cloud": [], "image": [], "clock": []}
+    got: dict[str, list] = {"cloud": [], "image": [], "clock": [], "info": []}
     node.create_subscription(PointCloud2, "/player_ns/kitti/velo/pointcloud",
                              lambda m: got["cloud"].append(m.header.stamp.sec * S + m.header.stamp.nanosec), SENSOR_QOS)
     node.create_subscription(Image, "/player_ns/kitti/camera_color_left/image_raw",
                              lambda m: got["image"].append(m.encoding), SENSOR_QOS)
     node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(m.clock.sec * S + m.clock.nanosec), 10)
+    node.create_subscription(CameraInfo, "/player_ns/kitti/camera_color_left/camera_info",
+                             lambda m: got["info"].append(m.k[0]), LATCHED_QOS)
     executor = rclpy.executors.SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(node)
     proc = _player(bag, "rate:=0.5", namespace="/player_ns")
@@ -231,6 +233,10 @@ def test_player_node_replays_a_ros1_bag_with_clock_and_exits_0(tmp_path, rclpy_c
     assert proc.returncode == 0, out
     assert got["cloud"] == stamps
     assert got["image"] == ["bgr8"] * 3
+    # K[0] of the recorded CameraInfos (0, 1, 2), converted from ROS 1; latched depth 1, so a busy
+    # reader may only see the newer ones, but always in order and always the last.
+    assert got["info"] and got["info"] == sorted(set(got["info"])) and got["info"][-1] == 2.0
+    assert set(got["info"]) <= {0.0, 1.0, 2.0}
     assert got["clock"] and min(got["clock"]) >= stamps[0] and stamps[-1] in got["clock"]
     assert "ROS 1" in out and "/tf (tf2_msgs/msg/TFMessage)" in out  # skipped here with one warning
     summary = json.loads(next(ln for ln in out.splitlines() if ln.startswith("SUMMARY "))[8:])
