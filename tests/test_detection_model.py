@@ -123,3 +123,21 @@ def test_kmeans_recovers_three_shape_clusters():
     assert shape_iou(np.array([[10.0, 10.0]]), np.array([[20.0, 5.0]]))[0, 0] == pytest.approx(50 / 150)
     with pytest.raises(ValueError):
         kmeans_anchors(shapes[:2], k=3)
+
+
+def test_onnxruntime_export_matches_torch_including_decoding(tmp_path):
+    from squeeze_perception.backends import OnnxRuntimeBackend, TorchBackend
+    from squeeze_perception.detection.bench import measure_peak_flops
+
+    spec = registry.get_model("squeezedet_0.75x")
+    torch.manual_seed(0)
+    model = spec.build()
+    model.set_anchor_shapes(np.linspace(10, 200, 18, dtype=np.float32).reshape(9, 2))
+    path = tmp_path / "w.pt"
+    torch.save({"state_dict": model.state_dict(), "model": spec.name, "meta": {}}, path)
+    x = np.random.default_rng(0).normal(size=(1, *spec.input_shape)).astype(np.float32)
+    ref = TorchBackend(spec, weights=path).infer(x)
+    ort = OnnxRuntimeBackend(spec, weights=path).infer(x)  # exports w.onnx beside the weights
+    assert (tmp_path / "w.onnx").exists()
+    np.testing.assert_allclose(ort, ref, rtol=1e-3, atol=1e-3)
+    assert measure_peak_flops(n=128, repeats=2) > 0

@@ -186,14 +186,15 @@ def _cmd_bench(args) -> int:
     console = Console(stderr=True)
     rows = []
     for name in args.models:
-        with console.status(f"{name}") as status:
+        with console.status(f"{name}") as status:  # progress on stderr
             r = bench(name, repeats=args.repeats, threads=args.threads, onnx=not args.no_onnx,
                       progress=lambda msg, n=name: status.update(f"{n}: {msg}"))
         rows.append(r.as_dict())
         ort = "-" if r.onnxruntime_ms is None else f"{r.onnxruntime_ms:9.1f} ms  x{r.onnxruntime_ratio:5.2f}"
         print(f"{name:18s} threads {r.threads}  GMACs {r.macs / 1e9:6.2f}  peak {r.peak_gflops:6.1f} GFLOP/s  "
               f"bound {r.bound_ms:7.1f} ms | torch {r.torch_ms:9.1f} ms  x{r.torch_ratio:5.2f} | onnxruntime {ort}")
-    print(f"batch 1, median of {args.repeats} runs; ratio = latency / (2 x MACs / peak FLOP/s of a 2048^3 fp32 matmul)")
+    print(f"batch 1, median of {args.repeats} interleaved rounds; ratio = latency / (2 x MACs / peak), peak = best "
+          f"1024^3 fp32 matmul round with the same threads; 1-min load average {rows[-1]['load_average']:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
