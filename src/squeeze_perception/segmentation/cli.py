@@ -156,6 +156,22 @@ def _plots(args) -> int:
         with torch.no_grad():
             rendered = render_intensity(load_renderer(renderer_path)(x))[0].numpy()
         print(plot_intensity(g[..., 3], rendered, g[..., 4] > 0, img / "seg_intensity.png"))
+    from ..kitti.calib import load_object_calib
+    from ..kitti.labels import read_labels, read_velodyne_bin
+    from .evaluation import KITTI_TYPE_TO_CLASS
+    from .plots import plot_top_view
+
+    root = real / "object_reduced" / "training"
+    pts = read_velodyne_bin(root / "velodyne_reduced" / "000134.bin")
+    calib = load_object_calib(root / "calib" / "000134.txt")
+    gt_boxes = [calib.rect_to_velo(lab.corners_rect()[:4])[:, :2]
+                for lab in read_labels(root / "label_2" / "000134.txt") if lab.type in KITTI_TYPE_TO_CLASS]
+    best = args.models.split(",")[args.topview_model]
+    if (models_dir() / f"{best}.pt").exists():
+        res = SegmentationPipeline(best, backend="onnxruntime", num_threads=args.threads).process(pts)
+        print(plot_top_view(pts, res.labels, res.table, img / "seg_real_topview.png",
+                            f"{best} on real KITTI 000134: predicted classes, DBSCAN + LATTE boxes (solid), "
+                            "ground truth (dashed)", gt_boxes))
     logs = {p.parent.name: p for p in sorted((project_root() / "out" / "seg").glob("*/train.log"))}
     print(plot_training_curves(logs, img / "seg_training.png"))
     return 0
@@ -299,6 +315,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--frame", default="2011_09_26_0001_0000000040.npy")
     p.add_argument("--grids", default=DEFAULT_REAL_GRIDS)
     p.add_argument("--scan-index", type=int, default=20, help="which unlabelled real grid to render")
+    p.add_argument("--topview-model", type=int, default=1, help="index into --models for the top-view plot")
     p.add_argument("--kitti-root", default="")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_plots)

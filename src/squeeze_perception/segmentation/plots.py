@@ -86,3 +86,41 @@ def plot_training_curves(logs: dict[str, Path], out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_top_view(points: np.ndarray, labels: np.ndarray, table: np.ndarray, out: Path, title: str = "",
+                  gt_corners: list[np.ndarray] | None = None) -> Path:
+    """Bird's-eye view: points coloured by predicted class, fitted instance boxes (solid) and
+    ground-truth boxes (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .boxfit import Box
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    bg = labels == 0
+    ax.scatter(points[bg, 1], points[bg, 0], s=0.3, c="0.75")
+    for c in (1, 2, 3):
+        sel = labels == c
+        ax.scatter(points[sel, 1], points[sel, 0], s=1.0, color=CLASS_RGB[c])
+    for row in table:
+        box = Box(row["x"], row["y"], row["z"], row["length"], row["width"], row["height"], row["yaw"])
+        corners = np.vstack([box.corners_xy(), box.corners_xy()[:1]])
+        ax.plot(corners[:, 1], corners[:, 0], color=CLASS_RGB[int(row["class_id"])], lw=1.5)
+    for corners in gt_corners or []:
+        closed = np.vstack([corners, corners[:1]])
+        ax.plot(closed[:, 1], closed[:, 0], "k--", lw=0.8)
+    ax.set_xlabel("y (m, left positive)")
+    ax.set_ylabel("x (m, forward)")
+    ax.invert_xaxis()
+    ax.set_aspect("equal")
+    ax.set_xlim(20, -20)
+    ax.set_ylim(0, 45)
+    ax.set_title(title or "predicted classes, fitted boxes (solid), ground-truth boxes (dashed)", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
