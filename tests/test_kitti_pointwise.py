@@ -64,3 +64,16 @@ def test_real_object_frames_pass_the_label_checks(kitti_real):
         classes, _ = pointwise_labels(points, labels, calib)
         wanted = {class_of_type(lab.type) for lab in labels if lab.type != "DontCare"} - {0}
         assert wanted <= set(np.unique(classes).tolist())
+
+
+def test_real_object_frames_become_labelled_lidar_2d(kitti_real, tmp_path):
+    from squeeze_perception.kitti.lidar_2d import read_lidar_2d
+    from squeeze_perception.synth.cli import main
+
+    assert main(["lidar2d", "--root", str(kitti_real), "--split", "training", "--out", str(tmp_path)]) == 0
+    tensors = {p.stem: read_lidar_2d(p) for p in sorted(tmp_path.glob("*.npy"))}
+    assert sorted(tensors) == ["000000", "000001", "000002"]
+    # 000000 holds one pedestrian, 000001 a car and a cyclist in the front view.
+    assert np.any(tensors["000000"][..., 5] == 2)
+    assert np.any(tensors["000001"][..., 5] == 1) and np.any(tensors["000001"][..., 5] == 3)
+    assert all(0.05 < np.mean(t[..., 4] == 0) < 0.3 for t in tensors.values())

@@ -5,6 +5,7 @@
   squeeze-perception synth stats --root DIR
   squeeze-perception synth demo-bag --out bags/demo_drive [--frames 200]
   squeeze-perception synth figure --out docs/img
+  squeeze-perception synth lidar2d --root KITTI_OBJECT_ROOT --split training --out DIR   (real KITTI -> lidar_2d)
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-SUBCOMMANDS = ("bench", "stats", "demo-bag", "figure")
+SUBCOMMANDS = ("bench", "stats", "demo-bag", "figure", "lidar2d")
 
 
 def _generate(argv: list[str]) -> int:
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             from .stats import main as stats_main
 
             return stats_main(rest)
+        if name == "lidar2d":
+            from .kitti_lidar2d import main as lidar2d_main
+
+            return lidar2d_main(rest)
         if name == "demo-bag":
             from .demo_bag import main as demo_main
 
