@@ -2,6 +2,8 @@
 
   squeeze-perception synth figure --out docs/img [--seed 0 --index 3] [--real ../shared/data/kitti_real]
 
+Also draws docs/img/synth_drive_bev.png: a bird's-eye view of the demo drive with its ground-truth tracks.
+
 Rows: camera image with the LiDAR points projected on it (colour = depth) and the 2D label boxes;
 the front 64x512 range image; the front 64x512 class image (real: point-wise labels from the 3D boxes).
 """
@@ -16,6 +18,7 @@ from ..kitti.datasets import KittiObjectDataset
 from ..kitti.pointwise import pointwise_labels
 from ..kitti.projection import point_labels_to_cells, spherical_project
 from ..paths import kitti_real_dir
+from .demo_bag import DEMO_SEED
 
 CLASS_COLOURS = np.array([[40, 40, 40], [30, 144, 255], [255, 60, 60], [255, 200, 0]], np.uint8)
 BOX_COLOURS = {"Car": "deepskyblue", "Van": "lightblue", "Truck": "lightblue", "Pedestrian": "red",
@@ -87,13 +90,75 @@ def make_figure(out: Path, seed: int, index: int, real_root: Path) -> Path:
     return path
 
 
+def make_drive_figure(out: Path, seed: int, frames: int = 30) -> Path:
+    """Bird's-eye view of a drive's last frame: LiDAR points by class, ground-truth boxes, tracks' trails."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Polygon
+
+    from .generate import sequence_frames
+
+    history: dict[int, list[tuple[float, float]]] = {}
+    last = None
+    for frame in sequence_frames(seed, 1, frames, style="city", ego_speed=8.0, density=1.0, world_frames=200):
+        # Trails in the last frame's Velodyne frame: keep world positions, convert at the end.
+        pose = frame.ego_pose
+        for t in frame.truths:
+            if t.agent.class_id > 0:
+                world_xy = pose[:2, :2] @ t.centre[:2] + pose[:2, 3]
+                history.setdefault(t.agent.instance_id, []).append(tuple(world_xy))
+        last = frame
+    pose = last.ego_pose
+    fig, ax = plt.subplots(figsize=(12, 6))
+    pts, cls = last.scan.points, last.scan.class_id
+    keep = (np.abs(pts[:, 0]) < 50) & (np.abs(pts[:, 1]) < 25) & (pts[:, 2] > -1.55)
+    colours = CLASS_COLOURS[cls[keep]] / 255.0
+    colours[cls[keep] == 0] = (0.6, 0.6, 0.6)
+    ax.scatter(pts[keep, 0], pts[keep, 1], s=0.3, c=colours, linewidths=0)
+    names = {1: "car", 2: "pedestrian", 3: "cyclist"}
+    for t in last.truths:
+        if t.agent.class_id == 0 or abs(t.centre[0]) > 50 or abs(t.centre[1]) > 25:
+            continue
+        c, s_ = np.cos(t.yaw), np.sin(t.yaw)
+        half = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * t.size[:2] / 2
+        corners = half @ np.array([[c, s_], [-s_, c]]) + t.centre[:2]
+        colour = CLASS_COLOURS[t.agent.class_id] / 255.0
+        ax.add_patch(Polygon(corners, closed=True, fill=False, ec=colour, lw=1.2))
+        trail = np.array(history.get(t.agent.instance_id, []))
+        if len(trail) > 1:
+            local = (trail - pose[:2, 3]) @ pose[:2, :2]
+            ax.plot(local[:, 0], local[:, 1], "-", color=colour, lw=0.8, alpha=0.7)
+        ax.text(t.centre[0], t.centre[1] + t.size[1] / 2 + 0.4,
+                f"{t.agent.instance_id} {names[t.agent.class_id]} ({t.num_points} pts)", fontsize=6)
+    ax.plot(0, 0, marker=">", color="k", ms=10)
+    ax.set_xlim(-50, 50)
+    ax.set_ylim(-25, 25)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m, velo_link)")
+    ax.set_ylabel("y (m)")
+    ax.set_title(f"synthetic drive (seed {seed}), frame {frames - 1}: LiDAR points by class, ground-truth boxes "
+                 f"and the last {frames / 10:.0f} s of each track over the ground, drawn in this frame", fontsize=9)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "synth_drive_bev.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="squeeze-perception synth figure", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/img")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--index", type=int, default=3)
     ap.add_argument("--real", default=str(kitti_real_dir()))
+    ap.add_argument("--drive-frames", type=int, default=30,
+                    help="also draw the demo drive's bird's-eye view after this many frames (0: skip)")
     args = ap.parse_args(argv)
     path = make_figure(Path(args.out), args.seed, args.index, Path(args.real))
     print(f"wrote {path}")
+    if args.drive_frames:
+        print(f"wrote {make_drive_figure(Path(args.out), DEMO_SEED, args.drive_frames)}")
     return 0
