@@ -95,6 +95,15 @@ def test_training_smoke_two_steps_then_resume(tmp_path):
     assert result["steps"] == 3
     after = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]["convdet.weight"]
     assert not torch.equal(before, after)  # the resumed step updated the weights
+    # a second phase from these weights with another optimiser keeps the anchors
+    cfg2 = TrainConfig(model="squeezedet", train_dir=str(split), out=str(tmp_path / "phase2.pt"), steps=1,
+                       batch_size=1, crop_width=160, crop_height=96, threads=1, optimizer="adam", lr=1e-4,
+                       init_weights=str(out))
+    assert train(cfg2, progress=False)["steps"] == 1
+    ck2 = torch.load(tmp_path / "phase2.pt", map_location="cpu", weights_only=True)
+    np.testing.assert_array_equal(ck2["state_dict"]["anchor_shapes"].numpy(),
+                                  ck["state_dict"]["anchor_shapes"].numpy())
+    assert ck2["meta"]["anchors"]["init_steps"] == 3
 
 
 def test_input_anchors_follow_crop_geometry():

@@ -60,7 +60,7 @@ def _cmd_train(args) -> int:
                       weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad_norm,
                       warmup_steps=args.warmup_steps, crop_width=args.crop[0], crop_height=args.crop[1],
                       threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      log_file=args.log_file, resume=args.resume, max_minutes=args.max_minutes)
+                      log_file=args.log_file, resume=args.resume, init_weights=args.init_weights, max_minutes=args.max_minutes)
     t0 = time.time()
     result = train(cfg)
     print(f"trained {result['steps']} steps in {(time.time() - t0) / 60:.1f} min, final loss "
@@ -73,6 +73,34 @@ def _cmd_plot_train(args) -> int:
 
     plot_training_log(args.log, args.png)
     print(f"wrote {args.png}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from PIL import Image
+
+    from ..nodes.squeezedet_node import draw_detections
+    from .data import load_rgb
+    from .decode import DecodeConfig
+    from .inference import Detector
+
+    det = Detector(args.model, args.backend, args.weights,
+                   DecodeConfig(top_k=args.top_k, nms_iou=args.nms_iou, score_threshold=args.score_threshold))
+    rows = []
+    for path in args.images:
+        rgb = load_rgb(path)
+        pred = det.predict(rgb)
+        rows.append(draw_detections(rgb, pred.detections))
+        print(f"{path}: {len(pred.detections)} detections "
+              + ", ".join(f"{d['class_id']}:{d['score']:.2f}" for d in pred.detections[:8]))
+    width = max(r.shape[1] for r in rows)
+    canvas = np.zeros((sum(r.shape[0] for r in rows), width, 3), np.uint8)
+    y = 0
+    for r in rows:
+        canvas[y:y + r.shape[0], :r.shape[1]] = r
+        y += r.shape[0]
+    Image.fromarray(canvas).save(args.out)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -237,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=50)
     t.add_argument("--log-file", default="")
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--init-weights", default="", help="start from these weights with a fresh optimiser")
     t.add_argument("--max-minutes", type=float, default=0.0)
     t.set_defaults(func=_cmd_train)
 
@@ -257,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default="")
     e.add_argument("--plot-prefix", default="")
     e.set_defaults(func=_cmd_eval)
+
+    dm = sub.add_parser("demo", help="draw detections on images (stacked into one PNG)")
+    dm.add_argument("images", nargs="+")
+    dm.add_argument("--out", required=True)
+    dm.add_argument("--model", default="squeezedet")
+    dm.add_argument("--weights", default=None)
+    dm.add_argument("--backend", default="torch")
+    dm.add_argument("--top-k", type=int, default=64)
+    dm.add_argument("--nms-iou", type=float, default=0.4)
+    dm.add_argument("--score-threshold", type=float, default=0.3)
+    dm.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="batch-1 latency (torch, onnxruntime) vs the compute bound")
     b.add_argument("--models", nargs="+", default=["squeezedet"])

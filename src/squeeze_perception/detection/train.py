@@ -48,6 +48,7 @@ class TrainConfig:
     resume: bool = False
     max_minutes: float = 0.0  # stop (after a checkpoint) when the wall-clock budget is spent
     anchors: list = field(default_factory=list)  # explicit (9,2) shapes; empty -> k-means
+    init_weights: str = ""  # start from these weights (and their anchors) with a fresh optimiser
 
 
 def input_anchors(module, width: int, height: int) -> np.ndarray:
@@ -129,6 +130,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         opt.load_state_dict(ck["optimizer"])
         step, meta_anchor = ck["step"], ck.get("anchor_info", {})
         rng.bit_generator.state = ck["rng"]
+    elif cfg.init_weights:
+        from ..backends import load_state_dict
+
+        module.load_state_dict(load_state_dict(Path(cfg.init_weights)))
+        init_meta = torch.load(cfg.init_weights, map_location="cpu", weights_only=True).get("meta", {})
+        meta_anchor = {**init_meta.get("anchors", {}), "init_weights": cfg.init_weights,
+                       "init_steps": init_meta.get("steps")}
+        log_path.write_text("")
     else:
         if cfg.anchors:
             shapes, mean_iou, n_boxes = np.asarray(cfg.anchors, np.float32), float("nan"), 0
