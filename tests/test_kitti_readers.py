@@ -122,6 +122,10 @@ def test_synth_cli_writes_ready_last_and_stats_reads_the_result(tmp_path, capsys
     assert (out / "READY").read_text().strip() == \
         f"squeeze-perception synth --out {out} --sequences 0 --object-train 1 --seed 9"
     assert len(KittiObjectDataset(out, "training")) == 1
+    first = out / "object" / "training" / "velodyne" / "000000.bin"
+    stamp = first.stat().st_mtime_ns
+    assert main(["--out", str(out), "--sequences", "0", "--object-train", "2", "--seed", "9", "--skip-existing"]) == 0
+    assert first.stat().st_mtime_ns == stamp and len(KittiObjectDataset(out, "training")) == 2
     capsys.readouterr()
     assert main(["stats", "--root", str(out), "--limit", "1", "--real", str(tmp_path / "none")]) == 0
     report = capsys.readouterr().out

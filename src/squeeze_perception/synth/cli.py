@@ -31,6 +31,8 @@ def _generate(argv: list[str]) -> int:
     ap.add_argument("--workers", type=int, default=1, help="processes (each uses one open3d thread when > 1)")
     ap.add_argument("--no-shadows", action="store_true", help="skip the camera's shadow rays (faster)")
     ap.add_argument("--no-ready", action="store_true", help="do not write the READY marker at the end")
+    ap.add_argument("--skip-existing", action="store_true",
+                    help="keep frames already on disk (same seed: they are the frames this run would write)")
     args = ap.parse_args(argv)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -42,7 +44,7 @@ def _generate(argv: list[str]) -> int:
     (root / "READY").unlink(missing_ok=True)
     nthreads = 1 if args.workers > 1 else 0
     tasks = dataset_tasks(root, args.seed, args.object_train, args.object_test, args.sequences, args.frames,
-                          not args.no_shadows, nthreads, args.first_drive)
+                          not args.no_shadows, nthreads, args.first_drive, args.skip_existing)
     total = args.object_train + args.object_test + args.sequences * args.frames
     done = {"frames": 0}
     t0 = time.perf_counter()

@@ -70,11 +70,29 @@ class Task:
     lidar_2d_split: str | None = None
     shadows: bool = True
     nthreads: int = 0
+    skip_existing: bool = False
+
+    def outputs_exist(self) -> bool:
+        """All files of this task are on disk already (a task's last file is written last)."""
+        root = Path(self.root)
+        if self.kind == "object":
+            name = f"{self.index:06d}"
+            base = root / "object" / self.split
+            files = [base / "image_2" / f"{name}.png", base / "velodyne" / f"{name}.bin",
+                     base / "calib" / f"{name}.txt", base / "label_2" / f"{name}.txt",
+                     base / "velodyne_labels" / f"{name}.npy"]
+            if self.lidar_2d_split:
+                files.append(root / "lidar_2d" / self.lidar_2d_split / f"{name}.npy")
+            return all(f.exists() for f in files)
+        drives = list((root / "raw").glob(f"*/*_drive_{self.index:04d}_sync/ego_poses.csv"))
+        return bool(drives)
 
 
 def run_task(task: Task) -> tuple[str, int, float]:
     """Render and write one task; returns (kind, frames written, seconds)."""
     t0 = time.perf_counter()
+    if task.skip_existing and task.outputs_exist():
+        return task.kind, 1 if task.kind == "object" else task.frames, 0.0
     if task.kind == "object":
         frame = object_frame(task.seed, task.split, task.index, task.shadows, task.nthreads)
         write_object_frame(task.root, task.split, task.index, frame, task.lidar_2d_split)
@@ -87,7 +105,7 @@ def run_task(task: Task) -> tuple[str, int, float]:
 
 
 def dataset_tasks(root: str | Path, seed: int, object_train: int, object_test: int, sequences: int, frames: int,
-                  shadows: bool = True, nthreads: int = 0, first_drive: int = 1) -> list[Task]:
+                  shadows: bool = True, nthreads: int = 0, first_drive: int = 1, skip_existing: bool = False) -> list[Task]:
     root = str(root)
     tasks = [Task("object", root, seed, "training", i, lidar_2d_split="train", shadows=shadows, nthreads=nthreads)
              for i in range(object_train)]
@@ -95,6 +113,8 @@ def dataset_tasks(root: str | Path, seed: int, object_train: int, object_test: i
               for i in range(object_test)]
     tasks += [Task("sequence", root, seed, index=first_drive + d, frames=frames, shadows=shadows, nthreads=nthreads)
               for d in range(sequences)]
+    for task in tasks:
+        task.skip_existing = skip_existing
     return tasks
 
 
