@@ -88,6 +88,8 @@ def _eval(args) -> int:
             print(f"{key}: " + ", ".join(f"{k} car IoU {v['class']['IoU'][1]}" for k, v in res.items()))
     out = project_root() / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and out.exists():  # keep other models' results from earlier runs
+        results = {**json.loads(out.read_text()), **results}
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
     print(render_tables(results))
@@ -298,6 +300,7 @@ def main(argv: list[str]) -> int:
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--backend", default="onnxruntime", help="same labels as torch, several times faster on CPU")
     e.add_argument("--out", default="out/seg/eval.json")
+    e.add_argument("--merge", action="store_true", help="add to the results already in --out")
     e.set_defaults(func=_eval)
 
     b = sub.add_parser("bench", help="per-stage latency, compute-bound ratio, DBSCAN sklearn vs fast")
