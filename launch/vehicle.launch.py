@@ -41,8 +41,9 @@ def node_parameters(config_file: str, node_name: str) -> dict:
 
 
 def default_bag() -> str:
-    """The synthetic demo drive when it was generated, else the real 4-frame KITTI bag."""
-    for name in ("demo_drive", "kitti_real_4frames"):
+    """The full synthetic demo drive when it was built (`make demo-drive`), else its committed
+    12-frame preview, else the real 4-frame KITTI bag."""
+    for name in ("demo_drive", "demo_drive_preview", "kitti_real_4frames"):
         if (bags_dir() / name).exists():
             return str(bags_dir() / name)
     return str(bags_dir() / "kitti_real_4frames")
