@@ -10,7 +10,7 @@ ARGS ?=
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench demo-drive clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests $(ARGS)
 
+# Benchmarks (not part of the tests): each prints ratios measured side by side in one run.
 bench: $(STAMP)
-	$(VENV)/bin/squeeze-perception bench all
+	bash bench/run_all.sh
+
+# The full 20 s synthetic demo drive (about 500 MB, ~10 min); `make run` uses it when present.
+demo-drive: $(STAMP)
+	$(VENV)/bin/squeeze-perception synth demo-bag --out bags/demo_drive
 
 clean:
 	rm -rf $(VENV) build install log *.egg-info src/*.egg-info
