@@ -29,6 +29,7 @@ class ScanStats:
     front_class_counts: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES), np.int64))
     label_types: Counter = field(default_factory=Counter)
     occlusion: Counter = field(default_factory=Counter)
+    difficulty: Counter = field(default_factory=Counter)
     frames: int = 0
 
     def add_scan(self, points: np.ndarray, classes: np.ndarray) -> None:
@@ -60,6 +61,8 @@ class ScanStats:
             total = sum(self.occlusion.values())
             for level in (0, 1, 2):
                 out[f"occluded={level} share"] = self.occlusion.get(level, 0) / max(total, 1)
+            for level, name in ((0, "easy"), (1, "moderate"), (2, "hard"), (-1, "ignored")):
+                out[f"difficulty {name} share"] = self.difficulty.get(level, 0) / max(total, 1)
         return out
 
 
@@ -75,6 +78,7 @@ def object_split_stats(root: Path, split: str = "training", limit: int | None = 
             stats.label_types[lab.type] += 1
             if lab.type != "DontCare":
                 stats.occlusion[lab.occluded] += 1
+                stats.difficulty[lab.difficulty()] += 1
     return stats
 
 
