@@ -91,6 +91,9 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
     times["total"] = []
     db = {"sklearn": [], "fast": [], "points": [], "identical": True}
     pl.process(scans[0])  # warm-up (allocations, lazy imports)
+    warm = np.random.default_rng(0).normal(size=(200, 3))
+    dbscan_sklearn(warm, 0.3, 20)  # import scikit-learn outside the timed calls
+    dbscan_fast(warm, 0.3, 20)
     for i in tqdm(range(frames), desc=f"bench {model}", disable=not progress):
         pts = scans[i % len(scans)]
         t0 = time.perf_counter()
