@@ -46,23 +46,27 @@ def _generate(argv: list[str]) -> int:
     tasks = dataset_tasks(root, args.seed, args.object_train, args.object_test, args.sequences, args.frames,
                           not args.no_shadows, nthreads, args.first_drive, args.skip_existing)
     total = args.object_train + args.object_test + args.sequences * args.frames
-    done = {"frames": 0}
+    done = {"frames": 0, "skipped": 0}
     t0 = time.perf_counter()
     with Progress(TextColumn("synth"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn()) as bar:
         job = bar.add_task("synth", total=total, rate="")
 
         def progress(kind: str, frames: int, seconds: float) -> None:
-            done["frames"] += frames
+            if seconds == 0.0:  # kept from disk (--skip-existing)
+                done["skipped"] += frames
+            else:
+                done["frames"] += frames
             rate = done["frames"] / (time.perf_counter() - t0)
             bar.update(job, advance=frames, rate=f"{rate:.2f} frames/s")
 
         run_tasks(tasks, args.workers, progress)
     elapsed = time.perf_counter() - t0
     command = "squeeze-perception synth " + " ".join(shlex.quote(a) for a in argv)
-    print(f"wrote {args.object_train} training + {args.object_test} testing object frames (with lidar_2d), "
-          f"{args.sequences} drives x {args.frames} frames to {root} in {elapsed:.0f} s "
-          f"({total / max(elapsed, 1e-9):.2f} frames/s, {args.workers} worker(s))")
+    print(f"{args.object_train} training + {args.object_test} testing object frames (with lidar_2d), "
+          f"{args.sequences} drives x {args.frames} frames in {root}: {done['frames']} rendered in {elapsed:.0f} s "
+          f"({done['frames'] / max(elapsed, 1e-9):.2f} frames/s, {args.workers} worker(s)), "
+          f"{done['skipped']} kept from disk")
     if not args.no_ready:
         (root / "READY").write_text(command + "\n")
     return 0
