@@ -224,6 +224,11 @@ def _cards(args) -> int:
             lines[5] = ("- input (5, 64, 512) raw grid of which x, y, z and range are used; output intensity in "
                         "[0, 1] = the most likely bin's centre + that bin's predicted deviation")
             lines[6] = f"- training: {meta.get('steps')} steps: " + "; then ".join(meta.get("history", []))
+        if meta.get("pdc_layers"):
+            lines[6] = (f"- training: no gradient steps; the weights of `{meta.get('calibrated_from')}` "
+                        "(see its card) with re-estimated batch-norm statistics")
+            lines[7] = "- data: unlabelled real KITTI scans (raw/ and object/, no labels), " \
+                       f"{meta.get('real_grids')} grids (7 scans x 4 rotated front views)"
         if cfg.get("init"):
             lines.append(f"- fine-tuned from: `{cfg['init']}`")
         if cfg.get("renderer"):
