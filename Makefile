@@ -14,11 +14,13 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	@bash scripts/system_deps.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	# TrackEval's metadata pulls opencv-python and pycocotools, which its HOTA/CLEAR metrics never import.
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 

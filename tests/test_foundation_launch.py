@@ -76,7 +76,7 @@ def test_vehicle_launch_default_plan(tmp_path):
     assert ros_args(player.cmd)[:2] == ["-r", "__node:=bag_player_node"]
     p = params_of(player.cmd)
     assert p["use_sim_time"] is False  # the player is the clock
-    assert p["rate"] == 1.0 and p["loop"] is False and Path(p["bag"]).name in ("demo_drive", "kitti_real_4frames")
+    assert p["rate"] == 1.0 and p["loop"] is False and Path(p["bag"]).name in ("demo_drive", "demo_drive_preview", "kitti_real_4frames")
     assert p["subscriber_nodes"] == 1  # only the segmenter consumes the bag: playback waits for it
     s = params_of(seg.cmd)
     assert s["use_sim_time"] is True and s["model"] and s["backend"]
