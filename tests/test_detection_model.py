@@ -141,3 +141,9 @@ def test_onnxruntime_export_matches_torch_including_decoding(tmp_path):
     assert (tmp_path / "w.onnx").exists()
     np.testing.assert_allclose(ort, ref, rtol=1e-3, atol=1e-3)
     assert measure_peak_flops(n=128, repeats=2) > 0
+    from squeeze_perception.detection.bench import ort_matmul_runner
+
+    (c,) = ort_matmul_runner(n=32, threads=1)()
+    rng = np.random.default_rng(0)  # the runner's inputs, drawn the same way
+    a, b = rng.standard_normal((32, 32), dtype=np.float32), rng.standard_normal((32, 32), dtype=np.float32)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)

@@ -222,7 +222,7 @@ def _cmd_bench(args) -> int:
         print(f"{name:18s} threads {r.threads}  GMACs {r.macs / 1e9:6.2f}  peak {r.peak_gflops:6.1f} GFLOP/s  "
               f"bound {r.bound_ms:7.1f} ms | torch {r.torch_ms:9.1f} ms  x{r.torch_ratio:5.2f} | onnxruntime {ort}")
     print(f"batch 1, median of {args.repeats} interleaved rounds; ratio = latency / (2 x MACs / peak), peak = best "
-          f"1024^3 fp32 matmul round with the same threads; 1-min load average {rows[-1]['load_average']:.1f}")
+          f"1024^3 fp32 matmul (torch or ORT) with the same threads; 1-min load average {rows[-1]['load_average']:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
