@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..interfaces import CLASS_IDS, CLASS_NAMES, DETECTION_CLASSES
+from ..interfaces import CLASS_IDS, DETECTION_CLASSES
 from ..kitti.labels import ObjectLabel
 from .loss import box_iou_np
 
@@ -189,5 +189,4 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate", "pr_curve", "match_image", "first_match_rank", "recall_vs_nbox", "format_table",
-           "CLASS_NAMES"]
+__all__ = ["evaluate", "pr_curve", "match_image", "first_match_rank", "recall_vs_nbox", "format_table"]
