@@ -73,9 +73,15 @@ def test_launch_plays_the_real_bag_through_three_processes(rclpy_context):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
+        matched_at = None
         ready = False
         while proc.poll() is None and time.monotonic() < deadline:
-            if not ready and all(s.get_publisher_count() > 0 for s in output_subs):
+            if matched_at is None and all(s.get_publisher_count() > 0 for s in output_subs):
+                matched_at = time.monotonic()
+            # Discovery is not symmetric: this probe sees the pass-throughs' writers before their
+            # writers have matched this reader, and a volatile writer drops what it publishes to a
+            # reader it has not matched yet. Give the other side the same time to match.
+            if not ready and matched_at is not None and time.monotonic() - matched_at > 2.0:
                 node.create_subscription(PointCloud2, "/kitti/velo/pointcloud", lambda m: None, RESULT_QOS)
                 ready = True
             executor.spin_once(timeout_sec=0.05)
