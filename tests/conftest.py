@@ -41,3 +41,14 @@ def rclpy_context():
     yield ctx
     if ctx.ok():
         rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture()
+def ros():
+    """rclpy's default context, for node tests that create nodes the usual way."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    if rclpy.ok():
+        rclpy.shutdown()

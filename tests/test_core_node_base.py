@@ -12,20 +12,12 @@ from squeeze_perception.msgs_conv import array_to_cloud, array_to_image
 
 
 @pytest.fixture()
-def node(rclpy_context):
+def node(ros):
     from squeeze_perception.nodes.passthrough_node import PassthroughNode
 
     n = PassthroughNode()
     yield n
     n.destroy_node()
-
-
-@pytest.fixture()
-def rclpy_context():  # the default context: nodes above are created in it
-    rclpy.init()
-    yield
-    if rclpy.ok():
-        rclpy.shutdown()
 
 
 def test_bad_runtime_parameter_is_refused_with_reason(node):

@@ -17,14 +17,6 @@ from squeeze_perception import registry
 from squeeze_perception.msgs_conv import array_to_image, cloud_to_table, image_to_array
 
 
-@pytest.fixture()
-def ros():
-    rclpy.init()
-    yield
-    if rclpy.ok():
-        rclpy.shutdown()
-
-
 def _weights(tmp_path, name="squeezedet"):
     torch.manual_seed(0)
     model = registry.get_model(name).build()

@@ -25,14 +25,6 @@ def v1_weights(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture()
-def ros():
-    rclpy.init()
-    yield
-    if rclpy.ok():
-        rclpy.shutdown()
-
-
 def _make_node(**params):
     from squeeze_perception.nodes.squeezeseg_node import SqueezeSegNode
 

@@ -23,14 +23,6 @@ from squeeze_perception.tracking.fusion import (KITTI_IMAGE_SIZE, KITTI_P_RECT_0
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def ros():
-    rclpy.init()
-    yield
-    if rclpy.ok():
-        rclpy.shutdown()
-
-
 def _make_node(**params):
     from squeeze_perception.nodes.tracker_node import TrackerNode
 
