@@ -61,13 +61,13 @@ def test_launch_plays_the_real_bag_through_three_processes(rclpy_context):
                                  RESULT_QOS)
         node.create_subscription(Image, f"/{ns}/perception/passthrough/image", on_image(f"{ns}_image"), RESULT_QOS)
     infos = []
-    node.create_subscription(CameraInfo, "/kitti/camera_color_left/camera_info", infos.append, LATCHED_QOS)
     executor = rclpy.executors.SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(node)
 
     output_subs = [s for s in node.subscriptions if "passthrough" in s.topic_name]
     # The player starts once 3 nodes subscribe to its topics: the two pass-throughs and this
-    # probe, which subscribes only after it matched both pass-throughs' outputs (so nothing is lost).
+    # probe, which subscribes to any player topic only after it matched both pass-throughs'
+    # outputs (so nothing is lost).
     proc = subprocess.Popen([sys.executable, "-m", "squeeze_perception.cli", "launch", "replay_check.launch.py",
                              "--compat", f"bag:={BAG}", "subscriber_nodes:=3"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -82,7 +82,11 @@ def test_launch_plays_the_real_bag_through_three_processes(rclpy_context):
             # writers have matched this reader, and a volatile writer drops what it publishes to a
             # reader it has not matched yet. Give the other side the same time to match.
             if not ready and matched_at is not None and time.monotonic() - matched_at > 2.0:
+                # Subscribing to the player's topics makes this probe count as a subscriber node,
+                # which releases playback: only now (camera_info is latched, so it still arrives).
                 node.create_subscription(PointCloud2, "/kitti/velo/pointcloud", lambda m: None, RESULT_QOS)
+                node.create_subscription(CameraInfo, "/kitti/camera_color_left/camera_info", infos.append,
+                                         LATCHED_QOS)
                 ready = True
             executor.spin_once(timeout_sec=0.05)
         for _ in range(20):
