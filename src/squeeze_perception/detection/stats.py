@@ -40,14 +40,15 @@ def count_stats(module, input_shape) -> tuple[int, float]:
     import torch
     from torch import nn
 
+    from ..model_cost import conv_macs
+
     macs = 0
     activation_elems = 0
     hooks = []
 
     def conv_hook(mod, inp, out):
         nonlocal macs
-        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-        macs += out.numel() * k
+        macs += conv_macs(mod, inp, out)
 
     def act_hook(mod, inp, out):
         nonlocal activation_elems

@@ -8,33 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from ..model_cost import count_macs  # noqa: F401 - re-exported for callers of this module
 from .pipeline import STAGES, SegmentationPipeline
-
-
-def count_macs(model: nn.Module, sample: torch.Tensor) -> int:
-    """Multiply-accumulates of every convolution / transposed convolution in one forward."""
-    total = 0
-
-    def conv_hook(mod, inp, out):
-        nonlocal total
-        kh, kw = mod.kernel_size
-        if isinstance(mod, nn.ConvTranspose2d):
-            x = inp[0]
-            total += x.shape[0] * x.shape[2] * x.shape[3] * mod.in_channels * mod.out_channels * kh * kw // mod.groups
-        else:
-            total += out.numel() * (mod.in_channels // mod.groups) * kh * kw
-
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in hooks:
-            h.remove()
-    return int(total)
 
 
 def crf_macs(num_classes: int, height: int, width: int, window: tuple[int, int], iterations: int) -> int:
