@@ -8,7 +8,9 @@ rate-limited bad-input errors that also become diagnostics, and a telemetry publ
 """
 from __future__ import annotations
 
+import array
 import json
+import math
 import sys
 import time
 import traceback
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -69,18 +72,29 @@ class ParamSpec:
         return d
 
     def validate(self, value: Any) -> tuple[Any, str | None]:
-        """(coerced value, None) or (value, reason)."""
+        """(coerced value, None) or (value, reason).
+
+        Accepts what rclpy delivers: `array.array` for double/integer arrays set at runtime
+        (`ros2 param set`), lists from overrides, tuples, numpy scalars and arrays; the
+        coerced value is plain Python (list of float/int/bool/str, float, int, bool, str).
+        Bounds are inclusive: `min` and `max` themselves are accepted.
+        """
+        value = plain_value(value)
         want = type(self.default)
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if want is list and isinstance(value, (tuple, list)):
-            value = list(value)
+        if want is list and isinstance(value, list):
+            value, reason = self._list_items(value)
+            if reason:
+                return value, f"parameter '{self.name}': {reason}"
         elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            return value, (f"parameter '{self.name}' must be a {_TYPE_NAMES.get(want, want.__name__)}, "
+            return value, (f"parameter '{self.name}' must be {_a(_TYPE_NAMES.get(want, want.__name__))}, "
                            f"got {type(value).__name__} {value!r}")
-        if self.min is not None and value < self.min:
+        if want is float and not math.isfinite(value) and (self.min is not None or self.max is not None):
+            return value, f"parameter '{self.name}' = {value} is not a finite number"
+        if self.min is not None and want is not list and value < self.min:
             return value, f"parameter '{self.name}' = {value} is below the minimum {self.min}"
-        if self.max is not None and value > self.max:
+        if self.max is not None and want is not list and value > self.max:
             return value, f"parameter '{self.name}' = {value} is above the maximum {self.max}"
         if self.choices is not None:
             choices = list(self.choices() if callable(self.choices) else self.choices)
@@ -91,6 +105,38 @@ class ParamSpec:
             if reason:
                 return value, f"parameter '{self.name}' = {value!r}: {reason}"
         return value, None
+
+    def _list_items(self, value: list) -> tuple[list, str | None]:
+        """Entries typed like the default's (ints become floats in a double list)."""
+        kinds = {type(v) for v in self.default}
+        if len(kinds) != 1:  # empty or mixed default: any entries
+            return value, None
+        want = kinds.pop()
+        out = []
+        for i, v in enumerate(value):
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                return value, (f"entry {i} must be {_a(_TYPE_NAMES.get(want, want.__name__))}, "
+                               f"got {type(v).__name__} {v!r}")
+            out.append(v)
+        return out, None
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
+def plain_value(value: Any) -> Any:
+    """rclpy / numpy parameter values -> plain Python: array.array, tuple, ndarray -> list;
+    numpy scalars -> int / float / bool / str."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (array.array, tuple, list)):
+        return [plain_value(v) for v in value]
+    return value
 
 
 @dataclass
