@@ -24,13 +24,17 @@ class ObjectLabel:
     score: float = 1.0
 
     def difficulty(self) -> int:
-        """0 easy, 1 moderate, 2 hard, -1 ignored (KITTI 2D benchmark thresholds)."""
+        """0 easy, 1 moderate, 2 hard, -1 ignored (KITTI 2D benchmark thresholds).
+
+        As the object devkit: a box is ignored at a level when its occlusion or truncation
+        exceeds the level's maximum or its height is <= the minimum (40 / 25 / 25 px).
+        """
         height = self.bbox[3] - self.bbox[1]
-        if height >= 40 and self.occluded <= 0 and self.truncated <= 0.15:
+        if height > 40 and self.occluded <= 0 and self.truncated <= 0.15:
             return 0
-        if height >= 25 and self.occluded <= 1 and self.truncated <= 0.30:
+        if height > 25 and self.occluded <= 1 and self.truncated <= 0.30:
             return 1
-        if height >= 25 and self.occluded <= 2 and self.truncated <= 0.50:
+        if height > 25 and self.occluded <= 2 and self.truncated <= 0.50:
             return 2
         return -1
 
