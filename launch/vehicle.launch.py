@@ -9,6 +9,8 @@ gets its defaults from config/<node>.yaml, then the launch arguments below. The 
 required: if one dies the launch stops and reports the failure.
 """
 
+import importlib
+
 import yaml
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, RegisterEventHandler, SetEnvironmentVariable
@@ -22,6 +24,13 @@ from squeeze_perception.launch_runner.dds import large_data_profile_path
 from squeeze_perception.paths import bags_dir, config_dir
 
 PACKAGE = "squeeze_perception"
+
+
+def spec_defaults(node_name: str) -> dict:
+    """The node's own defaults (its ParamSpec list): the one source of every default, which
+    `ros2 run` without a params file gets too; config/*.yaml repeat them (a test keeps them equal)."""
+    module = importlib.import_module(f"squeeze_perception.nodes.{node_name}")
+    return {spec.name: spec.default for spec in module.PARAMS}
 
 
 def node_parameters(config_file: str, node_name: str) -> dict:
@@ -62,10 +71,14 @@ def generate_launch_description():
     det = node_parameters("squeezedet.yaml", "squeezedet_node")
     seg = node_parameters("squeezeseg.yaml", "squeezeseg_node")
     player = node_parameters("bag_player.yaml", "bag_player_node")
+    # launch-argument defaults: config/ first (a user may edit it), else the node's own default
+    det_default = {**spec_defaults("squeezedet_node"), **det}
+    seg_default = {**spec_defaults("squeezeseg_node"), **seg}
+    player_default = {**spec_defaults("bag_player_node"), **player}
 
     arguments = [
         DeclareLaunchArgument("bag", default_value=default_bag(), description="rosbag2 folder or ROS 1 .bag to play"),
-        DeclareLaunchArgument("rate", default_value=str(player.get("rate", 1.0)), description="playback speed"),
+        DeclareLaunchArgument("rate", default_value=str(player_default["rate"]), description="playback speed"),
         DeclareLaunchArgument("loop", default_value="false", description="replay the bag forever"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace for all nodes"),
         DeclareLaunchArgument("use_sim_time", default_value="true", description="nodes follow the bag's /clock"),
@@ -74,13 +87,13 @@ def generate_launch_description():
         DeclareLaunchArgument("segmenter", default_value="true", description="run squeezeseg_node"),
         DeclareLaunchArgument("tracker", default_value="true", description="run tracker_node"),
         DeclareLaunchArgument("passthrough", default_value="false", description="run passthrough_node"),
-        DeclareLaunchArgument("det_model", default_value=str(det.get("model", "squeezedet")),
+        DeclareLaunchArgument("det_model", default_value=str(det_default["model"]),
                               description="detection model (squeeze-perception models)"),
-        DeclareLaunchArgument("det_backend", default_value=str(det.get("backend", "torch")),
+        DeclareLaunchArgument("det_backend", default_value=str(det_default["backend"]),
                               description="detection backend"),
-        DeclareLaunchArgument("seg_model", default_value=str(seg.get("model", "squeezesegv2")),
+        DeclareLaunchArgument("seg_model", default_value=str(seg_default["model"]),
                               description="segmentation model"),
-        DeclareLaunchArgument("seg_backend", default_value=str(seg.get("backend", "torch")),
+        DeclareLaunchArgument("seg_backend", default_value=str(seg_default["backend"]),
                               description="segmentation backend"),
     ]
 

@@ -192,3 +192,111 @@ def test_list_parameters_set_at_runtime_through_the_parameter_service(ros, monke
         client_node.destroy_node()
         node.destroy_node()
         assert rclpy.ok()
+
+
+# ------------------------------------------------------------------ one source of defaults
+NODE_CONFIGS = {
+    "squeezedet_node": "squeezedet.yaml",
+    "squeezeseg_node": "squeezeseg.yaml",
+    "tracker_node": "tracker.yaml",
+    "bag_player_node": "bag_player.yaml",
+    "passthrough_node": "passthrough.yaml",
+}
+
+
+def _specs(node: str) -> dict[str, ParamSpec]:
+    import importlib
+
+    return {s.name: s for s in importlib.import_module(f"squeeze_perception.nodes.{node}").PARAMS}
+
+
+def _flatten(params: dict, prefix: str = "") -> dict:
+    """Nested sections as rcl reads them: car: {gate_m: 4.0} -> car.gate_m."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("node", sorted(NODE_CONFIGS))
+def test_config_yaml_repeats_the_param_spec_defaults(node):
+    """`ros2 run` without a params file gets the ParamSpec defaults; config/<node>.yaml (what the
+    launch file passes) must say the same, parameter for parameter."""
+    specs = _specs(node)
+    data = yaml.safe_load((REPO / "config" / NODE_CONFIGS[node]).read_text())
+    assert list(data) == [node]
+    params = _flatten(data[node]["ros__parameters"])
+    assert not set(params) - set(specs), f"config/{NODE_CONFIGS[node]} sets unknown parameters"
+    assert not set(specs) - set(params), f"config/{NODE_CONFIGS[node]} misses parameters"
+    for name, value in params.items():
+        got, reason = specs[name].validate(value)
+        assert reason is None, reason
+        assert got == specs[name].default, f"{name}: config {value!r} != code default {specs[name].default!r}"
+
+
+def test_model_nodes_default_to_onnxruntime_like_config_and_readme():
+    for node in ("squeezedet_node", "squeezeseg_node"):
+        assert _specs(node)["backend"].default == "onnxruntime"
+    assert "`onnxruntime` (the default" in (REPO / "README.md").read_text()
+
+
+def _doc_defaults() -> dict[str, dict[str, str]]:
+    """{node: {parameter: default text}} from the parameter tables of docs/interfaces.md."""
+    out: dict[str, dict[str, str]] = {}
+    node = None
+    for line in (REPO / "docs" / "interfaces.md").read_text().splitlines():
+        if line.startswith("## "):
+            node = line[3:].strip() if line[3:].strip() in NODE_CONFIGS else None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if node is None or len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        names = [n.strip().strip("`") for n in cells[0].split(" / ")]
+        values = [v.strip().strip("`") for v in cells[1].split(" / ")]
+        if len(names) == len(values) and all(v and "`" not in v and " " not in v for v in values):
+            out.setdefault(node, {}).update(zip(names, values))
+    return out
+
+
+def test_docs_interfaces_parameter_tables_match_the_code_defaults():
+    docs = _doc_defaults()
+    checked = 0
+    for node, table in docs.items():
+        specs = _specs(node)
+        for name, text in table.items():
+            if name not in specs:
+                continue
+            value = "" if text == '""' else yaml.safe_load(text)
+            got, reason = specs[name].validate(value)
+            assert reason is None and got == specs[name].default, \
+                f"docs/interfaces.md {node}.{name} = {text}, code default {specs[name].default!r}"
+            checked += 1
+    assert checked >= 30  # the tables were found (detector, segmenter, player, tracker, passthrough)
+
+
+def test_launch_argument_defaults_fall_back_to_the_specs_without_config(tmp_path, monkeypatch):
+    """With no config/ at all (a broken install), the launch arguments still default to the
+    nodes' own defaults, never to a second copy in the launch file."""
+    from squeeze_perception.launch_runner.runner import load_launch_description, plan_launch
+
+    monkeypatch.setenv("SQUEEZE_PERCEPTION_ROOT", str(tmp_path))
+    plan = plan_launch(load_launch_description(REPO / "launch" / "vehicle.launch.py"),
+                       {"tracker": "false", "bag": "x"}, tmp_path)
+    by_name = {p.name: p for p in plan.processes}
+    det, seg = (_params_of(by_name[n].cmd) for n in ("squeezedet_node", "squeezeseg_node"))
+    assert det["backend"] == _specs("squeezedet_node")["backend"].default == "onnxruntime"
+    assert seg["backend"] == "onnxruntime" and seg["model"] == _specs("squeezeseg_node")["model"].default
+    assert _params_of(by_name["bag_player_node"].cmd)["rate"] == _specs("bag_player_node")["rate"].default
+
+
+def _params_of(cmd: list[str]) -> dict:
+    merged: dict = {}
+    args = cmd[cmd.index("--ros-args") + 1:]
+    for i, a in enumerate(args):
+        if a == "--params-file":
+            for section in yaml.safe_load(Path(args[i + 1]).read_text()).values():
+                merged.update(section["ros__parameters"])
+    return merged

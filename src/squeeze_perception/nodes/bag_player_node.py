@@ -49,7 +49,8 @@ PARAMS = [
     ParamSpec("subscriber_nodes", 0,
               "Start once this many nodes subscribe to the played topics (0: once every topic has a "
               "subscriber); both bounded by wait_for_subscribers", min=0, max=1000, read_only=True),
-    ParamSpec("linger", 0.5, "Seconds to keep running after the last message so it is delivered",
+    ParamSpec("linger", 5.0, "Seconds to keep running after the last message, so it is delivered and slow "
+              "model nodes finish their last frames before a launch shuts down",
               min=0.0, max=60.0, read_only=True),
 ]
 

@@ -25,7 +25,7 @@ CLASS_COLOURS = ((200, 200, 200), (255, 64, 64), (64, 255, 64), (64, 160, 255))
 PARAMS = [
     ParamSpec("model", "squeezedet", "Registry detection model (squeeze-perception models)",
               choices=lambda: model_names("detection")),
-    ParamSpec("backend", "torch", "Inference backend (torch | onnxruntime | ...)", choices=backend_names),
+    ParamSpec("backend", "onnxruntime", "Inference backend (onnxruntime | torch | ...)", choices=backend_names),
     ParamSpec("weights", "", "Weights file overriding models/<model>.pt ('' = the shipped file)"),
     ParamSpec("score_threshold", 0.3, "Drop detections scoring below this (confidence x class probability)",
               min=0.0, max=1.0),

@@ -26,7 +26,8 @@ CLASS_COLOURS = ((0.6, 0.6, 0.6, 0.8), (0.9, 0.2, 0.2, 0.8), (0.2, 0.4, 0.95, 0.
 PARAMS = [
     ParamSpec("model", "squeezesegv2", "Segmentation model name from the registry",
               choices=lambda: model_names("segmentation")),
-    ParamSpec("backend", "torch", "Inference backend name from the registry", choices=backend_names),
+    ParamSpec("backend", "onnxruntime", "Inference backend name from the registry (onnxruntime | torch | ...)",
+              choices=backend_names),
     ParamSpec("weights", "", "Weights file; empty = models/<model>.pt"),
     ParamSpec("fov", "front", "front: 90 deg 64x512 grid; full: 360 deg as four rotated 64x512 tiles",
               choices=("front", "full")),
