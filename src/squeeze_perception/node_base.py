@@ -31,7 +31,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 
 from .msgs_conv import MessageFormatError, stamp_to_ns
-from .telemetry import RateLimiter, StageStats
+from .telemetry import InputMonitor, RateLimiter, StageStats
 
 # Sensor inputs: best effort (compatible with both reliable and best-effort publishers,
 # and drops stale frames instead of queueing them behind a slow model).
@@ -139,6 +139,21 @@ def plain_value(value: Any) -> Any:
     return value
 
 
+# Declared by every PerceptionNode (docs/reliability.md): input silence, stamp plausibility,
+# skipped-frame detection. A node's own ParamSpec of the same name wins.
+COMMON_PARAMS: tuple = (
+    ParamSpec("input_timeout_s", 5.0, "Diagnostics level WARN for a subscribed input silent longer than this "
+              "(s; 0 = never)", min=0.0, max=86400.0),
+    ParamSpec("stamp_max_age_s", 10.0, "Header stamps older than this (s, node clock) are counted in "
+              "stamps_rejected and kept out of the latency statistics", min=0.001, max=1e9),
+    ParamSpec("stamp_max_ahead_s", 0.5, "Header stamps further ahead of the node clock than this (s) are "
+              "counted in stamps_rejected and kept out of the latency statistics", min=0.0, max=1e9),
+    ParamSpec("input_period_s", 0.0, "Known input period (s, e.g. 0.1 for the 10 Hz sensors): header-stamp "
+              "gaps count skipped frames when the publisher gives no sequence numbers (0 = sequence numbers "
+              "only)", min=0.0, max=3600.0),
+)
+
+
 @dataclass
 class FrameContext:
     """Filled in by a node while it handles one input message."""
@@ -154,6 +169,8 @@ class PerceptionNode(Node):
     def __init__(self, node_name: str, params: Sequence[ParamSpec], stages: Sequence[str],
                  telemetry_period_s: float = 1.0, **kwargs):
         super().__init__(node_name, **kwargs)
+        own = {p.name for p in params}
+        params = [*params, *(c for c in COMMON_PARAMS if c.name not in own)]
         self._specs = {p.name: p for p in params}
         self.p: dict[str, Any] = {}
         self._log_limiter = RateLimiter(5.0)
@@ -172,10 +189,15 @@ class PerceptionNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stats: dict[str, StageStats] = {s: StageStats(s) for s in stages}
         self._errors_reported: dict[str, int] = {s: 0 for s in stages}
+        self._warnings_reported: dict[str, int] = {s: 0 for s in stages}
+        self.inputs: dict[str, list[InputMonitor]] = {}  # stage -> monitored subscriptions
         self.hardware_id = "cpu"
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS)
         self._telemetry_pub = self.create_publisher(DiagnosticArray, "~/telemetry", RESULT_QOS)
-        self.create_timer(telemetry_period_s, self.publish_telemetry)
+        # Wall clock (steady), whatever use_sim_time says: diagnostics keep coming while the
+        # bag's /clock is paused, slow or gone.
+        self.steady_clock = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
+        self.create_timer(telemetry_period_s, self.publish_telemetry, clock=self.steady_clock)
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -206,9 +228,27 @@ class PerceptionNode(Node):
         """Hook: called after accepted changes were stored in self.p."""
 
     # ------------------------------------------------------------------ QoS-aware pub/sub
-    def subscribe(self, msg_type, topic: str, callback, qos: QoSProfile = SENSOR_QOS):
+    def subscribe(self, msg_type, topic: str, callback, qos: QoSProfile = SENSOR_QOS, stage: str | None = None):
+        """Subscribe with a QoS-mismatch warning. With `stage`, the input is monitored: frames the
+        queue overwrote (publisher sequence gaps) count as that stage's `frames_skipped`, and its
+        diagnostics go WARN after `input_timeout_s` without a message."""
         events = SubscriptionEventCallbacks(
             incompatible_qos=lambda info, t=topic: self._qos_warning(t, "requests", qos, info))
+        if stage is not None:
+            monitor = InputMonitor(topic, period_s=self.p.get("input_period_s", 0.0))
+            self.inputs.setdefault(stage, []).append(monitor)
+            inner = callback
+
+            def callback(msg, info, _monitor=monitor, _stats=self.stats[stage], _inner=inner):
+                try:
+                    header = getattr(msg, "header", None)
+                    gid = (info.get("publisher_gid") or {}).get("data")
+                    _stats.frames_skipped += _monitor.observe(
+                        info.get("publication_sequence_number"), bytes(gid) if gid is not None else None,
+                        stamp_to_ns(header.stamp) if header is not None else None)
+                except Exception as exc:  # noqa: BLE001 - bookkeeping must never cost a frame
+                    self.get_logger().debug(f"input monitor on '{topic}': {exc!r}")
+                _inner(msg)
         return self.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
 
     def advertise(self, msg_type, topic: str, qos: QoSProfile = RESULT_QOS):
@@ -246,32 +286,84 @@ class PerceptionNode(Node):
             self.get_logger().debug(traceback.format_exc())
         else:
             stats.add_processing((time.perf_counter() - t0) * 1e3)
+            stats.frames_processed += 1
             stats.frames_out += int(ctx.published > 0)
             if ctx.energy_mj is not None:
                 stats.add_energy(ctx.energy_mj)
             if header is not None:
-                stats.add_latency(self.latency_ms(header))
+                self.add_latency(stage, header)
+
+    def add_latency(self, stage: str, header: Any) -> None:
+        """Latency sample from a header stamp; implausible stamps are counted and left out."""
+        reason = self.stats[stage].add_latency_checked(
+            self.latency_ms(header), self.p.get("stamp_max_age_s", 10.0) * 1e3,
+            self.p.get("stamp_max_ahead_s", 0.5) * 1e3)
+        if reason:
+            self.report_warning(stage, "stamp", f"{reason}: not a latency sample (stamp 0, a bag loop, "
+                                "use_sim_time without /clock, or an unsynchronised clock?)")
 
     def latency_ms(self, header: Any) -> float:
         """Node clock now (sim time under use_sim_time) minus the input's header stamp."""
         return (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) / 1e6
 
-    def report_error(self, stage: str, message: str, dropped: bool = True) -> None:
-        """Count, log (rate-limited per stage) and flag in diagnostics; never raises."""
+    def report_error(self, stage: str, message: str, dropped: bool = True, cause: str | None = None) -> None:
+        """Count, log (rate-limited per stage and cause) and flag in diagnostics; never raises."""
         self.stats[stage].error(message, dropped=dropped)
-        if self._log_limiter.ready(f"{stage}:{message[:60]}"):
+        if self._log_limiter.ready(f"{stage}:{cause or message[:60]}"):
             suffix = " (dropped)" if dropped else ""
             self.get_logger().error(f"[{stage}] {message}{suffix}")
         if self.stats[stage].errors - self._errors_reported[stage] == 1:
             self.publish_telemetry()  # first error since the last report: flag it now, not at the next tick
 
+    def report_warning(self, stage: str, cause: str, message: str) -> None:
+        """Count, log once per 5 s per stage and cause, and make the next diagnostics WARN."""
+        self.stats[stage].warning(message)
+        if self._log_limiter.ready(f"{stage}:warn:{cause}"):
+            self.get_logger().warning(f"[{stage}] {message}")
+
+    def report_dropped_points(self, stage: str, counts: dict[str, int], total: int, what: str = "points") -> None:
+        """Per cause (e.g. range, intensity): count `<what>_dropped_<cause>` and report one
+        rate-limited error line per cause; the frame itself is still processed."""
+        for cause, n in counts.items():
+            if n:
+                self.stats[stage].count(f"{what}_dropped_{cause}", n)
+                self.report_error(stage, f"{n} of {total} {what} dropped: {cause}", dropped=False,
+                                  cause=f"{what}:{cause}")
+
+    def input_expected(self, stage: str) -> bool:
+        """Hook: False for an optional input whose silence is normal (e.g. camera off)."""
+        return True
+
+    def silent_inputs(self, stage: str, now_s: float | None = None) -> list[tuple[str, float]]:
+        """(topic, seconds) of this stage's monitored inputs silent longer than input_timeout_s."""
+        timeout = self.p.get("input_timeout_s", 0.0)
+        if not timeout or not self.input_expected(stage):
+            return []
+        now_s = time.monotonic() if now_s is None else now_s
+        return [(m.topic, m.silent_for(now_s)) for m in self.inputs.get(stage, ())
+                if m.silent_for(now_s) > timeout]
+
     # ------------------------------------------------------------------ telemetry
     def diagnostic_status(self, stage: str) -> DiagnosticStatus:
         stats = self.stats[stage]
         summary = stats.summary()
+        now_s = time.monotonic()
+        for i, m in enumerate(self.inputs.get(stage, ())):
+            suffix = "" if i == 0 else f"_{i}"
+            summary[f"input_silent_s{suffix}"] = round(m.silent_for(now_s), 3)
+            summary[f"input_stamp_jumps_back{suffix}"] = m.jumps_back
         new_errors = stats.errors - self._errors_reported[stage]
-        level = DiagnosticStatus.ERROR if new_errors > 0 else DiagnosticStatus.OK
-        message = stats.last_error if new_errors > 0 else "ok"
+        new_warnings = stats.warnings - self._warnings_reported[stage]
+        silent = self.silent_inputs(stage, now_s)
+        if new_errors > 0:
+            level, message = DiagnosticStatus.ERROR, stats.last_error
+        elif silent:
+            level = DiagnosticStatus.WARN
+            message = "; ".join(f"no message on '{t}' for {s:.1f} s" for t, s in silent)
+        elif new_warnings > 0:
+            level, message = DiagnosticStatus.WARN, stats.last_warning
+        else:
+            level, message = DiagnosticStatus.OK, "ok"
         return DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: {stage}", message=message,
             hardware_id=self.hardware_id,
@@ -284,6 +376,7 @@ class PerceptionNode(Node):
         arr.status = [self.diagnostic_status(s) for s in self.stats]
         for s in self.stats:
             self._errors_reported[s] = self.stats[s].errors
+            self._warnings_reported[s] = self.stats[s].warnings
         self._diag_pub.publish(arr)
         self._telemetry_pub.publish(arr)
 
