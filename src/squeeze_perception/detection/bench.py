@@ -144,3 +144,92 @@ def bench(model: str = "squeezedet", repeats: int = 10, threads: int = 2, onnx: 
                        torch_ms=torch_ms, torch_ratio=torch_ms / bound_ms,
                        onnxruntime_ms=ort_ms, onnxruntime_ratio=None if ort_ms is None else ort_ms / bound_ms,
                        repeats=repeats, load_average=os.getloadavg()[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training throughput: forward + backward per image, for the precision / layout variants.
+
+TRAIN_VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last", "bf16+channels_last+compile")
+
+
+def measure_peak_bf16_flops(n: int = PEAK_N, repeats: int = 5) -> float:
+    """Best bf16 FLOP/s of an n x n x n torch.mm (oneDNN uses AVX-512 BF16 where the CPU has it)."""
+    import torch
+
+    a = torch.randn(n, n).bfloat16()
+    b = torch.randn(n, n).bfloat16()
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def train_throughput(model: str = "squeezedet", batch_size: int = 2, width: int = 0, height: int = 0,
+                     repeats: int = 5, threads: int = 2, variants=TRAIN_VARIANTS, progress=None) -> dict:
+    """Milliseconds of forward + backward + optimiser step per image for each variant, measured
+    in interleaved rounds (the machine's load drifts, so every round times every variant), with
+    the compute bound 3 x forward FLOPs / peak (fp32 peak for fp32 variants, bf16 peak for bf16)."""
+    import torch
+
+    from .loss import squeezedet_loss
+    from .train import input_anchors
+
+    torch.set_num_threads(threads)
+    spec = get_model(model, task="detection")
+    step_msg = progress or (lambda msg: None)
+    width = width or spec.input_shape[2]
+    height = height or spec.input_shape[1]
+    stats = model_stats(model)
+    # MACs scale with the input area (the network is fully convolutional).
+    macs = stats.macs * (width * height) / (spec.input_shape[1] * spec.input_shape[2])
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch_size, 3, height, width), dtype=np.float32))
+    runners = {}
+    for variant in variants:
+        module = spec.build().train()
+        anchors = torch.from_numpy(input_anchors(module, width, height))
+        from .loss import build_targets
+        gt = np.array([[100, 150, 180, 200], [300, 160, 330, 230]], np.float32)
+        targets = [build_targets(anchors.numpy(), gt, np.array([0, 1]))] * batch_size
+        channels_last = "channels_last" in variant
+        bf16 = variant.startswith("bf16")
+        if channels_last:
+            module.to(memory_format=torch.channels_last)
+        xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        fwd = torch.compile(module.forward_raw) if "compile" in variant else module.forward_raw
+        opt = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
+
+        def run(fwd=fwd, xin=xin, bf16=bf16, opt=opt, anchors=anchors, targets=targets):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                d, c, k = fwd(xin)
+            loss, _ = squeezedet_loss(d.float(), c.float(), k.float(), anchors, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step_msg(f"warming up {variant}")
+        run()
+        run()  # compile and oneDNN primitive caches warm
+        runners[variant] = run
+    times = {k: [] for k in runners}
+    peaks = {"fp32": [], "bf16": []}
+    for r in range(repeats):
+        step_msg(f"round {r + 1}/{repeats}")
+        peaks["fp32"].append(measure_peak_flops(repeats=2))
+        peaks["bf16"].append(measure_peak_bf16_flops(repeats=2))
+        for k, fn in runners.items():
+            times[k].append(_time(fn, 1, warmup=0) / batch_size)
+    peak = {k: max(v) for k, v in peaks.items()}
+    rows = []
+    for k, ts in times.items():
+        ms = statistics.median(ts)
+        p = peak["bf16" if k.startswith("bf16") else "fp32"]
+        bound_ms = 3 * 2 * macs / p * 1e3
+        rows.append({"variant": k, "ms_per_image": ms, "images_per_s": 1e3 / ms, "bound_ms": bound_ms,
+                     "ratio_to_bound": bound_ms / ms})
+    return {"model": model, "input": [width, height], "batch_size": batch_size, "threads": threads,
+            "forward_gflops_per_image": 2 * macs / 1e9, "peak_gflops": {k: v / 1e9 for k, v in peak.items()},
+            "rows": rows, "repeats": repeats, "load_average": os.getloadavg()[0]}

@@ -60,7 +60,11 @@ def _cmd_train(args) -> int:
                       weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad_norm,
                       warmup_steps=args.warmup_steps, crop_width=args.crop[0], crop_height=args.crop[1],
                       threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      log_file=args.log_file, resume=args.resume, init_weights=args.init_weights, max_minutes=args.max_minutes)
+                      log_file=args.log_file, resume=args.resume, init_weights=args.init_weights, max_minutes=args.max_minutes,
+                      precision=args.precision, channels_last=not args.no_channels_last, compile=args.compile,
+                      flip=not args.no_flip, max_shift=tuple(args.max_shift), eval_dir=args.eval_dir,
+                      eval_every=args.eval_every, eval_limit=args.eval_limit, batchnorm=not args.no_batchnorm,
+                      photometric=args.photometric)
     t0 = time.time()
     result = train(cfg)
     print(f"trained {result['steps']} steps in {(time.time() - t0) / 60:.1f} min, final loss "
@@ -105,19 +109,24 @@ def _cmd_demo(args) -> int:
 
 
 def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: str = "torch",
-             top_k: int = 64, nms_iou: float = 0.4, limit: int = 0, progress: bool = True) -> dict:
-    """Evaluate a model on KITTI object split folders; returns AP tables and recall curve."""
+             top_k: int = 64, nms_iou: float = 0.4, limit: int = 0, progress: bool = True,
+             protocol: str = "kitti-2019", write_results: str = "") -> dict:
+    """Evaluate a model on KITTI object split folders; returns AP tables and recall curve.
+    write_results: also write each frame's detections as a KITTI result file DIR/<frame>.txt
+    (score them again, or with the official devkit, through `det eval --results DIR`)."""
     from tqdm import tqdm
 
     from .data import list_samples, load_rgb
     from .decode import DecodeConfig
-    from .evaluation import evaluate, first_match_rank, recall_vs_nbox
+    from .evaluation import evaluate, first_match_rank, recall_vs_nbox, write_result_file
     from .inference import Detector
 
     det = Detector(model, backend, weights, DecodeConfig(top_k=top_k, nms_iou=nms_iou))
     samples = [s for d in split_dirs for s in list_samples(d)]
     if limit:
         samples = samples[:limit]
+    if write_results:
+        Path(write_results).mkdir(parents=True, exist_ok=True)
     dets, labels, ranks, latencies = [], [], [], []
     for s in tqdm(samples, desc=f"eval {model}", disable=not progress):
         pred = det.predict(load_rgb(s.image_path))
@@ -125,9 +134,11 @@ def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: st
         dets.append(pred.detections)
         labels.append(labs)
         ranks.append(first_match_rank(pred.raw, labs)[0])
+        if write_results:
+            write_result_file(Path(write_results) / f"{s.name}.txt", pred.detections)
         if pred.latency_ms is not None:
             latencies.append(pred.latency_ms)
-    result = evaluate(dets, labels)
+    result = evaluate(dets, labels, protocol)
     n_max = len(pred.raw) if samples else 0
     n_values = sorted({n for n in (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, n_max) if n <= n_max})
     result["recall_vs_nbox"] = {"n_box": n_values, "recall": recall_vs_nbox(ranks, n_values).tolist()}
@@ -137,6 +148,42 @@ def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: st
     result["median_latency_ms"] = float(np.median(latencies)) if latencies else None
     result["decode"] = {"top_k": top_k, "nms_iou": nms_iou}
     return result
+
+
+def score_results(results_dir: str, split_dirs: list[str], protocol: str = "kitti-2019", limit: int = 0) -> dict:
+    """Score KITTI result files (results_dir/<frame>.txt, label_2 lines + score) against the
+    label_2 files of the splits, without running a model. Every labelled frame needs a result
+    file (an empty file means no detections), as the devkit requires."""
+    from ..kitti.labels import read_labels
+    from .evaluation import evaluate, read_result_file
+
+    frames = [lp for d in split_dirs for lp in sorted((Path(d) / "label_2").glob("*.txt"))]
+    if not frames:
+        raise FileNotFoundError(f"no label_2/*.txt in {', '.join(split_dirs)}")
+    if limit:
+        frames = frames[:limit]
+    missing = [lp.stem for lp in frames if not (Path(results_dir) / lp.name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(frames)} frames have no result file in {results_dir} "
+                                f"(first: {', '.join(missing[:5])}); write an empty file for a frame without detections")
+    dets = [read_result_file(Path(results_dir) / lp.name) for lp in frames]
+    result = evaluate(dets, [read_labels(lp) for lp in frames], protocol)
+    result["images"] = len(frames)
+    result["results"], result["splits"] = str(results_dir), split_dirs
+    return result
+
+
+def json_safe(value):
+    """NaN / inf -> None, recursively, so json.dumps(..., allow_nan=False) always succeeds."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _plot_recall(results: dict[str, dict], path: Path) -> None:
@@ -172,10 +219,10 @@ def _plot_ap(result: dict, path: Path, title: str) -> None:
     x = np.arange(len(classes))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, d in enumerate(DIFFICULTIES):
-        vals = [result["per_class"][c][d]["ap40"] for c in classes]
-        ax.bar(x + (i - 1) * 0.27, np.nan_to_num(vals), width=0.27, label=d)
+        vals = [result["per_class"][c][d]["ap"] for c in classes]
+        ax.bar(x + (i - 1) * 0.27, [0.0 if v is None else v for v in vals], width=0.27, label=d)
     ax.set_xticks(x, classes)
-    ax.set_ylabel("AP (40-point, %)")
+    ax.set_ylabel(f"AP ({result['protocol']}, %)")
     ax.set_ylim(0, 100)
     ax.legend()
     ax.set_title(title)
@@ -188,16 +235,22 @@ def _cmd_eval(args) -> int:
     from .evaluation import format_table
 
     splits = args.split or [str(SYNTH / "testing")]
-    result = run_eval(args.model, args.weights, splits, args.backend, args.top_k, args.nms_iou, args.limit)
-    print(f"{result['images']} images from {', '.join(splits)} ({args.model}, {args.backend}); AP 11-point/40-point (%)")
+    if args.results:
+        result = score_results(args.results, splits, args.protocol, args.limit)
+        print(f"{result['images']} frames: result files {args.results} against {', '.join(splits)}")
+    else:
+        result = run_eval(args.model, args.weights, splits, args.backend, args.top_k, args.nms_iou, args.limit,
+                          protocol=args.protocol, write_results=args.write_results)
+        print(f"{result['images']} images from {', '.join(splits)} ({args.model}, {args.backend})")
     print(format_table(result))
-    rv = result["recall_vs_nbox"]
-    print("recall vs N_box: " + ", ".join(f"{n}:{r:.3f}" for n, r in zip(rv["n_box"], rv["recall"])))
+    if "recall_vs_nbox" in result:
+        rv = result["recall_vs_nbox"]
+        print("recall vs N_box: " + ", ".join(f"{n}:{r:.3f}" for n, r in zip(rv["n_box"], rv["recall"])))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
+        Path(args.json).write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
         print(f"wrote {args.json}")
-    if args.plot_prefix:
+    if args.plot_prefix and not args.results:
         prefix = Path(args.plot_prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         _plot_recall({args.model: result}, prefix.with_name(prefix.name + "_recall_nbox.png"))
@@ -225,6 +278,54 @@ def _cmd_bench(args) -> int:
           f"1024^3 fp32 matmul (torch or ORT) with the same threads; 1-min load average {rows[-1]['load_average']:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _cmd_train_bench(args) -> int:
+    from rich.console import Console
+
+    from .bench import TRAIN_VARIANTS, train_throughput
+
+    console = Console(stderr=True)
+    variants = args.variants or list(TRAIN_VARIANTS)
+    with console.status(args.model) as status:
+        r = train_throughput(args.model, batch_size=args.batch_size, width=args.input[0], height=args.input[1],
+                             repeats=args.repeats, threads=args.threads, variants=variants,
+                             progress=lambda msg: status.update(f"{args.model}: {msg}"))
+    print(f"{r['model']} {r['input'][0]}x{r['input'][1]}, batch {r['batch_size']}, {r['threads']} threads: "
+          f"forward {r['forward_gflops_per_image']:.2f} GFLOP/image; peak fp32 {r['peak_gflops']['fp32']:.0f}, "
+          f"bf16 {r['peak_gflops']['bf16']:.0f} GFLOP/s")
+    print(f"{'variant':28s} {'ms/image':>9s} {'images/s':>9s} {'bound ms':>9s} {'of bound':>9s}")
+    for row in r["rows"]:
+        print(f"{row['variant']:28s} {row['ms_per_image']:9.1f} {row['images_per_s']:9.2f} {row['bound_ms']:9.1f} "
+              f"{row['ratio_to_bound']:9.2f}")
+    print(f"forward + backward + SGD step per image, median of {r['repeats']} interleaved rounds; bound = "
+          f"3 x forward FLOPs / peak of the variant's precision; 1-min load average {r['load_average']:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2))
+    return 0
+
+
+def _cmd_adapt(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .adapt import adapt_batchnorm, list_images, load_training_checkpoint
+    from .models import fold_batchnorm
+
+    module, spec, ck = load_training_checkpoint(args.checkpoint)
+    images = list_images(args.images)
+    bar = tqdm(total=args.passes * -(-len(images) // args.batch_size), desc="AdaBN")
+    info = adapt_batchnorm(module, images, passes=args.passes, batch_size=args.batch_size, mix=args.mix,
+                           progress=lambda n: bar.update(1))
+    bar.close()
+    meta = {"steps": ck.get("step"), "config": ck.get("config"), "anchors": ck.get("anchor_info", {}),
+            "adaptation": {**info, "image_folders": args.images, "source_checkpoint": str(args.checkpoint)},
+            "saved_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": fold_batchnorm(module), "model": spec.name, "meta": meta}, args.out)
+    print(f"adapted {info['bn_layers']} batch-norm layers on {len(images)} unlabelled images "
+          f"({info['batches']} batches, {info['seconds']} s); weights {args.out}")
     return 0
 
 
@@ -267,6 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--init-weights", default="", help="start from these weights with a fresh optimiser")
     t.add_argument("--max-minutes", type=float, default=0.0)
+    t.add_argument("--precision", choices=("fp32", "bf16"), default="bf16",
+                   help="bf16 autocast for the network (loss in fp32); see `det train-bench`")
+    t.add_argument("--no-channels-last", action="store_true", help="keep the NCHW layout")
+    t.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
+    t.add_argument("--no-flip", action="store_true", help="no horizontal flip (overfit checks)")
+    t.add_argument("--no-batchnorm", action="store_true",
+                   help="train without batch norm (by default BN is used while training and folded on save)")
+    t.add_argument("--photometric", type=float, default=1.0,
+                   help="strength of the random exposure/colour/blur/noise augmentation (0: off)")
+    t.add_argument("--max-shift", type=int, nargs=2, default=(150, 50), metavar=("DX", "DY"),
+                   help="random crop shift in pixels (0 0: no shift)")
+    t.add_argument("--eval-dir", default="", help="labelled split for the held-out AP curve")
+    t.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: never)")
+    t.add_argument("--eval-limit", type=int, default=50, help="frames of --eval-dir evaluated")
     t.set_defaults(func=_cmd_train)
 
     pt = sub.add_parser("plot-train", help="plot the loss curves of a training log (JSON lines)")
@@ -274,16 +389,24 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("png")
     pt.set_defaults(func=_cmd_plot_train)
 
-    e = sub.add_parser("eval", help="KITTI 2D AP (11/40-point) and recall vs N_box")
+    e = sub.add_parser("eval", help="KITTI 2D AP as the KITTI object devkit computes it, and recall vs N_box")
     e.add_argument("--model", default="squeezedet")
     e.add_argument("--weights", default=None)
     e.add_argument("--backend", default="torch")
     e.add_argument("--split", action="append", help="KITTI object split folder(s) (repeatable); "
                    f"'real' = {kitti_real_dir()}/object*/training")
+    e.add_argument("--protocol", choices=("kitti-2012", "kitti-2019"), default="kitti-2019",
+                   help="kitti-2019: the devkit since 2019 (40-point AP, detections under the level's minimum "
+                        "height ignored); kitti-2012: the devkit of the thesis's tables (11-point AP, small "
+                        "unmatched detections are false positives)")
+    e.add_argument("--results", default="", metavar="DIR",
+                   help="score KITTI result files DIR/<frame>.txt (label_2 lines + score) instead of running a model")
+    e.add_argument("--write-results", default="", metavar="DIR",
+                   help="also write the model's detections as KITTI result files DIR/<frame>.txt")
     e.add_argument("--top-k", type=int, default=64)
     e.add_argument("--nms-iou", type=float, default=0.4)
     e.add_argument("--limit", type=int, default=0)
-    e.add_argument("--json", default="")
+    e.add_argument("--json", default="", help="write the result as JSON (null where a value is undefined)")
     e.add_argument("--plot-prefix", default="")
     e.set_defaults(func=_cmd_eval)
 
@@ -305,6 +428,27 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-onnx", action="store_true")
     b.add_argument("--json", default="")
     b.set_defaults(func=_cmd_bench)
+
+    ad = sub.add_parser("adapt", help="unsupervised adaptation to real images: AdaBN on unlabelled images")
+    ad.add_argument("--checkpoint", required=True, help="training checkpoint <out>.ckpt (trained with batch norm)")
+    ad.add_argument("--images", nargs="+", required=True, help="folders of unlabelled target-domain PNGs")
+    ad.add_argument("--out", required=True, help="adapted weights (batch norm folded)")
+    ad.add_argument("--passes", type=int, default=8, help="random crops/flips of each image")
+    ad.add_argument("--batch-size", type=int, default=4)
+    ad.add_argument("--mix", type=float, default=1.0, help="1: target statistics only; <1 blends with source")
+    ad.set_defaults(func=_cmd_adapt)
+
+    tb = sub.add_parser("train-bench", help="training throughput (forward + backward per image) per "
+                                            "precision / layout variant vs the compute bound")
+    tb.add_argument("--model", default="squeezedet")
+    tb.add_argument("--batch-size", type=int, default=2)
+    tb.add_argument("--input", type=int, nargs=2, default=(0, 0), metavar=("W", "H"),
+                    help="training input (default: the model input)")
+    tb.add_argument("--variants", nargs="+", default=None, help="subset of the variants")
+    tb.add_argument("--repeats", type=int, default=5)
+    tb.add_argument("--threads", type=int, default=2)
+    tb.add_argument("--json", default="")
+    tb.set_defaults(func=_cmd_train_bench)
     return p
 
 

@@ -146,3 +146,26 @@ def augment(rgb: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, out_wi
         canvas = np.ascontiguousarray(canvas[:, ::-1])
         clipped = np.stack([out_width - clipped[:, 2], clipped[:, 1], out_width - clipped[:, 0], clipped[:, 3]], 1)
     return canvas, clipped.astype(np.float32), kept
+
+
+def photometric(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Random exposure, contrast, colour balance, saturation, gamma, blur and sensor noise:
+    what a detector must not rely on (the synthetic renderer's lighting is narrower than a real
+    camera's). strength 0 returns the image unchanged."""
+    if strength <= 0:
+        return rgb
+    from PIL import Image, ImageFilter
+
+    img = rgb.astype(np.float32) / 255.0
+    gain = np.exp(rng.normal(0.0, 0.25 * strength))  # exposure
+    balance = np.exp(rng.normal(0.0, 0.08 * strength, 3)).astype(np.float32)  # white balance
+    img = img * gain * balance
+    mean = img.mean()
+    img = (img - mean) * np.exp(rng.normal(0.0, 0.2 * strength)) + mean  # contrast
+    grey = img.mean(axis=2, keepdims=True)
+    img = grey + (img - grey) * np.exp(rng.normal(0.0, 0.3 * strength))  # saturation
+    img = np.clip(img, 0.0, 1.0) ** np.exp(rng.normal(0.0, 0.15 * strength))  # gamma
+    out = np.clip(img * 255.0 + rng.normal(0.0, rng.uniform(0, 4 * strength), img.shape), 0, 255).astype(np.uint8)
+    if rng.random() < 0.3 * strength:  # defocus / motion-free blur
+        out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))))
+    return out

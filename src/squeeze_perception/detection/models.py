@@ -89,23 +89,32 @@ def _build_torch_classes():
     class Fire(nn.Module):
         """Squeeze 1x1 -> (expand 1x1 || expand 3x3), ReLU after each (SqueezeNet)."""
 
-        def __init__(self, in_ch: int, squeeze: int, e1: int, e3: int):
+        def __init__(self, in_ch: int, squeeze: int, e1: int, e3: int, batchnorm: bool = False):
             super().__init__()
             self.squeeze = nn.Conv2d(in_ch, squeeze, 1)
             self.expand1x1 = nn.Conv2d(squeeze, e1, 1)
             self.expand3x3 = nn.Conv2d(squeeze, e3, 3, padding=1)
             self.out_channels = e1 + e3
+            # Training-time batch normalisation (folded into the convolutions when weights are
+            # saved, see fold_batchnorm): identity when off, so the deployed graph is unchanged.
+            norm = (lambda c: nn.BatchNorm2d(c)) if batchnorm else (lambda c: nn.Identity())
+            self.squeeze_bn, self.expand1x1_bn, self.expand3x3_bn = norm(squeeze), norm(e1), norm(e3)
 
         def forward(self, x):
-            x = torch.relu(self.squeeze(x))
-            return torch.cat([torch.relu(self.expand1x1(x)), torch.relu(self.expand3x3(x))], 1)
+            x = torch.relu(self.squeeze_bn(self.squeeze(x)))
+            return torch.cat([torch.relu(self.expand1x1_bn(self.expand1x1(x))),
+                              torch.relu(self.expand3x3_bn(self.expand3x3(x)))], 1)
+
+        def conv_bn_pairs(self, prefix: str):
+            return [(f"{prefix}{c}", f"{prefix}{c}_bn") for c in ("squeeze", "expand1x1", "expand3x3")]
 
     class SqueezeDet(nn.Module):
         def __init__(self, variant: str = "squeezedet", scale: float = 1.0,
                      num_classes: int = len(DETECTION_CLASSES), num_anchors: int = NUM_ANCHORS,
-                     dropout: float = 0.5):
+                     dropout: float = 0.5, batchnorm: bool = False):
             super().__init__()
             layers = LAYOUTS[variant]
+            self.batchnorm = batchnorm
             self.variant, self.scale = variant, scale
             self.num_classes, self.num_anchors = num_classes, num_anchors
             self.input_width = int(round(BASE_WIDTH * scale))
@@ -113,7 +122,10 @@ def _build_torch_classes():
             trunk, ch, names, n_fire, n_pool = [], 3, [], 1, 0
             for layer in layers:
                 if layer[0] == "conv":
-                    trunk.append(nn.Sequential(nn.Conv2d(ch, layer[1], layer[2], stride=layer[3]), nn.ReLU()))
+                    conv = nn.Conv2d(ch, layer[1], layer[2], stride=layer[3])
+                    # With batchnorm the ReLU moves to index 2, so the conv keeps its state_dict key.
+                    trunk.append(nn.Sequential(conv, nn.BatchNorm2d(layer[1]), nn.ReLU()) if batchnorm
+                                 else nn.Sequential(conv, nn.ReLU()))
                     ch = layer[1]
                     names.append("conv1")
                 elif layer[0] == "pool":
@@ -122,7 +134,7 @@ def _build_torch_classes():
                     names.append(f"maxpool{n_fire}")
                 else:
                     n_fire += 1
-                    fire = Fire(ch, *layer[1:])
+                    fire = Fire(ch, *layer[1:], batchnorm=batchnorm)
                     trunk.append(fire)
                     ch = fire.out_channels
                     names.append(f"fire{n_fire}")
@@ -147,6 +159,18 @@ def _build_torch_classes():
                     nn.init.zeros_(m.bias)
             nn.init.normal_(self.convdet.weight, std=0.001)
             nn.init.zeros_(self.convdet.bias)
+
+        def conv_bn_pairs(self) -> list[tuple[str, str]]:
+            """(conv, batch norm) state_dict prefixes of every normalised convolution."""
+            if not self.batchnorm:
+                return []
+            pairs = []
+            for i, layer in enumerate(self.features):
+                if isinstance(layer, nn.Sequential) and len(layer) == 3:
+                    pairs.append((f"features.{i}.0", f"features.{i}.1"))
+                elif isinstance(layer, Fire):
+                    pairs += layer.conv_bn_pairs(f"features.{i}.")
+            return pairs
 
         @property
         def num_boxes(self) -> int:
@@ -180,6 +204,25 @@ def _build_torch_classes():
             return torch.cat([boxes, torch.sigmoid(conf_logits)[..., None], torch.softmax(cls_logits, -1)], -1)
 
     return Fire, SqueezeDet
+
+
+def fold_batchnorm(module) -> dict:
+    """State dict of the plain (batch-norm-free) network equivalent to `module` in eval mode:
+    each BN's affine map y = gamma (x - mean) / sqrt(var + eps) + beta is folded into the
+    weights and bias of the convolution before it. Training with BN converges far faster from
+    random initialisation; the deployed model keeps the thesis architecture and cost."""
+    import torch
+
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    for conv, bn in module.conv_bn_pairs():
+        gamma, beta = state.pop(f"{bn}.weight"), state.pop(f"{bn}.bias")
+        mean, var = state.pop(f"{bn}.running_mean"), state.pop(f"{bn}.running_var")
+        state.pop(f"{bn}.num_batches_tracked", None)
+        eps = dict(module.named_modules())[bn].eps
+        factor = gamma / torch.sqrt(var + eps)
+        state[f"{conv}.weight"] = state[f"{conv}.weight"] * factor[:, None, None, None]
+        state[f"{conv}.bias"] = (state[f"{conv}.bias"] - mean) * factor + beta
+    return state
 
 
 # Deltas beyond this are clamped before exp() so an untrained net cannot overflow.
