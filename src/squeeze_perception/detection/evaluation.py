@@ -1,149 +1,411 @@
-"""KITTI 2D detection evaluation: AP per class and difficulty, 11- and 40-point, and the
-recall-vs-N_box curve of thesis Fig. 3.5.
+"""KITTI 2D detection AP as the KITTI object devkit (evaluate_object.cpp) computes it, under two
+protocols, and the recall-vs-N_box curve of thesis Fig. 3.5.
 
-Rules follow the KITTI object devkit:
-- A ground-truth box counts at difficulty L (0 easy, 1 moderate, 2 hard) when its own
-  difficulty (height / occlusion / truncation, `ObjectLabel.difficulty`) is <= L. Harder boxes
-  of the class, and boxes of the neighbouring class (Van for Car, Person_sitting for
-  Pedestrian), are "ignored": a detection on them is neither a true nor a false positive.
-- Detections are matched greedily in score order to the unmatched ground truth with the
-  largest IoU above the class threshold (car 0.7, pedestrian / cyclist 0.5; strictly greater,
-  as the devkit). Unmatched detections lower than the difficulty's minimum height (40 / 25 /
-  25 px) or lying mostly (intersection / own area > threshold) inside a DontCare region are
-  ignored; the rest are false positives.
-- AP is the mean interpolated precision (max precision at recall >= r) over r in
-  {0, 0.1, ..., 1} (11-point) or {1/40, 2/40, ..., 1} (40-point, the devkit since 2019).
+Protocols (`PROTOCOLS`):
+- ``kitti-2012``: the devkit of the thesis's era. AP averages 11 of the 41 sampled precisions
+  (indices 0, 4, ..., 40). Detections are never ignored for being small, so an unmatched
+  detection of any height is a false positive.
+- ``kitti-2019`` (default): the devkit since October 2019. AP averages the 40 sampled precisions
+  at indices 1..40. A detection lower than the level's minimum height (40 / 25 / 25 px, its
+  height truncated to whole pixels as the devkit's int32 does) is "small": never a false
+  positive, and a true box that only a small detection matches counts as neither hit nor miss.
+
+Both follow the devkit step by step, per class and difficulty level:
+1. Ground truth, in label-file order: a box of the class is *valid* when its occlusion,
+   truncation and height qualify for the level (0/1/2, 0.15/0.30/0.50, 40/25/25 px), otherwise
+   *ignored*; Van (for Car) and Person_sitting (for Pedestrian) are always ignored; other
+   types take no part, except DontCare, whose boxes are kept as regions.
+2. Matching, per image: for each true box in label order (ignored ones included) take the
+   still unassigned detection with overlap above the class's threshold (car 0.7, pedestrian
+   and cyclist 0.5; IoU without the +1 pixel; strictly greater). To collect thresholds, the
+   highest-scoring candidate wins; to count TP/FP/FN at a threshold, the candidate with the
+   highest IoU wins (a small detection only when no other candidate exists). Ties go to the
+   detection listed first. A valid box matched by a valid detection is a true positive; an
+   ignored box or a small detection makes the pair neither; a valid box left alone is a miss.
+3. Unassigned detections of the class (not small) are false positives unless more than the
+   class threshold of their own area lies inside a DontCare region.
+4. Scores of the true positives (step 2 with "highest score") are sorted and thinned to at
+   most 41 thresholds: walking down the sorted list, a score is kept when the recall it
+   reaches, i/n_gt, is at least as near the next sampling point k/40 as the recall of the next
+   score is (`recall_thresholds`). So with fewer true boxes than 41 the curve has fewer points
+   than 41 and AP is capped below 100 even for a perfect detector.
+5. At each kept threshold, TP/FP over all images (detections scoring below it left out, so
+   equal scores enter together and their order does not matter). Precision slot i = the
+   i-th threshold's precision, slots beyond the last threshold are 0, then each slot takes the
+   maximum of itself and the slots after it. AP = the protocol's mean of the slots.
+
+Deliberate differences from the devkit: a class x difficulty without valid true boxes is
+reported as None ("n/a") and left out of means (the devkit prints 0 or skips the class); a
+class with true boxes but no detections gets AP 0 (the devkit skips it); a threshold at which
+neither TP nor FP remain (possible when an ignored box takes the detection) has precision 0,
+where the devkit's 0/0 would poison the AP with NaN.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ..interfaces import CLASS_IDS, DETECTION_CLASSES
-from ..kitti.labels import ObjectLabel
+from ..interfaces import CLASS_IDS, CLASS_NAMES, DETECTION_CLASSES
+from ..kitti.labels import KittiFormatError, ObjectLabel
 from .loss import box_iou_np
 
 DIFFICULTIES = ("easy", "moderate", "hard")
+# Per level: the devkit's MIN_HEIGHT, MAX_OCCLUSION and MAX_TRUNCATION.
 MIN_HEIGHT = (40.0, 25.0, 25.0)
+MAX_OCCLUSION = (0, 1, 2)
+MAX_TRUNCATION = (0.15, 0.30, 0.50)
 IOU_THRESHOLD = {"car": 0.7, "pedestrian": 0.5, "cyclist": 0.5}
 KITTI_TYPE = {"car": "Car", "pedestrian": "Pedestrian", "cyclist": "Cyclist"}
 NEIGHBOUR_TYPE = {"car": "Van", "pedestrian": "Person_sitting"}
-RECALL_POINTS_11 = np.linspace(0.0, 1.0, 11)
-RECALL_POINTS_40 = np.linspace(1.0 / 40, 1.0, 40)
+N_SAMPLE_POINTS = 41
+
+# Ground-truth / detection states inside one (image, class, level).
+VALID, IGNORED = 0, 1
+SMALL = 1  # detection below the level's minimum height (kitti-2019 only)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    recall_points: int  # 11: slots 0, 4, ..., 40; 40: slots 1..40
+    small_detections_ignored: bool
+    description: str
+
+    def slots(self) -> np.ndarray:
+        return np.arange(0, N_SAMPLE_POINTS, 4) if self.recall_points == 11 else np.arange(1, N_SAMPLE_POINTS)
+
+
+PROTOCOLS = {
+    "kitti-2012": Protocol("kitti-2012", 11, False,
+                           "KITTI object devkit before 2019 (the thesis's tables): 11-point AP, small "
+                           "unmatched detections are false positives"),
+    "kitti-2019": Protocol("kitti-2019", 40, True,
+                           "KITTI object devkit since 2019: 40-point AP, detections under the level's "
+                           "minimum height (40/25/25 px) ignored"),
+}
+DEFAULT_PROTOCOL = "kitti-2019"
+
+
+def get_protocol(protocol: str | Protocol) -> Protocol:
+    if isinstance(protocol, Protocol):
+        return protocol
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol '{protocol}'; one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
+
+
+# --------------------------------------------------------------------- detections of one image
+@dataclass(frozen=True)
+class FrameDetections:
+    """One image's detections in file order: KITTI type names, (N, 4) l t r b boxes, (N,) scores."""
+
+    types: tuple[str, ...]
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+
+def detections_from_array(dets: np.ndarray) -> FrameDetections:
+    """A DETECTION_DTYPE table (class_id 1..3) in its own row order."""
+    names = [KITTI_TYPE.get(CLASS_NAMES[c], CLASS_NAMES[c]) if 0 <= c < len(CLASS_NAMES) else str(c)
+             for c in np.asarray(dets["class_id"]).tolist()]
+    boxes = np.stack([dets["u_min"], dets["v_min"], dets["u_max"], dets["v_max"]], 1).astype(np.float64)
+    return FrameDetections(tuple(names), boxes.reshape(-1, 4), np.asarray(dets["score"], np.float64))
+
+
+def detections_from_labels(labels: list[ObjectLabel]) -> FrameDetections:
+    boxes = np.array([lab.bbox for lab in labels], np.float64).reshape(-1, 4)
+    return FrameDetections(tuple(lab.type for lab in labels), boxes, np.array([lab.score for lab in labels], np.float64))
+
+
+def as_frame_detections(dets) -> FrameDetections:
+    if isinstance(dets, FrameDetections):
+        return dets
+    if isinstance(dets, np.ndarray) and dets.dtype.names and "class_id" in dets.dtype.names:
+        return detections_from_array(dets)
+    return detections_from_labels(list(dets))
+
+
+def read_result_file(path: str | Path) -> FrameDetections:
+    """A KITTI result file: label_2 lines with a 16th column, the score (the devkit's format)."""
+    p = Path(path)
+    types, boxes, scores = [], [], []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 16:
+            raise KittiFormatError(f"{p}:{n}: a result line has 16 columns (label_2 + score), got {len(parts)}")
+        try:
+            vals = [float(v) for v in parts[1:]]
+        except ValueError as exc:
+            raise KittiFormatError(f"{p}:{n}: {exc}") from None
+        types.append(parts[0])
+        boxes.append(vals[3:7])
+        scores.append(vals[14])
+    return FrameDetections(tuple(types), np.array(boxes, np.float64).reshape(-1, 4), np.array(scores, np.float64))
+
+
+def write_result_file(path: str | Path, dets: np.ndarray) -> None:
+    """DETECTION_DTYPE rows -> a KITTI result file (3D fields set to the devkit's 'unknown' values)."""
+    lines = []
+    for d in np.asarray(dets):
+        name = KITTI_TYPE.get(CLASS_NAMES[int(d["class_id"])], CLASS_NAMES[int(d["class_id"])])
+        lines.append(f"{name} -1 -1 -10 {d['u_min']:.2f} {d['v_min']:.2f} {d['u_max']:.2f} {d['v_max']:.2f} "
+                     f"-1 -1 -1 -1000 -1000 -1000 -10 {d['score']:.6f}\n")
+    Path(path).write_text("".join(lines))
+
+
+# --------------------------------------------------------------------- one image, class, level
+def devkit_overlap(a: np.ndarray, b: np.ndarray, own_area: bool = False) -> np.ndarray:
+    """(A, B) overlap of boxes as the devkit computes it: no +1 pixel, 0 where the boxes do not
+    overlap; IoU, or (own_area) intersection / area of the row box."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
+    area_a = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None]
+    area_b = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :]
+    denom = np.broadcast_to(area_a, inter.shape) if own_area else area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(inter > 0, inter / denom, 0.0)
+    return np.nan_to_num(out, nan=0.0)
 
 
 @dataclass
-class PRCurve:
-    scores: np.ndarray  # non-ignored detections, best first
-    tp: np.ndarray  # bool per detection
+class ClassFrame:
+    """One image reduced to what one class at one level needs (the devkit's cleanData)."""
+
+    gt_state: np.ndarray  # (G,) VALID or IGNORED, label-file order
+    det_state: np.ndarray  # (D,) VALID or SMALL, file order
+    scores: np.ndarray  # (D,)
+    iou: np.ndarray  # (G, D)
+    in_dontcare: np.ndarray  # (D,) bool: own-area overlap with some DontCare region above the threshold
+    n_gt: int
+    min_overlap: float
+
+    def __post_init__(self):
+        # The matching loop runs once per threshold: keep, per true box, only the detections that
+        # overlap it enough (file order), as plain Python values.
+        self.candidates = [np.flatnonzero(row > self.min_overlap).tolist() for row in self.iou]
+        self.score_list = self.scores.tolist()
+        self.valid_list = (self.det_state == VALID).tolist()
+        self.gt_valid_list = (self.gt_state == VALID).tolist()
+        # Detections that become false positives unless a true box takes them.
+        self.fp_pool = (self.det_state == VALID) & ~self.in_dontcare
+        self.fp_pool_list = self.fp_pool.tolist()
+        self.fp_pool_scores = np.sort(self.scores[self.fp_pool])
+
+
+def prepare_frame(dets: FrameDetections, labels: list[ObjectLabel], cls: str, level: int,
+                  protocol: Protocol) -> ClassFrame:
+    kind, neighbour = KITTI_TYPE[cls].lower(), NEIGHBOUR_TYPE.get(cls, "").lower()
+    gt_rows, gt_state, dontcare = [], [], []
+    for lab in labels:
+        t = lab.type.lower()
+        if t == "dontcare":
+            dontcare.append(lab.bbox)
+            continue
+        if t == kind:
+            height = lab.bbox[3] - lab.bbox[1]
+            too_hard = (lab.occluded > MAX_OCCLUSION[level] or lab.truncated > MAX_TRUNCATION[level]
+                        or height < MIN_HEIGHT[level])
+            gt_state.append(IGNORED if too_hard else VALID)
+        elif neighbour and t == neighbour:
+            gt_state.append(IGNORED)
+        else:
+            continue  # not this class: takes no part in matching (a detection on it is a false positive)
+        gt_rows.append(lab.bbox)
+    keep, det_state = [], []
+    for j, t in enumerate(dets.types):
+        # The devkit stores the height in an int32: 39.9 px is 39 px.
+        height = int(abs(dets.boxes[j, 3] - dets.boxes[j, 1]))
+        if protocol.small_detections_ignored and height < MIN_HEIGHT[level]:
+            # Any class: a small detection of another class can still be assigned to this class's
+            # true box (and then removes it from hits and misses), as in the devkit.
+            det_state.append(SMALL)
+        elif t.lower() == kind:
+            det_state.append(VALID)
+        else:
+            continue
+        keep.append(j)
+    boxes = dets.boxes[keep].reshape(-1, 4)
+    thr = IOU_THRESHOLD[cls]
+    gt_boxes = np.array(gt_rows, np.float64).reshape(-1, 4)
+    in_dc = (devkit_overlap(boxes, np.array(dontcare, np.float64).reshape(-1, 4), own_area=True) > thr).any(1) \
+        if dontcare else np.zeros(len(keep), bool)
+    return ClassFrame(np.array(gt_state, np.int8), np.array(det_state, np.int8), dets.scores[keep].astype(np.float64),
+                      devkit_overlap(gt_boxes, boxes), in_dc, int(sum(s == VALID for s in gt_state)), thr)
+
+
+@dataclass
+class FrameStats:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tp_scores: list = field(default_factory=list)
+
+
+def frame_statistics(frame: ClassFrame, threshold: float | None = None) -> FrameStats:
+    """The devkit's computeStatistics. threshold None: the pass that collects true-positive
+    scores (candidates chosen by score, no FP). Otherwise detections scoring below threshold
+    are left out, candidates are chosen by IoU and false positives are counted."""
+    stats = FrameStats()
+    scores, valid_det = frame.score_list, frame.valid_list
+    assigned: set[int] = set()
+    for g, cands in enumerate(frame.candidates):
+        live = [j for j in cands if j not in assigned and (threshold is None or scores[j] >= threshold)]
+        if not live:
+            if frame.gt_valid_list[g]:
+                stats.fn += 1
+            continue
+        if threshold is None:
+            j = max(live, key=scores.__getitem__)  # max() keeps the first of equal scores
+        else:
+            valid = [j for j in live if valid_det[j]]
+            if valid:
+                row = frame.iou[g]
+                j = max(valid, key=lambda k: row[k])  # highest IoU, the first of equal ones
+            else:
+                j = live[0]  # only small detections overlap: the first one
+        assigned.add(j)
+        if frame.gt_valid_list[g] and valid_det[j]:
+            stats.tp += 1
+            stats.tp_scores.append(scores[j])
+    if threshold is not None:
+        # False positives: active detections of the pool (valid, outside DontCare) left unassigned.
+        active = len(frame.fp_pool_scores) - int(np.searchsorted(frame.fp_pool_scores, threshold, side="left"))
+        taken = sum(1 for j in assigned if frame.fp_pool_list[j])  # assigned ones are all active
+        stats.fp = active - taken
+    return stats
+
+
+def recall_thresholds(tp_scores, n_gt: int, n_sample_points: int = N_SAMPLE_POINTS) -> list[float]:
+    """The devkit's getThresholds: from the true positives' scores (best first) keep the one whose
+    recall (i+1)/n_gt lies nearest the next sampling point k/(n-1); the last score is always kept."""
+    scores = sorted((float(s) for s in tp_scores), reverse=True)
+    kept: list[float] = []
+    current_recall = 0.0  # accumulated in steps of 1/40 as the devkit does (same rounding)
+    for i, score in enumerate(scores):
+        last = i == len(scores) - 1
+        left = (i + 1) / float(n_gt)
+        right = (i + 2) / float(n_gt) if not last else left
+        if (right - current_recall) < (current_recall - left) and not last:
+            continue  # the next score's recall is nearer the sampling point
+        kept.append(score)
+        current_recall += 1.0 / (n_sample_points - 1.0)
+    return kept
+
+
+@dataclass
+class DevkitCurve:
+    thresholds: np.ndarray  # kept scores, best first
+    tp: np.ndarray  # per threshold, summed over images
+    fp: np.ndarray
+    fn: np.ndarray
     n_gt: int
 
-    def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
-        ctp = np.cumsum(self.tp)
-        cfp = np.cumsum(~self.tp)
-        precision = ctp / np.maximum(ctp + cfp, 1)
-        recall = ctp / max(self.n_gt, 1)
-        return precision, recall
+    def precision_slots(self) -> np.ndarray:
+        """(41,) precision per slot after the devkit's running maximum from the right."""
+        slots = np.zeros(N_SAMPLE_POINTS)
+        denom = self.tp + self.fp
+        raw = np.where(denom > 0, self.tp / np.maximum(denom, 1), 0.0)
+        slots[:len(raw)] = raw
+        for i in range(len(raw)):
+            slots[i] = slots[i:].max()
+        return slots
 
-    def average_precision(self, recall_points: np.ndarray) -> float:
+    def recall(self) -> np.ndarray:
+        denom = self.tp + self.fn
+        return np.where(denom > 0, self.tp / np.maximum(denom, 1), 0.0)
+
+    def average_precision(self, protocol: str | Protocol = DEFAULT_PROTOCOL) -> float | None:
+        """AP in [0, 1] under the protocol's sampling; None without valid true boxes."""
         if self.n_gt == 0:
-            return float("nan")
-        precision, recall = self.precision_recall()
-        values = []
-        for r in recall_points:
-            reached = precision[recall >= r - 1e-12]
-            values.append(reached.max() if len(reached) else 0.0)
-        return float(np.mean(values))
+            return None
+        return float(self.precision_slots()[get_protocol(protocol).slots()].mean())
 
 
-def match_image(dets: np.ndarray, labels: list[ObjectLabel], cls: str, level: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """One image, one class, one difficulty -> (scores, state per det: 1 TP, 0 FP, -1 ignored,
-    number of valid ground-truth boxes)."""
-    class_id = CLASS_IDS[cls]
-    dets = dets[dets["class_id"] == class_id]
-    dets = dets[np.argsort(-dets["score"], kind="stable")]
-    gt_boxes, gt_valid, dontcare = [], [], []
-    for lab in labels:
-        if lab.type == KITTI_TYPE[cls]:
-            d = lab.difficulty()
-            gt_boxes.append(lab.bbox)
-            gt_valid.append(0 <= d <= level)
-        elif lab.type == NEIGHBOUR_TYPE.get(cls):
-            gt_boxes.append(lab.bbox)
-            gt_valid.append(False)
-        elif lab.type == "DontCare":
-            dontcare.append(lab.bbox)
-    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    gt_valid = np.asarray(gt_valid, dtype=bool)
-    det_boxes = np.stack([dets["u_min"], dets["v_min"], dets["u_max"], dets["v_max"]], 1).astype(np.float64)
-    state = np.zeros(len(dets), dtype=np.int8)
-    thr = IOU_THRESHOLD[cls]
-    iou = box_iou_np(det_boxes, gt_boxes) if len(gt_boxes) else np.zeros((len(dets), 0))
-    taken = np.zeros(len(gt_boxes), dtype=bool)
-    for i in range(len(dets)):
-        cand = np.where(~taken & (iou[i] > thr), iou[i], -1.0) if iou.shape[1] else np.zeros(0)
-        if len(cand) and cand.max() > thr:
-            g = int(cand.argmax())
-            taken[g] = True
-            state[i] = 1 if gt_valid[g] else -1
-            continue
-        height = det_boxes[i, 3] - det_boxes[i, 1]
-        if height < MIN_HEIGHT[level] or _in_dontcare(det_boxes[i], dontcare, thr):
-            state[i] = -1
-    return dets["score"].astype(np.float64), state, int(gt_valid.sum())
+def class_curve(dets_per_image, labels_per_image, cls: str, level: int,
+                protocol: str | Protocol = DEFAULT_PROTOCOL) -> DevkitCurve:
+    """The devkit's eval_class for one class and difficulty level over all images."""
+    proto = get_protocol(protocol)
+    frames = [prepare_frame(as_frame_detections(d), labels, cls, level, proto)
+              for d, labels in zip(dets_per_image, labels_per_image)]
+    n_gt = sum(f.n_gt for f in frames)
+    tp_scores = [s for f in frames for s in frame_statistics(f).tp_scores]
+    thresholds = np.array(recall_thresholds(tp_scores, n_gt) if n_gt else [], np.float64)
+    tp, fp, fn = (np.zeros(len(thresholds), np.int64) for _ in range(3))
+    for f in frames:
+        if len(f.gt_state) == 0 and not (f.det_state == VALID).any():
+            continue  # nothing to match or count in this image
+        for t, thr in enumerate(thresholds):
+            s = frame_statistics(f, thr)
+            tp[t] += s.tp
+            fp[t] += s.fp
+            fn[t] += s.fn
+    return DevkitCurve(thresholds, tp, fp, fn, n_gt)
 
 
-def _in_dontcare(box: np.ndarray, regions: list[np.ndarray], thr: float) -> bool:
-    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
-    for r in regions:
-        iw = min(box[2], r[2]) - max(box[0], r[0])
-        ih = min(box[3], r[3]) - max(box[1], r[1])
-        if iw > 0 and ih > 0 and iw * ih / area > thr:
-            return True
-    return False
-
-
-def pr_curve(dets_per_image: list[np.ndarray], labels_per_image: list[list[ObjectLabel]], cls: str,
-             level: int) -> PRCurve:
-    scores, tps, n_gt = [], [], 0
-    for dets, labels in zip(dets_per_image, labels_per_image):
-        s, state, n = match_image(dets, labels, cls, level)
-        scores.append(s[state >= 0])
-        tps.append(state[state >= 0] == 1)
-        n_gt += n
-    scores = np.concatenate(scores) if scores else np.zeros(0)
-    tps = np.concatenate(tps) if tps else np.zeros(0, bool)
-    order = np.argsort(-scores, kind="stable")
-    return PRCurve(scores[order], tps[order], n_gt)
-
-
-def evaluate(dets_per_image: list[np.ndarray], labels_per_image: list[list[ObjectLabel]],
+# --------------------------------------------------------------------- all classes and levels
+def evaluate(dets_per_image, labels_per_image, protocol: str | Protocol = DEFAULT_PROTOCOL,
              classes: tuple[str, ...] = DETECTION_CLASSES) -> dict:
-    """{"per_class": {cls: {difficulty: {"ap11", "ap40", "n_gt"}}}, "map11", "map40"} (AP in %,
-    NaN where a class has no ground truth at that difficulty; means skip NaN)."""
+    """AP (%) per class and difficulty under one protocol.
+
+    dets_per_image: per image a DETECTION_DTYPE table, a FrameDetections or a list of
+    ObjectLabel with scores (a result file). Returns a JSON-ready dict (None, never NaN):
+    {"protocol", "description", "recall_points", "per_class": {cls: {level: {"ap", "n_gt",
+    "precision"}, "mean_ap"}}, "mean_ap_by_level": {level: ...}, "map", "map_cells"}; "map"
+    averages the class x level cells that have true boxes (the thesis's mAP averages all 9)."""
+    proto = get_protocol(protocol)
+    dets_per_image = [as_frame_detections(d) for d in dets_per_image]
     per_class: dict = {}
-    all11, all40 = [], []
+    cells: list[float] = []
+    by_level: dict[str, list[float]] = {d: [] for d in DIFFICULTIES}
     for cls in classes:
-        per_class[cls] = {}
+        row: dict = {}
         for level, name in enumerate(DIFFICULTIES):
-            curve = pr_curve(dets_per_image, labels_per_image, cls, level)
-            ap11 = 100 * curve.average_precision(RECALL_POINTS_11)
-            ap40 = 100 * curve.average_precision(RECALL_POINTS_40)
-            per_class[cls][name] = {"ap11": ap11, "ap40": ap40, "n_gt": curve.n_gt}
-            all11.append(ap11)
-            all40.append(ap40)
-        vals = [per_class[cls][d]["ap11"] for d in DIFFICULTIES]
-        per_class[cls]["mean_ap11"] = _nanmean(vals)
-        per_class[cls]["mean_ap40"] = _nanmean([per_class[cls][d]["ap40"] for d in DIFFICULTIES])
-    return {"per_class": per_class, "map11": _nanmean(all11), "map40": _nanmean(all40)}
+            curve = class_curve(dets_per_image, labels_per_image, cls, level, proto)
+            ap = curve.average_precision(proto)
+            ap = None if ap is None else 100.0 * ap
+            row[name] = {"ap": ap, "n_gt": curve.n_gt,
+                         "precision": [round(float(p), 6) for p in curve.precision_slots()]}
+            if ap is not None:
+                cells.append(ap)
+                by_level[name].append(ap)
+        row["mean_ap"] = _mean([row[d]["ap"] for d in DIFFICULTIES])
+        per_class[cls] = row
+    return {"protocol": proto.name, "description": proto.description, "recall_points": proto.recall_points,
+            "per_class": per_class, "mean_ap_by_level": {d: _mean(v) for d, v in by_level.items()},
+            "map": _mean(cells), "map_cells": len(cells)}
 
 
-def _nanmean(values) -> float:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
 
 
+def format_table(result: dict) -> str:
+    """Plain-text AP table: one cell per class and level, 'AP (n=true boxes)' or 'n/a (n=0)'."""
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.1f}"
+
+    lines = [f"AP (%) under {result['protocol']}: {result['description']}; n = valid true boxes",
+             f"{'class':12s} " + " ".join(f"{d:>16s}" for d in DIFFICULTIES) + f" {'mean':>7s}"]
+    for cls, row in result["per_class"].items():
+        cells = [f"{fmt(row[d]['ap'])} (n={row[d]['n_gt']})" for d in DIFFICULTIES]
+        lines.append(f"{cls:12s} " + " ".join(f"{c:>16s}" for c in cells) + f" {fmt(row['mean_ap']):>7s}")
+    lines.append(f"mAP {fmt(result['map'])} ({result['protocol']}, mean of {result['map_cells']} class x level cells "
+                 "with true boxes); by level " + ", ".join(f"{d} {fmt(v)}" for d, v in result["mean_ap_by_level"].items()))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- recall vs N_box
 def first_match_rank(pred: np.ndarray, labels: list[ObjectLabel]) -> tuple[np.ndarray, int]:
     """For every car/pedestrian/cyclist ground truth of any difficulty (easy..hard), the rank
     (0-based, by class score) of the best-ranked predicted box of the same class with IoU above
@@ -178,15 +440,6 @@ def recall_vs_nbox(ranks_per_image: list[np.ndarray], n_values) -> np.ndarray:
     return np.asarray([(ranks < n).mean() for n in n_values], dtype=np.float64)
 
 
-def format_table(result: dict) -> str:
-    """Plain-text AP table (11-point / 40-point) per class and difficulty."""
-    lines = [f"{'class':12s} " + " ".join(f"{d:>15s}" for d in DIFFICULTIES) + f" {'mean':>15s}"]
-    for cls, row in result["per_class"].items():
-        cells = [f"{row[d]['ap11']:6.1f}/{row[d]['ap40']:5.1f} n{row[d]['n_gt']:<3d}" for d in DIFFICULTIES]
-        lines.append(f"{cls:12s} " + " ".join(f"{c:>15s}" for c in cells)
-                     + f" {row['mean_ap11']:7.1f}/{row['mean_ap40']:5.1f}")
-    lines.append(f"mAP (11-point) {result['map11']:.1f}   mAP (40-point) {result['map40']:.1f}")
-    return "\n".join(lines)
-
-
-__all__ = ["evaluate", "pr_curve", "match_image", "first_match_rank", "recall_vs_nbox", "format_table"]
+__all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "Protocol", "FrameDetections", "evaluate", "class_curve",
+           "prepare_frame", "frame_statistics", "recall_thresholds", "read_result_file", "write_result_file",
+           "first_match_rank", "recall_vs_nbox", "format_table"]
