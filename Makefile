@@ -14,7 +14,7 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt setup.py
+$(STAMP): requirements.txt requirements-pip-only.txt requirements-nodeps.txt setup.py
 	@bash scripts/system_deps.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -7,6 +7,7 @@ Synetgy FPGA emulator registers here later as one more BackendSpec, reporting en
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,14 +109,37 @@ class TorchBackend:
         return result
 
 
+def onnx_path_for(weights: Path) -> Path:
+    """Where the ONNX graph of a torch checkpoint lives: beside it (models/<name>.onnx), or in
+    the user cache when that folder is read-only (e.g. an apt install) and holds no fresh copy."""
+    beside = weights.with_suffix(".onnx")
+    if onnx_is_fresh(beside, weights) or os.access(beside.parent, os.W_OK):
+        return beside
+    from .paths import cache_dir
+
+    return cache_dir() / "models" / beside.name
+
+
+def onnx_is_fresh(onnx: Path, weights: Path) -> bool:
+    """The ONNX file exists and is not older than the checkpoint it was exported from."""
+    return onnx.exists() and (not weights.exists() or onnx.stat().st_mtime >= weights.stat().st_mtime)
+
+
 def export_onnx(spec: ModelSpec, out_path: Path, weights: str | Path | None = None) -> Path:
     import torch
 
     backend = TorchBackend(spec, weights=weights)
     dummy = torch.zeros((1, *spec.input_shape), dtype=torch.float32)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(backend.module, dummy, str(out_path), dynamo=False, opset_version=17,
-                      input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+    # Written beside the target and renamed: a reader (another node exporting the same model,
+    # an interrupted export) never sees a half-written graph.
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        torch.onnx.export(backend.module, dummy, str(tmp), dynamo=False, opset_version=17,
+                          input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out_path
 
 
@@ -134,13 +158,22 @@ class OnnxRuntimeBackend:
             base = Path(weights) if weights else spec.weights_path()
             if base is None:
                 raise ModelLoadError(f"model '{spec.name}' has no trained weights registered")
-            path = base.with_suffix(".onnx")
-            if base.exists() and (not path.exists() or path.stat().st_mtime < base.stat().st_mtime):
+            path = onnx_path_for(base)
+            if base.exists() and not onnx_is_fresh(path, base):
                 # Export from the torch checkpoint so users need no separate step; again when
                 # the checkpoint is newer (retrained weights must not run a stale graph).
-                export_onnx(spec, path, weights=base)
+                try:
+                    export_onnx(spec, path, weights=base)
+                except OSError as exc:
+                    raise ModelLoadError(f"cannot write the ONNX file '{path}': {exc}") from exc
+            elif not base.exists() and not path.exists():
+                raise ModelLoadError(
+                    f"weights file '{base}' not found, so no ONNX file can be exported from it; restore it "
+                    f"(a colcon build installs models/*.pt into share/squeeze_perception/models) or train it "
+                    f"(models/README.md), then run `squeeze-perception export {spec.name}`")
         if not path.exists():
-            raise ModelLoadError(f"ONNX file '{path}' not found (squeeze-perception export {spec.name})")
+            raise ModelLoadError(f"ONNX file '{path}' not found (squeeze-perception export {spec.name} "
+                                 f"--weights WEIGHTS.pt --out {path})")
         opts = ort.SessionOptions()
         if num_threads > 0:
             opts.intra_op_num_threads = num_threads

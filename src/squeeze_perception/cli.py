@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 # command -> ("module:function taking argv", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -19,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seg": ("squeeze_perception.segmentation.cli:main", "SqueezeSeg/V2: train, adapt, eval, bench"),
     "track": ("squeeze_perception.tracking.cli:main", "tracker: eval (MOT metrics), bench"),
     "models": ("squeeze_perception.cli:list_models", "list registered models and backends"),
+    "export": ("squeeze_perception.cli:export_models",
+               "write models/<model>.onnx from the torch weights (what the onnxruntime backend loads)"),
 }
 
 
@@ -35,6 +38,58 @@ def list_models(argv: list[str]) -> int:
     for b in sorted(BACKENDS.values(), key=lambda s: s.name):
         print(f"  {b.name:24s} {b.device:14s} {b.description}")
     return 0
+
+
+def export_models(argv: list[str]) -> int:
+    """`squeeze-perception export MODEL... | --all`: the ONNX graph the onnxruntime backend runs,
+    written where that backend looks for it (beside the weights, or the user cache when that
+    folder is read-only). Nothing is rewritten when an up-to-date file exists, unless --force."""
+    import argparse
+
+    from .backends import ModelLoadError, export_onnx, onnx_is_fresh, onnx_path_for
+    from .registry import MODELS, RegistryError, get_model, load_plugins
+
+    parser = argparse.ArgumentParser(prog="squeeze-perception export", description=export_models.__doc__)
+    parser.add_argument("models", nargs="*", help="registered model names (squeeze-perception models)")
+    parser.add_argument("--all", action="store_true", help="every registered model that has weights")
+    parser.add_argument("--weights", help="torch checkpoint to export instead of models/<model>.pt (one model)")
+    parser.add_argument("--out", help="ONNX file to write instead of the default place (one model)")
+    parser.add_argument("--force", action="store_true", help="export even when an up-to-date file exists")
+    args = parser.parse_args(argv)
+    load_plugins()
+    names = list(args.models)
+    if args.all:
+        names += sorted(n for n, s in MODELS.items() if (w := s.weights_path()) is not None and w.exists())
+    if not names:
+        parser.error("name at least one model, or --all")
+    if (args.weights or args.out) and len(names) != 1:
+        parser.error("--weights and --out apply to exactly one model")
+    failed = 0
+    for name in names:
+        try:
+            spec = get_model(name)
+        except RegistryError as exc:
+            print(f"export: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        weights = Path(args.weights) if args.weights else spec.weights_path()
+        if weights is None or not weights.exists():
+            print(f"export: {name}: weights file '{weights}' not found; train it (models/README.md) or pass "
+                  "--weights FILE", file=sys.stderr)
+            failed += 1
+            continue
+        out = Path(args.out) if args.out else onnx_path_for(weights)
+        if onnx_is_fresh(out, weights) and not args.force:
+            print(f"{name}: up to date {out}")
+            continue
+        try:
+            export_onnx(spec, out, weights=weights)
+        except (ModelLoadError, OSError) as exc:
+            print(f"export: {name}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{name}: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 1 if failed else 0
 
 
 def _usage() -> str:
