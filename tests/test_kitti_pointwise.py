@@ -7,7 +7,8 @@ from squeeze_perception.kitti.calib import load_object_calib
 from squeeze_perception.kitti.checks import check_object_frame
 from squeeze_perception.kitti.default_calib import kitti_calibration
 from squeeze_perception.kitti.labels import ObjectLabel, read_labels, read_velodyne_bin
-from squeeze_perception.kitti.pointwise import box_corners_velo, class_of_type, pointwise_labels, points_in_box
+from squeeze_perception.kitti.pointwise import (box_corners_velo, class_of_type, label_points, pointwise_labels,
+                                                points_in_box)
 
 
 def label_at_velo(calib, centre_bottom_velo, size_lwh, yaw_velo, kind="Car") -> ObjectLabel:
@@ -43,7 +44,49 @@ def test_pointwise_labels_assign_classes_and_instances():
     classes, instances = pointwise_labels(pts, [dont, car, ped, van], calib)
     assert classes.tolist() == [1, 2, 0, 0]
     assert instances.tolist() == [1, 2, -1, -1]
-    assert class_of_type("Person_sitting") == 2 and class_of_type("Tram") == 0
+    # The van's point is ignored (neither car nor background); 4-class consumers see it as 0.
+    assert label_points(pts, [dont, car, ped, van], calib).ignored.tolist() == [False, False, True, False]
+    assert class_of_type("Person_sitting") == 0 and class_of_type("Tram") == 0 and class_of_type("Cyclist") == 3
+
+
+def test_kitti_types_ignored_background_and_dontcare_regions():
+    calib = kitti_calibration()
+    sitting = label_at_velo(calib, [6.0, 4.0, -1.73], (0.8, 0.8, 1.3), 0.0, "Person_sitting")
+    truck = label_at_velo(calib, [20.0, 0.0, -1.73], (10.0, 2.5, 3.0), 0.0, "Truck")
+    far = np.array([[30.0, -5.0, -1.0, 0.0]])  # in no box
+    (u, v), = calib.project_velo(far[:, :3])[0]
+    dont = ObjectLabel("DontCare", -1, -1, -10, np.array([u - 5, v - 5, u + 5, v + 5]), -np.ones(3),
+                       -1000 * np.ones(3), -10)
+    # Mirrored through camera 2's projection centre c (M [c; 1] = 0): same pixel, negative depth.
+    m = calib.velo_to_image[:3]
+    c = -np.linalg.solve(m[:, :3], m[:, 3])
+    behind = np.hstack([2 * c - far[0, :3], 0.0])[None]
+    (ub, vb), = calib.project_velo(behind[:, :3])[0]
+    assert abs(ub - u) < 1e-6 and abs(vb - v) < 1e-6 and calib.project_velo(behind[:, :3])[1][0] < 0
+    pts = np.vstack([[[6.0, 4.0, -1.0, 0], [20.0, 0.0, -1.0, 0]], far, behind, [[30.0, 5.0, -1.0, 0]]])
+    lab = label_points(pts, [sitting, truck, dont], calib)
+    # Person_sitting: ignored (the devkit's neighbour of Pedestrian). Truck: background, counted.
+    # The point seen inside the DontCare region: ignored. Behind the camera or elsewhere: background.
+    assert lab.classes.tolist() == [0, 0, 0, 0, 0]
+    assert lab.ignored.tolist() == [True, False, True, False, False]
+    assert lab.instances.tolist() == [-1] * 5
+
+
+def test_overlapping_boxes_give_a_point_to_the_nearest_box_centre_in_any_label_order():
+    calib = kitti_calibration()
+    # Two cars 4 m long whose boxes overlap between x = 9 and x = 10 (centres 8 and 11).
+    a = label_at_velo(calib, [8.0, 0.0, -1.73], (4.0, 1.8, 1.5), 0.0, "Car")
+    b = label_at_velo(calib, [11.0, 0.0, -1.73], (4.0, 1.8, 1.5), 0.0, "Car")
+    cyclist = label_at_velo(calib, [11.0, 0.0, -1.73], (1.8, 0.6, 1.7), 0.0, "Cyclist")
+    # x = 9.3: 1.3 m from a's centre, 1.7 m from b's -> a.  x = 9.8: 1.8 vs 1.2 -> b.
+    pts = np.array([[9.3, 0.0, -1.0, 0], [9.8, 0.0, -1.0, 0]])
+    assert label_points(pts, [a, b], calib).instances.tolist() == [0, 1]
+    assert label_points(pts, [b, a], calib).instances.tolist() == [1, 0]  # same boxes, same owners
+    # A cyclist inside a car's box, same x and y: ground at z = -1.73, so the car's centre is at
+    # z = -1.73 + 1.5/2 = -0.98 and the cyclist's at -1.73 + 1.7/2 = -0.88. A point at z = -0.88
+    # is 0 m from the cyclist's centre and 0.10 m from the car's: it is the cyclist's.
+    p = np.array([[11.0, 0.0, -0.88, 0]])
+    assert label_points(p, [b, cyclist], calib).classes.tolist() == [3]
 
 
 def test_real_object_frames_pass_the_label_checks(kitti_real):

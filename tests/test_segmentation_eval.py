@@ -1,11 +1,16 @@
-"""Class- and instance-level metrics on hand-computed cases; point-wise labels from boxes."""
+"""Class- and instance-level metrics on hand-computed cases; ground truth from the shared point
+labeler (Van ignored); SemanticKITTI scans written by the test; strict JSON."""
 from __future__ import annotations
+
+import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from squeeze_perception.segmentation.evaluation import (SegCounts, instance_true_positives, points_in_boxes,
-                                                        table_class_instance, table_iou)
+from squeeze_perception.segmentation.evaluation import (SegCounts, counts_to_json, evaluate_object_frames,
+                                                        evaluate_semantic_kitti, instance_true_positives,
+                                                        semantic_kitti_labels, table_class_instance, table_iou)
 
 
 def test_class_level_precision_recall_iou_by_hand():
@@ -39,29 +44,168 @@ def test_instance_matching_largest_ground_truth_first():
     assert instance_true_positives(pred, np.zeros(6, int), gt, gt_inst)[1] == 4
 
 
-def test_tables_have_the_thesis_layout():
+def test_tables_have_the_thesis_layout_and_leave_classes_without_truth_out():
     c = SegCounts()
+    # cyclist is predicted once but has no ground truth: IoU n/a (not 0) and out of the average;
+    # its precision 0/1 still shows the false positive.
     c.add_class_level(np.array([1, 2, 3]), np.array([1, 2, 0]))
     text = table_class_instance([("w/ CRF", c)])
-    assert "| car | w/ CRF | 100.0 | 100.0 | 100.0 | n/a | n/a | n/a |" in text
+    assert "| car | w/ CRF | 100.0 | 100.0 | 100.0 | n/a | n/a | n/a | 1 pts |" in text
+    assert "| cyclist | w/ CRF | 0.0 | n/a | n/a | n/a | n/a | n/a | 0 pts |" in text
     iou = table_iou([("SqueezeSeg", c)], reference={"SqueezeSeg": "64.6 / 21.8 / 25.1"})
-    assert "| SqueezeSeg | 100.0 | 100.0 | 0.0 | 66.7 | 64.6 / 21.8 / 25.1 |" in iou
+    # average over car and pedestrian only: (100 + 100) / 2
+    assert "| SqueezeSeg | 100.0 (1 pts) | 100.0 (1 pts) | n/a (0 pts) | 100.0 | 64.6 / 21.8 / 25.1 |" in iou
+    d = counts_to_json(c)
+    assert d["class"]["IoU"][3] is None and d["mean_iou"] == 1.0 and d["classes_without_gt"] == ["cyclist"]
 
 
-def test_points_in_boxes_on_real_object_reduced(kitti_real):
+def test_ground_truth_from_boxes_on_real_object_reduced(kitti_real):
     from squeeze_perception.kitti.calib import load_object_calib
     from squeeze_perception.kitti.labels import read_labels, read_velodyne_bin
+    from squeeze_perception.kitti.pointwise import label_points
 
     root = kitti_real / "object_reduced" / "training"
     pts = read_velodyne_bin(root / "velodyne_reduced" / "000134.bin")
     labels = read_labels(root / "label_2" / "000134.txt")
-    cls, inst = points_in_boxes(pts, labels, load_object_calib(root / "calib" / "000134.txt"))
+    lab = label_points(pts, labels, load_object_calib(root / "calib" / "000134.txt"))
+    cls, inst = lab.classes, lab.instances
     n_cars = sum(lab.type == "Car" for lab in labels)
     assert len(np.unique(inst[cls == 1])) <= n_cars and (cls == 1).sum() > 50
     assert (cls == 2).sum() > 0 and (cls == 3).sum() > 0
     assert np.all((inst >= 0) == (cls > 0))
+    # Two DontCare regions in this frame: some points are ignored, none of them an object point.
+    assert lab.ignored.any() and not (lab.ignored & (cls > 0)).any()
     # Object points sit above the lowest points of the scan (boxes rest on the road).
     assert np.median(pts[cls > 0, 2]) > np.percentile(pts[:, 2], 5)
+
+
+def _label_at_velo(calib, centre_bottom_velo, size_lwh, kind):
+    from squeeze_perception.kitti.labels import ObjectLabel
+
+    loc = calib.velo_to_rect_points(np.array([centre_bottom_velo], float))[0]
+    length, width, height = size_lwh
+    heading = calib.velo_to_rect[:3, :3] @ np.array([1.0, 0.0, 0.0])
+    ry = float(np.arctan2(-heading[2], heading[0]))
+    return ObjectLabel(kind, 0.0, 0, 0.0, np.array([0, 0, 10, 10.0]), np.array([height, width, length]), loc, ry)
+
+
+class StubPipeline:
+    """Predicts car on points whose x lies in one of `car_x` ranges (one instance per range)."""
+
+    def __init__(self, car_x, fov=lambda p: np.ones(len(p), bool)):
+        self.car_x, self.fov = car_x, fov
+
+    def process(self, pts):
+        labels = np.zeros(len(pts), np.int32)
+        inst = np.full(len(pts), -1, np.int32)
+        for k, (lo, hi) in enumerate(self.car_x):
+            sel = (pts[:, 0] >= lo) & (pts[:, 0] <= hi)
+            labels[sel], inst[sel] = 1, k
+        return SimpleNamespace(labels=labels, instances=inst, fov_mask=self.fov(pts))
+
+
+def test_van_points_are_neither_car_nor_background_in_segmentation_ground_truth(tmp_path):
+    from squeeze_perception.kitti.calib import write_object_calib
+    from squeeze_perception.kitti.default_calib import kitti_calibration
+    from squeeze_perception.kitti.labels import write_labels, write_velodyne_bin
+
+    calib = kitti_calibration()
+    for sub in ("velodyne", "label_2", "calib"):
+        (tmp_path / sub).mkdir()
+    car = _label_at_velo(calib, [8.0, 0.0, -1.73], (4.0, 1.8, 1.5), "Car")
+    van = _label_at_velo(calib, [20.0, 0.0, -1.73], (5.0, 2.0, 2.0), "Van")
+    write_labels(tmp_path / "label_2" / "000000.txt", [car, van])
+    write_object_calib(tmp_path / "calib" / "000000.txt", calib)
+    pts = np.array([[x, y, -1.0, 0.5] for x in (7.5, 8.0, 8.5) for y in (0.0,)]        # 3 car points
+                   + [[x, 0.0, -1.0, 0.5] for x in (19.5, 20.0, 20.5)]                  # 3 van points
+                   + [[x, 0.0, -1.0, 0.5] for x in (30.0, 35.0, 40.0, 45.0)], np.float32)  # 4 background
+    write_velodyne_bin(tmp_path / "velodyne" / "000000.bin", pts)
+    # Whether the network calls the van a car or background, car IoU is 3/3: the van's points
+    # are left out of both prediction and ground truth. (Van as car would give 3/6 when the van
+    # is called background; Van as background would give 3/6 when it is called car.)
+    for car_x in ([(7, 9), (19, 21)], [(7, 9)]):
+        counts = evaluate_object_frames(StubPipeline(car_x), tmp_path, progress=False)
+        m = counts.class_level()
+        assert counts.gt[1] == 3 and counts.tp[1] == 3 and counts.pred[1] == 3 and m["IoU"][1] == 1.0
+        assert counts.gt.sum() == 7  # 10 points - 3 van points
+        assert counts.gt_instances[1] == 1 and counts.instance_level()["IoU"][1] == 1.0
+
+
+def _write_semantic_kitti(root):
+    seq = root / "sequences" / "08"
+    (seq / "velodyne").mkdir(parents=True)
+    (seq / "labels").mkdir()
+    rows = [  # x, y, raw label (lower 16 bits class, upper 16 instance)
+        (10.0, 0.0, 10 | 5 << 16), (10.5, 0.0, 10 | 5 << 16),   # parked car, instance 5
+        (12.0, 1.0, 252 | 6 << 16),                              # moving car, instance 6
+        (8.0, -2.0, 30 | 1 << 16), (8.0, -2.2, 254 | 1 << 16),   # person / moving person: pedestrian
+        (-10.0, 0.0, 31 | 2 << 16),                              # bicyclist behind the car: full view only
+        (15.0, 0.0, 40), (16.0, 0.0, 40), (-5.0, 3.0, 50),       # road, road, building: background
+        (20.0, 0.0, 32 | 3 << 16),                               # motorcyclist: background
+        (9.0, 0.0, 0), (9.5, 0.0, 1),                            # unlabeled, outlier: ignored
+    ]
+    pts = np.array([[x, y, -1.0, 0.3] for x, y, _ in rows], "<f4")
+    pts.tofile(seq / "velodyne" / "000000.bin")
+    np.array([r for _, _, r in rows], "<u4").tofile(seq / "labels" / "000000.label")
+    other = root / "sequences" / "11" / "velodyne"  # a test sequence: scans without labels, skipped
+    other.mkdir(parents=True)
+    pts.tofile(other / "000000.bin")
+    return rows
+
+
+def test_semantic_kitti_labels_map_to_our_classes():
+    raw = np.array([10 | 5 << 16, 252 | 5 << 16, 30, 254 | 1 << 16, 31 | 2 << 16, 253, 32, 40, 0, 1], np.uint32)
+    cls, inst, ignored = semantic_kitti_labels(raw)
+    assert cls.tolist() == [1, 1, 2, 2, 3, 3, 0, 0, 0, 0]
+    assert ignored.tolist() == [False] * 8 + [True, True]
+    # instance ids made unique per class (class * 65536 + instance); none where the id is 0
+    assert inst.tolist() == [65536 + 5, 65536 + 5, -1, 2 * 65536 + 1, 3 * 65536 + 2, -1, -1, -1, -1, -1]
+
+
+def test_semantic_kitti_full_and_front_views(tmp_path):
+    _write_semantic_kitti(tmp_path)
+    front = lambda p: (p[:, 0] > 0) & (np.abs(p[:, 1]) < p[:, 0])  # noqa: E731 - the 90 degree front view
+    # Predict car on x in 9..13: the 3 car points, plus the unlabeled and outlier points (ignored,
+    # so not false positives). Nothing else is predicted: pedestrian and cyclist are missed.
+    pipes = {"full": StubPipeline([(9, 13)]), "front": StubPipeline([(9, 13)], front)}
+    views = evaluate_semantic_kitti(pipes, tmp_path, progress=False)
+    full, fr = views["full"], views["front"]
+    # Full view: 10 counted points (12 - 2 ignored). car: tp 3, pred 3, gt 3 -> IoU 1; 2 car
+    # instances (5 and 6). pedestrian: gt 2, tp 0 -> IoU 0. cyclist: gt 1 -> IoU 0. Mean (1+0+0)/3.
+    assert full.gt.tolist() == [4, 3, 2, 1] and full.tp[1] == 3 and full.pred[1] == 3
+    assert full.gt_instances.tolist() == [0, 2, 1, 1]
+    assert full.mean_iou() == pytest.approx(1 / 3)
+    # Front view drops the bicyclist (x = -10) and the building (x = -5): cyclist has no ground
+    # truth -> n/a and out of the mean: (1 + 0) / 2.
+    assert fr.gt.tolist() == [3, 3, 2, 0] and np.isnan(fr.class_level()["IoU"][3])
+    assert fr.mean_iou() == pytest.approx(0.5)
+
+
+def test_seg_eval_semantic_kitti_writes_strict_json(tmp_path, monkeypatch):
+    from squeeze_perception.segmentation import cli, pipeline
+
+    _write_semantic_kitti(tmp_path / "skitti")
+
+    def fake_pipeline(name, backend="onnxruntime", fov="front", crf=True, num_threads=1):
+        keep = (lambda p: (p[:, 0] > 0) & (np.abs(p[:, 1]) < p[:, 0])) if fov == "front" else \
+            (lambda p: np.ones(len(p), bool))
+        return StubPipeline([(9, 13)], keep)
+
+    monkeypatch.setattr(pipeline, "SegmentationPipeline", fake_pipeline)
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", "--models", "stub_model", "--datasets", "semantic_kitti",
+                     "--semantic-kitti", str(tmp_path / "skitti"), "--out", str(out)]) == 0
+
+    def no_constants(token):
+        raise AssertionError(f"invalid JSON token {token}")
+
+    res = json.loads(out.read_text(), parse_constant=no_constants)["stub_model"]
+    assert set(res) == {"semantic_kitti_front", "semantic_kitti_full"}
+    assert res["semantic_kitti_front"]["class"]["IoU"][3] is None
+    assert res["semantic_kitti_front"]["classes_without_gt"] == ["cyclist"]
+    assert res["semantic_kitti_full"]["gt_instances"][1] == 2
+    text = cli.render_tables(json.loads(out.read_text()))
+    assert "| stub_model | 100.0 (n=2) | 0.0 (n=1) | n/a (n=0) | 50.0 |" in text
 
 
 def test_counts_json_round_trip_and_rendered_tables():
@@ -76,5 +220,5 @@ def test_counts_json_round_trip_and_rendered_tables():
     for k in ("tp", "pred", "gt", "inst_tp"):
         np.testing.assert_array_equal(getattr(back, k), getattr(c, k))
     text = render_tables({"squeezeseg": {"real_lidar_2d": counts_to_json(c)}})
-    assert "| car | squeezeseg | 50.0 | 100.0 | 50.0 | 50.0 | 100.0 | 50.0 |" in text
+    assert "| car | squeezeseg | 50.0 | 100.0 | 50.0 | 50.0 | 100.0 | 50.0 | n=1 |" in text
     assert "30.0 / 2.1" in text  # the thesis figure printed beside ours

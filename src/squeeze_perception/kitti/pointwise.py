@@ -1,5 +1,23 @@
-"""Point-wise labels from 3D boxes (thesis ch. 4.3): every point inside an object's box takes its class."""
+"""Point-wise labels from KITTI 3D boxes (thesis ch. 4.3): the one labeler that training-data
+conversion and segmentation evaluation share (`label_points`).
+
+How each KITTI label type is treated, following the KITTI object benchmark:
+- Car, Pedestrian, Cyclist: the points inside the box take the class (car 1, pedestrian 2,
+  cyclist 3) and the label's row index as instance id.
+- Van and Person_sitting, the "neighbouring classes" the devkit ignores when evaluating Car and
+  Pedestrian: their points are *ignored*, neither object nor background. An evaluation leaves
+  them out of both prediction and ground truth; a consumer without an ignore label (lidar_2d
+  grids, class statistics) sees them as 0, unknown.
+- Truck, Tram, Misc (and any other type): background (0). The devkit counts a car detection on
+  a truck as a false positive, so a car prediction on a truck's points is one too.
+- DontCare: a 2D region of the image with no 3D box, where objects were not labelled. Points
+  in front of the camera that project into such a region and lie in no box are ignored.
+Overlapping boxes: a point inside several boxes belongs to the box whose 3D centre is nearest
+(equal distances: the earlier label row). This does not depend on the order of the label file.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -7,13 +25,18 @@ from ..interfaces import CLASS_IDS
 from .calib import KittiCalibration
 from .labels import ObjectLabel
 
-# KITTI label types -> the shared class ids (Van, Truck, Tram, Misc stay 'unknown' like SqueezeSeg).
-KITTI_TYPE_TO_CLASS = {"Car": CLASS_IDS["car"], "Pedestrian": CLASS_IDS["pedestrian"],
-                       "Person_sitting": CLASS_IDS["pedestrian"], "Cyclist": CLASS_IDS["cyclist"]}
+OBJECT_TYPE_TO_CLASS = {"Car": CLASS_IDS["car"], "Pedestrian": CLASS_IDS["pedestrian"],
+                        "Cyclist": CLASS_IDS["cyclist"]}
+IGNORED_TYPES = frozenset({"Van", "Person_sitting"})
+DONTCARE = "DontCare"
+# Kept under its old name for callers that map types for drawing or statistics.
+KITTI_TYPE_TO_CLASS = OBJECT_TYPE_TO_CLASS
 
 
 def class_of_type(kitti_type: str) -> int:
-    return KITTI_TYPE_TO_CLASS.get(kitti_type, CLASS_IDS["unknown"])
+    """The class id a KITTI type trains as: car/pedestrian/cyclist, else 0 (unknown) — ignored
+    types included, since a 4-class target has no ignore label."""
+    return OBJECT_TYPE_TO_CLASS.get(kitti_type, CLASS_IDS["unknown"])
 
 
 def box_corners_velo(label: ObjectLabel, calib: KittiCalibration) -> np.ndarray:
@@ -21,9 +44,7 @@ def box_corners_velo(label: ObjectLabel, calib: KittiCalibration) -> np.ndarray:
     return calib.rect_to_velo(label.corners_rect())
 
 
-def points_in_box(points: np.ndarray, label: ObjectLabel, calib: KittiCalibration, margin: float = 0.0) -> np.ndarray:
-    """(N,) bool: which Velodyne points lie inside the label's 3D box (grown by margin metres)."""
-    pts_rect = calib.velo_to_rect_points(np.asarray(points)[:, :3])
+def _inside_rect(pts_rect: np.ndarray, label: ObjectLabel, margin: float) -> np.ndarray:
     h, w, length = label.dimensions
     rel = pts_rect - label.location
     c, s = np.cos(label.rotation_y), np.sin(label.rotation_y)
@@ -35,23 +56,65 @@ def points_in_box(points: np.ndarray, label: ObjectLabel, calib: KittiCalibratio
             & (up >= -margin) & (up <= h + margin))
 
 
+def points_in_box(points: np.ndarray, label: ObjectLabel, calib: KittiCalibration, margin: float = 0.0) -> np.ndarray:
+    """(N,) bool: which Velodyne points lie inside the label's 3D box (grown by margin metres)."""
+    return _inside_rect(calib.velo_to_rect_points(np.asarray(points)[:, :3]), label, margin)
+
+
+def _has_box(label: ObjectLabel) -> bool:
+    return label.type != DONTCARE and bool(np.all(np.asarray(label.dimensions) > 0))
+
+
+@dataclass
+class PointLabels:
+    classes: np.ndarray  # (N,) int32 class id 0..3; ignored points hold 0
+    instances: np.ndarray  # (N,) int32 label row index of car/pedestrian/cyclist points, else -1
+    ignored: np.ndarray  # (N,) bool: leave out of evaluation (Van, Person_sitting, DontCare regions)
+
+
+def label_points(points: np.ndarray, labels: list[ObjectLabel], calib: KittiCalibration,
+                 margin: float = 0.0) -> PointLabels:
+    """Class, instance and ignore flag per Velodyne point from the frame's labels (rules above)."""
+    pts = np.asarray(points)
+    n = len(pts)
+    owner = np.full(n, -1, np.int64)
+    if n == 0:
+        return PointLabels(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, bool))
+    pts_rect = calib.velo_to_rect_points(pts[:, :3])
+    best = np.full(n, np.inf)
+    for i, lab in enumerate(labels):
+        if not _has_box(lab):
+            continue
+        inside = np.flatnonzero(_inside_rect(pts_rect, lab, margin))
+        if len(inside) == 0:
+            continue
+        centre = np.asarray(lab.location, np.float64) - np.array([0.0, lab.dimensions[0] / 2, 0.0])
+        dist = np.linalg.norm(pts_rect[inside] - centre, axis=1)
+        nearer = dist < best[inside]  # strict: on equal distance the earlier row keeps the point
+        best[inside[nearer]] = dist[nearer]
+        owner[inside[nearer]] = i
+    # Per label row, plus a last entry for points in no box (owner -1 indexes it).
+    row_class = np.array([class_of_type(lab.type) for lab in labels] + [CLASS_IDS["unknown"]], np.int32)
+    row_ignored = np.array([lab.type in IGNORED_TYPES for lab in labels] + [False], bool)
+    classes = row_class[owner]
+    instances = np.where(classes > 0, owner, -1).astype(np.int32)
+    ignored = row_ignored[owner]
+    regions = [lab.bbox for lab in labels if lab.type == DONTCARE]
+    if regions:
+        free = np.flatnonzero(owner < 0)
+        uv, depth = calib.project_velo(pts[free, :3])
+        for left, top, right, bottom in regions:
+            hit = (depth > 0) & (uv[:, 0] >= left) & (uv[:, 0] <= right) & (uv[:, 1] >= top) & (uv[:, 1] <= bottom)
+            ignored[free[hit]] = True
+    return PointLabels(classes, instances, ignored)
+
+
 def pointwise_labels(points: np.ndarray, labels: list[ObjectLabel], calib: KittiCalibration,
                      margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(class id, instance id) per point from the frame's boxes; instance = label index, -1 for none.
-
-    DontCare rows carry no box and are skipped; a point inside two boxes keeps the first.
-    """
-    n = len(points)
-    classes = np.zeros(n, np.int32)
-    instances = np.full(n, -1, np.int32)
-    for i, lab in enumerate(labels):
-        if lab.type == "DontCare" or np.any(lab.dimensions <= 0):
-            continue
-        inside = points_in_box(points, lab, calib, margin) & (instances < 0)
-        cls = class_of_type(lab.type)
-        classes[inside] = cls
-        instances[inside] = i if cls != CLASS_IDS["unknown"] else -1
-    return classes, instances
+    """(class id, instance id) per point for 4-class consumers (training grids, statistics):
+    `label_points` with ignored points as class 0, instance -1."""
+    lab = label_points(points, labels, calib, margin)
+    return lab.classes, lab.instances
 
 
 def projected_box_2d(label: ObjectLabel, calib: KittiCalibration) -> np.ndarray | None:

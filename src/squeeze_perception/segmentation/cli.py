@@ -53,17 +53,30 @@ def _adapt(args) -> int:
     return 0
 
 
+STANDARD_DATASETS = ("synth_lidar_2d", "synth_object", "real_lidar_2d", "real_object_reduced")
+
+
 def _eval(args) -> int:
     import torch
 
     from .data import list_grids
-    from .evaluation import counts_to_json, evaluate_grids, evaluate_object_frames, model_meta
+    from .evaluation import (counts_to_json, evaluate_grids, evaluate_object_frames, evaluate_semantic_kitti,
+                             json_safe, model_meta)
     from .pipeline import SegmentationPipeline
     from .train import load_renderer
 
     torch.set_num_threads(max(args.threads, 1))
     synth = project_root() / args.synth
     real = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
+    wanted = set(args.datasets.split(",")) if args.datasets else \
+        set(STANDARD_DATASETS) | ({"semantic_kitti"} if args.semantic_kitti else set())
+    unknown = wanted - set(STANDARD_DATASETS) - {"semantic_kitti"}
+    if unknown:
+        raise SystemExit(f"unknown data set(s) {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(STANDARD_DATASETS)}, semantic_kitti")
+    if "semantic_kitti" in wanted and not args.semantic_kitti:
+        raise SystemExit("data set semantic_kitti needs --semantic-kitti DIR")
+    sequences = args.semantic_kitti_sequences.split(",") if args.semantic_kitti_sequences else None
     results: dict = {}
     for name in args.models.split(","):
         weights = models_dir() / f"{name}.pt"
@@ -75,22 +88,31 @@ def _eval(args) -> int:
             pl = SegmentationPipeline(name, backend=args.backend, fov="front", crf=crf, num_threads=args.threads)
             res = {}
             test_grids = synth / "lidar_2d" / "test"
-            if test_grids.exists():
+            if "synth_lidar_2d" in wanted and test_grids.exists():
                 res["synth_lidar_2d"] = counts_to_json(
                     evaluate_grids(pl, list_grids(test_grids)[: args.max_grids], renderer=renderer))
             obj = synth / "object" / "testing"
-            if (obj / "velodyne").exists():
+            if "synth_object" in wanted and (obj / "velodyne").exists():
                 res["synth_object"] = counts_to_json(evaluate_object_frames(pl, obj, max_frames=args.max_frames))
-            res["real_lidar_2d"] = counts_to_json(evaluate_grids(pl, list_grids(real / "lidar_2d")))
-            res["real_object_reduced"] = counts_to_json(
-                evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced"))
+            if "real_lidar_2d" in wanted:
+                res["real_lidar_2d"] = counts_to_json(evaluate_grids(pl, list_grids(real / "lidar_2d")))
+            if "real_object_reduced" in wanted:
+                res["real_object_reduced"] = counts_to_json(
+                    evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced"))
+            if "semantic_kitti" in wanted:
+                full = SegmentationPipeline(name, backend=args.backend, fov="full", crf=crf, num_threads=args.threads)
+                views = evaluate_semantic_kitti({"front": pl, "full": full}, args.semantic_kitti, sequences,
+                                                args.semantic_kitti_frames)
+                res["semantic_kitti_front"] = counts_to_json(views["front"])
+                res["semantic_kitti_full"] = counts_to_json(views["full"])
             results[key] = res
             print(f"{key}: " + ", ".join(f"{k} car IoU {v['class']['IoU'][1]}" for k, v in res.items()))
     out = project_root() / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.merge and out.exists():  # keep other models' results from earlier runs
-        results = {**json.loads(out.read_text()), **results}
-    out.write_text(json.dumps(results, indent=1))
+    if args.merge and out.exists():  # keep other models' results (and this model's other data sets) from earlier runs
+        earlier = json.loads(out.read_text())
+        results = {**earlier, **{k: {**earlier.get(k, {}), **v} for k, v in results.items()}}
+    out.write_text(json.dumps(json_safe(results), indent=1, allow_nan=False))
     print(f"wrote {out}")
     print(render_tables(results))
     return 0
@@ -103,9 +125,10 @@ def render_tables(results: dict) -> str:
     datasets = sorted({d for r in results.values() for d in r})
     for ds in datasets:
         rows = [(k, counts_from_json(r[ds])) for k, r in results.items() if ds in r]
-        parts.append(f"### {ds}: class-level and instance-level (Table 4.1 layout)\n\n" + table_class_instance(rows))
-        parts.append(f"### {ds}: IoU per class (Tables 6.1 / 6.2 layout)\n\n"
-                     + table_iou(rows, reference=THESIS_REFERENCE_62 if ds.startswith("real") else None))
+        parts.append(f"### {ds}: class-level and instance-level (Table 4.1 layout; truth = true instances, "
+                     "or true points where the data has no instance ids)\n\n" + table_class_instance(rows))
+        parts.append(f"### {ds}: IoU per class (Tables 6.1 / 6.2 layout; n/a = no ground truth, left out of the "
+                     "average)\n\n" + table_iou(rows, reference=THESIS_REFERENCE_62 if ds.startswith("real") else None))
     return "\n\n".join(parts)
 
 
@@ -304,7 +327,16 @@ def main(argv: list[str]) -> int:
     e.add_argument("--crf-ablation", action="store_true", help="also evaluate squeezeseg without CRF")
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--backend", default="onnxruntime", help="same labels as torch, several times faster on CPU")
-    e.add_argument("--out", default="out/seg/eval.json")
+    e.add_argument("--semantic-kitti", default="", metavar="DIR",
+                   help="also evaluate on SemanticKITTI (DIR/sequences/NN/velodyne/*.bin + labels/*.label): "
+                        "full 360-degree scan and front 90-degree view")
+    e.add_argument("--semantic-kitti-sequences", default="", help="comma list, e.g. 08 (default: every sequence "
+                   "with labels)")
+    e.add_argument("--semantic-kitti-frames", type=int, default=200,
+                   help="at most this many scans, spread evenly over the sequences (0: all)")
+    e.add_argument("--datasets", default="", help=f"comma list out of {', '.join(STANDARD_DATASETS)}, semantic_kitti "
+                   "(default: the four standard ones, plus semantic_kitti with --semantic-kitti)")
+    e.add_argument("--out", default="out/seg/eval.json", help="JSON results (null where a value is undefined)")
     e.add_argument("--merge", action="store_true", help="add to the results already in --out")
     e.set_defaults(func=_eval)
 
