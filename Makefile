@@ -10,7 +10,7 @@ ARGS ?=
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 
-.PHONY: setup run test bench demo-drive clean
+.PHONY: setup run test bench demo-drive clean mutation
 
 setup: $(STAMP)
 
@@ -34,6 +34,13 @@ test: $(STAMP)
 # Benchmarks (not part of the tests): each prints ratios measured side by side in one run.
 bench: $(STAMP)
 	bash bench/run_all.sh
+
+# Mutation testing of the runtime cores with mutmut (requirements-dev.txt), not in CI: works in
+# out/mutation/<group>/, bounded by MUTATION_BUDGET_S (default 3300 s); GROUPS="decode tracking"
+# picks groups. Score and survivors: out/mutation/summary.md, docs/testing.md.
+mutation: $(STAMP)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	nice -n 19 $(PY) scripts/mutation.py $(GROUPS)
 
 # The full 20 s synthetic demo drive (about 500 MB, ~10 min); `make run` uses it when present.
 demo-drive: $(STAMP)
