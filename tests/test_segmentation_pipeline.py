@@ -137,6 +137,7 @@ def test_ground_removal_unlabels_the_road_before_clustering(v1_weights):
     pl.run_network = everything_is_car
     pts = _scene(np.random.default_rng(4))
     road = np.flatnonzero(np.isclose(pts[:, 2], -1.73))
+    pl.ground_removal = False
     with_road = pl.process(pts)
     pl.ground_removal = True
     without = pl.process(pts)

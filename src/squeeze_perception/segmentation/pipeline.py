@@ -1,7 +1,14 @@
 """ROS-free LiDAR segmentation pipeline: cloud -> labels, instances and boxes.
 
 Stages (timed separately, the names the node reports): projection, network, crf,
-clustering (+ optional ground removal), boxfit.
+clustering (including ground removal when on; its own time is also in
+`SegmentationResult.ground_ms`), boxfit.
+Ground removal (LATTE, thesis ch. 5; `ground.fit_segmented_ground`) runs before DBSCAN: the
+segmented ground planes are fitted to the points in the field of view, and every point the
+network labelled car / pedestrian / cyclist that lies less than `ground_threshold` above its
+segment's plane is relabelled 0, so ground can never form an instance. The published labels
+are these cleaned labels (labels and instances stay consistent: no object-labelled point
+without a chance of an instance because of the ground).
 Field of view: "front" projects the front 90 degrees onto 64x512 (the training layout);
 "full" covers 360 degrees as four 64x512 tiles, the cloud turned by 0, 90, 180 and 270 degrees
 so each tile looks like a front view to the network, run as one batch of four (the model
@@ -22,7 +29,7 @@ from ..registry import ModelSpec, get_backend, get_model
 from . import constants as K
 from .boxfit import rectangle_fit
 from .clustering import CLUSTERERS, cluster_by_class
-from .ground import fit_ground_plane
+from .ground import SegmentedGround, fit_segmented_ground
 
 STAGES = ("projection", "network", "crf", "clustering", "boxfit")
 FOVS = ("front", "full")
@@ -41,6 +48,9 @@ class SegmentationResult:
     cell_labels: np.ndarray | None = None  # (T, 64, 512) per tile
     in_fov: int = 0  # points that reached a grid cell's column/row
     fov_mask: np.ndarray | None = None  # (N,) bool, the points counted in in_fov
+    ground_removed: np.ndarray | None = None  # (N,) bool, object-labelled points relabelled 0 as ground
+    ground: SegmentedGround | None = None  # the fitted ground (None when ground removal is off)
+    ground_ms: float = 0.0  # ground fit + test, part of the clustering stage
 
     @staticmethod
     def empty(n: int = 0) -> "SegmentationResult":
@@ -78,8 +88,8 @@ def project_tiles(points: np.ndarray, fov: str):
 class SegmentationPipeline:
     def __init__(self, model: str = "squeezesegv2", backend: str = "torch", weights: str = "",
                  fov: str = "front", crf: bool = True, cluster_eps: float = 0.3,
-                 cluster_min_points: int = 20, clustering: str = "fast", ground_removal: bool = False,
-                 num_threads: int = 0):
+                 cluster_min_points: int = 20, clustering: str = "fast", ground_removal: bool = True,
+                 ground_threshold: float = 0.2, ground_max_slope: float = 15.0, num_threads: int = 0):
         if fov not in FOVS:
             raise ValueError(f"fov must be one of {FOVS}, got '{fov}'")
         if clustering not in CLUSTERERS:
@@ -87,6 +97,7 @@ class SegmentationPipeline:
         self.fov, self.use_crf = fov, crf
         self.cluster_eps, self.cluster_min_points = cluster_eps, cluster_min_points
         self.clustering, self.ground_removal = clustering, ground_removal
+        self.ground_threshold, self.ground_max_slope = ground_threshold, ground_max_slope
         self.spec: ModelSpec = get_model(model, task="segmentation")
         self.backend_name = backend
         self.backend = get_backend(backend).create(self.spec, weights=weights or None, num_threads=num_threads)
@@ -124,6 +135,21 @@ class SegmentationPipeline:
         mask = (x[:, 4:5] > 0).float()
         with torch.inference_mode():
             return self.crf(torch.from_numpy(logits), x[:, :3], mask).numpy()
+
+    def remove_ground(self, p: np.ndarray, in_fov: np.ndarray, labels: np.ndarray,
+                      result: SegmentationResult) -> np.ndarray:
+        """Fit the segmented ground to the points in the field of view, relabel object-labelled
+        ground points 0 in place; returns their indices. Only object-labelled points are tested."""
+        t0 = time.perf_counter()
+        removed = np.zeros(0, dtype=np.int64)
+        if in_fov.sum() >= 3:
+            result.ground = fit_segmented_ground(p[in_fov], threshold=self.ground_threshold,
+                                                 max_slope_deg=self.ground_max_slope)
+            obj = np.flatnonzero(labels > 0)
+            removed = obj[result.ground.is_ground(p[obj])]
+            labels[removed] = 0
+        result.ground_ms = (time.perf_counter() - t0) * 1e3
+        return removed
 
     def process(self, points: np.ndarray) -> SegmentationResult:
         """points: (N, >=4) float [x, y, z, intensity]; non-finite rows get label 0 / instance -1."""
@@ -164,9 +190,10 @@ class SegmentationPipeline:
             labels[sel] = cell_labels[k][proj.rows[sel], proj.cols[sel]]
             conf[sel] = cell_conf[k][proj.rows[sel], proj.cols[sel]]
         t0 = time.perf_counter()
-        if self.ground_removal and len(p) >= 3:
-            ground = fit_ground_plane(p).inliers
-            labels[ground] = 0
+        if self.ground_removal:
+            removed = self.remove_ground(p, owner >= 0, labels, result)
+            result.ground_removed = np.zeros(n, dtype=bool)
+            result.ground_removed[good[removed]] = True
         instances = cluster_by_class(p[:, :3], labels, self.cluster_eps, self.cluster_min_points,
                                      self.clustering)
         t["clustering"] = (time.perf_counter() - t0) * 1e3
