@@ -10,11 +10,14 @@ from .. import interfaces as itf
 from ..msgs_conv import (CloudFormatError, array_to_cloud, array_to_image, cloud_to_array,
                          finite_mask, image_to_array)
 from ..node_base import ParamSpec, PerceptionNode, run_node
+from ..plausibility import check_points
+from .limits import POINT_LIMIT_PARAMS, check_point_limit_change, point_limits
 
 PARAMS = [
     ParamSpec("drop_nan_points", True, "Remove points with non-finite x/y/z/intensity before republishing"),
     ParamSpec("max_points", 300000, "Refuse clouds larger than this (guards against garbage headers)",
               min=1, max=10_000_000),
+    *POINT_LIMIT_PARAMS,
 ]
 
 
@@ -23,8 +26,11 @@ class PassthroughNode(PerceptionNode):
         super().__init__("passthrough_node", PARAMS, stages=("points", "image"))
         self.points_pub = self.advertise(PointCloud2, "perception/passthrough/points")
         self.image_pub = self.advertise(Image, "perception/passthrough/image")
-        self.subscribe(PointCloud2, itf.TOPIC_POINTS, self.on_points)
-        self.subscribe(Image, itf.TOPIC_IMAGE, self.on_image)
+        self.subscribe(PointCloud2, itf.TOPIC_POINTS, self.on_points, stage="points")
+        self.subscribe(Image, itf.TOPIC_IMAGE, self.on_image, stage="image")
+
+    def on_parameters_changing(self, changes: dict) -> str | None:
+        return check_point_limit_change(self.p, changes)
 
     def on_points(self, msg: PointCloud2) -> None:
         with self.frame("points", msg.header) as ctx:
@@ -37,9 +43,21 @@ class PassthroughNode(PerceptionNode):
             if not finite.all():
                 n_bad = int((~finite).sum())
                 self.report_error("points", f"{n_bad} of {len(cloud)} points have NaN/Inf fields"
-                                  + ("; removed" if self.p["drop_nan_points"] else ""), dropped=False)
+                                  + ("; removed" if self.p["drop_nan_points"] else ""), dropped=False,
+                                  cause="non_finite")
+                self.stats["points"].count("points_dropped_non_finite" if self.p["drop_nan_points"]
+                                           else "points_non_finite", n_bad)
                 if self.p["drop_nan_points"]:
                     cloud = cloud[finite]
+                    finite = finite[finite]
+            # Out of range / intensity out of bounds: always removed, counted per cause.
+            xyzi = np.stack([cloud[f].astype(np.float64) for f in itf.POINT_FIELDS_REQUIRED], 1) \
+                if len(cloud) else np.zeros((0, 4))
+            keep, dropped = check_points(xyzi, point_limits(self.p))
+            dropped.pop("non_finite", None)  # handled above (drop_nan_points)
+            self.report_dropped_points("points", dropped, len(cloud))
+            if dropped:
+                cloud = cloud[keep | ~finite]
             out = np.zeros(len(cloud), dtype=itf.POINT_DTYPE)
             for name in itf.POINT_DTYPE.names:
                 out[name] = cloud[name]

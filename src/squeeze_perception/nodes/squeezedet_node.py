@@ -91,7 +91,7 @@ class SqueezeDetNode(PerceptionNode):
                                     "'backend' to a loadable combination.")
         self.det_pub = self.advertise(PointCloud2, itf.TOPIC_DETECTIONS)
         self.image_pub = self.advertise(Image, itf.TOPIC_DETECTIONS_IMAGE)
-        self.subscribe(Image, itf.TOPIC_IMAGE, self.on_image)
+        self.subscribe(Image, itf.TOPIC_IMAGE, self.on_image, stage=STAGE)
         self.subscribe(CameraInfo, itf.TOPIC_CAMERA_INFO, self.on_camera_info, qos=LATCHED_QOS)
 
     # ------------------------------------------------------------------ model management

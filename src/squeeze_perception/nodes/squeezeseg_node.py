@@ -16,6 +16,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 from .. import interfaces as itf
 from ..msgs_conv import CloudFormatError, array_to_cloud, cloud_to_array, table_to_cloud
 from ..node_base import ParamSpec, PerceptionNode, run_node
+from ..plausibility import check_points
+from .limits import POINT_LIMIT_PARAMS, check_point_limit_change, point_limits
 from ..registry import backend_names, model_names
 
 SUB_STAGES = ("projection", "network", "crf", "clustering", "boxfit")
@@ -39,6 +41,7 @@ PARAMS = [
     ParamSpec("ground_removal", False, "Fit the ground plane (LATTE) and exclude it from objects"),
     ParamSpec("max_points", 500000, "Refuse clouds larger than this", min=1, max=10_000_000),
     ParamSpec("num_threads", 0, "Torch / ONNX Runtime threads (0 = library default)", min=0, max=64),
+    *POINT_LIMIT_PARAMS,
 ]
 
 
@@ -54,7 +57,7 @@ class SqueezeSegNode(PerceptionNode):
         self.points_pub = self.advertise(PointCloud2, itf.TOPIC_LABELLED_POINTS)
         self.instances_pub = self.advertise(PointCloud2, itf.TOPIC_INSTANCES)
         self.markers_pub = self.advertise(MarkerArray, itf.TOPIC_INSTANCE_MARKERS)
-        self.subscribe(PointCloud2, itf.TOPIC_POINTS, self.on_points)
+        self.subscribe(PointCloud2, itf.TOPIC_POINTS, self.on_points, stage="points")
 
     # ------------------------------------------------------------------ model loading
     def _build(self, p: dict):
@@ -75,6 +78,9 @@ class SqueezeSegNode(PerceptionNode):
         return None
 
     def on_parameters_changing(self, changes: dict) -> str | None:
+        reason = check_point_limit_change(self.p, changes)
+        if reason:
+            return reason
         if not any(k in changes for k in MODEL_KEYS):
             return None
         merged = {**self.p, **changes}
@@ -110,17 +116,22 @@ class SqueezeSegNode(PerceptionNode):
                 if len(cloud) else np.zeros((0, 4), np.float32)
             if len(points) == 0:
                 self.report_error("points", "empty cloud (0 points); publishing empty outputs", dropped=False)
-            bad = int((~np.isfinite(points).all(1)).sum()) if len(points) else 0
-            if bad:
-                self.report_error("points", f"{bad} of {len(points)} points have NaN/Inf fields; "
-                                  "they get label 0 and instance -1", dropped=False)
-            result = self.pipeline.process(points)
+            # Implausible points (NaN/Inf, out of range, intensity out of bounds) are left out of
+            # segmentation like NaN points: label 0, instance -1, still one output row each.
+            keep, dropped = check_points(points, point_limits(self.p))
+            self.report_dropped_points("points", dropped, len(points))
+            work = points
+            if not keep.all():
+                work = points.copy()
+                work[~keep] = np.nan
+            result = self.pipeline.process(work)
             if len(points) and result.in_fov == 0:
                 self.report_error("points", f"no returns inside the {self.pipeline.fov} field of view; "
                                   "every point is labelled 0", dropped=False)
             for stage, ms in result.timings_ms.items():
                 st = self.stats[stage]
                 st.frames_in += 1
+                st.frames_processed += 1
                 st.frames_out += 1
                 st.add_processing(ms)
             self.publish(msg.header, cloud, points, result)

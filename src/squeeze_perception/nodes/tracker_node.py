@@ -21,8 +21,10 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from .. import interfaces as itf
-from ..msgs_conv import MessageFormatError, cloud_to_table, stamp_to_ns, table_to_cloud
+from ..msgs_conv import camera_info_to_arrays, cloud_to_table, stamp_to_ns, table_to_cloud
 from ..node_base import LATCHED_QOS, ParamSpec, PerceptionNode, run_node
+from ..plausibility import check_detections, check_instances
+from .limits import TABLE_LIMIT_PARAMS, table_limits
 from ..tracking.fusion import KITTI_IMAGE_SIZE, KITTI_P_RECT_02, KITTI_VELO_TO_RECT, FusionParams
 from ..tracking.kalman import MOTION_MODELS
 from ..tracking.pipeline import TrackingPipeline
@@ -87,6 +89,7 @@ PARAMS = [
     ParamSpec("lidar_timeout_s", 0.5, "No instances for this long: track on camera boxes alone",
               min=0.05, max=60.0),
     ParamSpec("markers", True, "Publish the MarkerArray (boxes, ids, velocity arrows, trails)"),
+    *TABLE_LIMIT_PARAMS,
     *_tracker_param_specs(),
 ]
 TRACKER_KEYS = set(TrackerConfig().to_params())
@@ -109,10 +112,11 @@ class TrackerNode(PerceptionNode):
         self.last_instances_s: float | None = None
         self.tracks_pub = self.advertise(PointCloud2, itf.TOPIC_TRACKS)
         self.markers_pub = self.advertise(MarkerArray, itf.TOPIC_TRACK_MARKERS)
-        self.subscribe(PointCloud2, itf.TOPIC_INSTANCES, self.on_instances)
-        self.subscribe(PointCloud2, itf.TOPIC_DETECTIONS, self.on_detections)
+        self.subscribe(PointCloud2, itf.TOPIC_INSTANCES, self.on_instances, stage="instances")
+        self.subscribe(PointCloud2, itf.TOPIC_DETECTIONS, self.on_detections, stage="detections")
         self.subscribe(CameraInfo, itf.TOPIC_CAMERA_INFO, self.on_camera_info, qos=LATCHED_QOS)
-        self.create_timer(0.05, self.on_timer)
+        # Wall clock: the sync's waits are wall time, and a paused /clock must not stall it.
+        self.create_timer(0.05, self.on_timer, clock=self.steady_clock)
 
     # ------------------------------------------------------------------ parameters
     @staticmethod
@@ -164,17 +168,14 @@ class TrackerNode(PerceptionNode):
     # ------------------------------------------------------------------ inputs
     def on_camera_info(self, msg: CameraInfo) -> None:
         with self.frame("camera_info") as ctx:
-            p = np.asarray(msg.p, float).reshape(3, 4)
-            if not np.all(np.isfinite(p)) or p[0, 0] <= 0 or p[1, 1] <= 0 or msg.width == 0 or msg.height == 0:
-                raise MessageFormatError(f"camera_info has no usable P / size (P[0,0]={p[0, 0]}, "
-                                         f"{msg.width}x{msg.height}); keeping the camera_p parameter")
-            self.camera_info_p, self.camera_info_size = p, (int(msg.width), int(msg.height))
+            p, size = camera_info_to_arrays(msg)  # raises with the reason: camera_p parameter kept
+            self.camera_info_p, self.camera_info_size = p, size
             self._apply_camera()
             ctx.published += 1
 
     def on_instances(self, msg: PointCloud2) -> None:
         with self.frame("instances", msg.header) as ctx:
-            table = cloud_to_table(msg, itf.INSTANCE_DTYPE)
+            table = self._plausible("instances", cloud_to_table(msg, itf.INSTANCE_DTYPE), check_instances)
             self.frame_id = msg.header.frame_id or itf.FRAME_VELODYNE
             self.last_instances_s = time.monotonic()
             ctx.published += self._run(self.sync.push_instances(stamp_to_ns(msg.header.stamp), table,
@@ -182,7 +183,7 @@ class TrackerNode(PerceptionNode):
 
     def on_detections(self, msg: PointCloud2) -> None:
         with self.frame("detections", msg.header) as ctx:
-            table = cloud_to_table(msg, itf.DETECTION_DTYPE)
+            table = self._plausible("detections", cloud_to_table(msg, itf.DETECTION_DTYPE), check_detections)
             now = time.monotonic()
             if not self.p["use_camera"]:
                 return  # decoded (bad tables still reported) but never waited for
@@ -190,6 +191,40 @@ class TrackerNode(PerceptionNode):
                 ctx.published += self._camera_only(msg.header, table)
                 return
             ctx.published += self._run(self.sync.push_detections(stamp_to_ns(msg.header.stamp), table, now))
+
+    def _plausible(self, stage: str, table: np.ndarray, check) -> np.ndarray:
+        kept, dropped = check(table, table_limits(self.p))
+        self.report_dropped_points(stage, dropped, len(table), what="rows")
+        return kept
+
+    # ------------------------------------------------------------------ degraded modes
+    def input_expected(self, stage: str) -> bool:
+        return self.p["use_camera"] if stage == "detections" else True
+
+    def silent_inputs(self, stage: str, now_s: float | None = None) -> list[tuple[str, float]]:
+        """The tracking stage is WARN whenever one of its inputs is: it runs degraded then."""
+        if stage == "tracking":
+            base = super().silent_inputs
+            return base("instances", now_s) + base("detections", now_s)
+        return super().silent_inputs(stage, now_s)
+
+    def tracking_mode(self, now_s: float | None = None) -> str:
+        """fusion | lidar-only | camera-only | no input (from which inputs are silent)."""
+        lidar = not super().silent_inputs("instances", now_s)
+        camera = self.p["use_camera"] and not super().silent_inputs("detections", now_s)
+        return {(True, True): "fusion", (True, False): "lidar-only", (False, True): "camera-only",
+                (False, False): "no input"}[(lidar, camera)]
+
+    def diagnostic_status(self, stage: str):
+        status = super().diagnostic_status(stage)
+        if stage == "tracking":
+            from diagnostic_msgs.msg import KeyValue
+
+            mode = self.tracking_mode()
+            status.values.append(KeyValue(key="mode", value=mode))
+            if status.level == status.WARN and self.silent_inputs(stage):
+                status.message = f"tracking {mode}: {status.message}"
+        return status
 
     def on_timer(self) -> None:
         frames = self.sync.poll(time.monotonic())
