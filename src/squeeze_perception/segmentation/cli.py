@@ -57,6 +57,10 @@ STANDARD_DATASETS = ("synth_lidar_2d", "synth_object", "real_lidar_2d", "real_ob
 
 
 def _eval(args) -> int:
+    if args.instances:  # instance P/R vs 3D boxes on the real object frames only (instance_eval.py)
+        from .instance_eval import run_instance_eval
+
+        return run_instance_eval(args)
     import torch
 
     from .data import list_grids
@@ -338,6 +342,12 @@ def main(argv: list[str]) -> int:
                    "(default: the four standard ones, plus semantic_kitti with --semantic-kitti)")
     e.add_argument("--out", default="out/seg/eval.json", help="JSON results (null where a value is undefined)")
     e.add_argument("--merge", action="store_true", help="add to the results already in --out")
+    e.add_argument("--instances", action="store_true",
+                   help="only the instance precision/recall against the real KITTI 3D boxes (BEV IoU >= "
+                        "--iou-threshold) with ground removal off and on, + point IoU; writes out/seg/instances.json "
+                        "and docs/img/seg_real_topview.png (segmentation/instance_eval.py)")
+    e.add_argument("--iou-threshold", type=float, default=0.5, help="--instances: BEV IoU for a match")
+    e.add_argument("--no-plot", action="store_true", help="--instances: do not redraw the top-view figure")
     e.set_defaults(func=_eval)
 
     b = sub.add_parser("bench", help="per-stage latency, compute-bound ratio, DBSCAN sklearn vs fast")

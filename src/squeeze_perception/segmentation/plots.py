@@ -124,3 +124,47 @@ def plot_top_view(points: np.ndarray, labels: np.ndarray, table: np.ndarray, out
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_top_view_ground(points: np.ndarray, panels: list, ground_mask: np.ndarray | None,
+                         gt_corners: list[np.ndarray], out: Path, title: str = "") -> Path:
+    """Side-by-side bird's-eye views of one frame, e.g. ground removal off and on. panels:
+    [(label, SegmentationResult)]; ground_mask (N,) marks the fitted ground, drawn in brown on
+    the panels after the first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .boxfit import Box
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6.2), sharey=True)
+    for k, (ax, (label, res)) in enumerate(zip(np.atleast_1d(axes), panels)):
+        labels = res.labels
+        bg = labels == 0
+        ax.scatter(points[bg, 1], points[bg, 0], s=0.3, c="0.75")
+        if k > 0 and ground_mask is not None:
+            ax.scatter(points[ground_mask, 1], points[ground_mask, 0], s=0.3, color=(0.6, 0.45, 0.25))
+        for c in (1, 2, 3):
+            sel = labels == c
+            ax.scatter(points[sel, 1], points[sel, 0], s=1.0, color=CLASS_RGB[c])
+        for row in res.table:
+            box = Box(row["x"], row["y"], row["z"], row["length"], row["width"], row["height"], row["yaw"])
+            corners = np.vstack([box.corners_xy(), box.corners_xy()[:1]])
+            ax.plot(corners[:, 1], corners[:, 0], color=CLASS_RGB[int(row["class_id"])], lw=1.5)
+        for corners in gt_corners:
+            closed = np.vstack([corners, corners[:1]])
+            ax.plot(closed[:, 1], closed[:, 0], "k--", lw=0.8)
+        ax.set_xlabel("y (m, left positive)")
+        ax.set_aspect("equal")
+        ax.set_xlim(25, -25)
+        ax.set_ylim(0, 60)
+        ax.set_title(label, fontsize=9)
+    np.atleast_1d(axes)[0].set_ylabel("x (m, forward)")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
