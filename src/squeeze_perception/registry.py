@@ -59,6 +59,8 @@ _PLUGIN_MODULES = (
     "squeeze_perception.backends",
     "squeeze_perception.detection.models",
     "squeeze_perception.segmentation.models",
+    "squeeze_perception.accelerator.models",
+    "squeeze_perception.accelerator.backend",
 )
 _loaded = False
 
