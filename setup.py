@@ -58,7 +58,8 @@ if __name__ == "__main__":  # also true under colcon, pip and `python setup.py`
         description="SqueezeDet / SqueezeSeg ROS 2 perception stack",
         license="Apache-2.0",
         entry_points={
-            "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]
+            # nodes.entry installs the quiet Ctrl-C handling before the node module's imports
+            "console_scripts": [f"{n} = {PACKAGE}.nodes.entry:{n}" for n in NODES]
             + [f"squeeze-perception = {PACKAGE}.cli:main"],
         },
     )

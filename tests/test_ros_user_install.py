@@ -247,7 +247,7 @@ def _colcon() -> list[str]:
         import colcon_ros  # noqa: F401
     except ImportError:
         pytest.skip("colcon-core / colcon-ros not installed (pip install -r requirements.txt)")
-    return [sys.executable, "-m", "colcon_core.command"]
+    return [sys.executable, "-c", "import sys; from colcon_core.command import main; sys.exit(main())"]
 
 
 def _build(tmp_path_factory, symlink: bool) -> Path:
@@ -263,6 +263,7 @@ def _build(tmp_path_factory, symlink: bool) -> Path:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH")}
     result = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (ws / "install" / PACKAGE).is_dir(), f"colcon built nothing: {result.stdout[-2000:]}"
     return ws
 
 

@@ -25,11 +25,12 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
+from . import shutdown
 from .msgs_conv import MessageFormatError, stamp_to_ns
 from .telemetry import InputMonitor, RateLimiter, StageStats
 
@@ -307,11 +308,15 @@ class PerceptionNode(Node):
         return (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) / 1e6
 
     def report_error(self, stage: str, message: str, dropped: bool = True, cause: str | None = None) -> None:
-        """Count, log (rate-limited per stage and cause) and flag in diagnostics; never raises."""
+        """Count, log (rate-limited per stage and cause) and flag in diagnostics; never raises,
+        also not while or after the context shuts down (Ctrl-C)."""
         self.stats[stage].error(message, dropped=dropped)
-        if self._log_limiter.ready(f"{stage}:{cause or message[:60]}"):
-            suffix = " (dropped)" if dropped else ""
-            self.get_logger().error(f"[{stage}] {message}{suffix}")
+        try:
+            if self._log_limiter.ready(f"{stage}:{cause or message[:60]}"):
+                suffix = " (dropped)" if dropped else ""
+                self.get_logger().error(f"[{stage}] {message}{suffix}")
+        except Exception:  # noqa: BLE001 - logging must not take the node down
+            pass
         if self.stats[stage].errors - self._errors_reported[stage] == 1:
             self.publish_telemetry()  # first error since the last report: flag it now, not at the next tick
 
@@ -371,26 +376,56 @@ class PerceptionNode(Node):
                     for k, v in summary.items()])
 
     def publish_telemetry(self) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [self.diagnostic_status(s) for s in self.stats]
+        """Diagnostics on /diagnostics and ~/telemetry. Never raises: once the context is shut
+        down (Ctrl-C, SIGTERM) or the publishers are destroyed, it publishes nothing."""
+        if not self.context.ok():
+            return
+        try:
+            arr = DiagnosticArray()
+            arr.header.stamp = self.get_clock().now().to_msg()
+            arr.status = [self.diagnostic_status(s) for s in self.stats]
+            self._diag_pub.publish(arr)
+            self._telemetry_pub.publish(arr)
+        except Exception as exc:  # noqa: BLE001 - e.g. RCLError "publisher's context is invalid"
+            if self.context.ok():  # not a shutdown race: say so (the next tick tries again)
+                try:
+                    self.get_logger().warning(f"telemetry not published: {exc}")
+                except Exception:  # noqa: BLE001
+                    pass
+            return
         for s in self.stats:
             self._errors_reported[s] = self.stats[s].errors
             self._warnings_reported[s] = self.stats[s].warnings
-        self._diag_pub.publish(arr)
-        self._telemetry_pub.publish(arr)
 
     def summary_json(self) -> str:
         return json.dumps({"node": self.get_name(), "stages": {s: st.summary() for s, st in self.stats.items()}})
 
 
 def run_node(node_cls: type[PerceptionNode] | Callable[[], Node], args: list[str] | None = None) -> int:
-    """Standard main(): spin until Ctrl-C / shutdown, then print a one-line JSON summary."""
-    rclpy.init(args=args if args is not None else sys.argv)
+    """Standard main(): spin until Ctrl-C / SIGTERM / shutdown, then print a one-line JSON summary.
+
+    Signals go to shutdown.STOP instead of rclpy's handler: the first SIGINT or SIGTERM ends
+    the spin within 0.1 s, a second one (a terminal's Ctrl-C reaches a launched node twice) is
+    ignored, so the summary and clean-up always run and the exit code is 0, with no traceback.
+    """
+    stop = shutdown.install()
+    stop.starting_up = False
+    if stop.requested:  # stopped while the node module was importing
+        print(f"{getattr(node_cls, '__name__', 'node')}: stopped during start-up ({stop.signal})", flush=True)
+        stop.ignore_from_now_on()
+        return 0
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args if args is not None else sys.argv,
+               signal_handler_options=SignalHandlerOptions.NO if stop.installed else None)
     node = None
+    executor = None
     try:
-        node = node_cls()
-        rclpy.spin(node)
+        node = node_cls()  # a signal during construction (model loading) is noted and ends the run below
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.requested and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -398,7 +433,12 @@ def run_node(node_cls: type[PerceptionNode] | Callable[[], Node], args: list[str
             if isinstance(node, PerceptionNode):
                 # stdout, not the logger: the context may already be shut down here.
                 print(f"SUMMARY {node.summary_json()}", flush=True)
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+            try:
+                if executor is not None:
+                    executor.shutdown(timeout_sec=1.0)
+                node.destroy_node()
+            except Exception as exc:  # noqa: BLE001 - clean-up trouble is reported, not a traceback
+                print(f"{node.get_name()}: clean-up: {exc!r}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        stop.ignore_from_now_on()  # finishing: a late SIGINT from launch must not turn exit 0 into -2
     return 0
