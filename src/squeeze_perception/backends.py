@@ -143,11 +143,37 @@ def export_onnx(spec: ModelSpec, out_path: Path, weights: str | Path | None = No
     return out_path
 
 
+def import_onnxruntime():
+    """onnxruntime with its telemetry off. Since 1.29 the official Linux wheels send usage
+    events (session creation: model names and hashes) to a Microsoft collector and resolve its
+    host name about 20 times a minute (issue 16): a perception stack on a vehicle must send
+    nothing off the machine. Measured with strace on 1.31.1 (docs/performance.md): a bare
+    session makes DNS queries within 20 s; `disable_telemetry_events()` alone does not stop
+    them, nor does ORT_DISABLE_TELEMETRY set after the import; the variable set before
+    `import onnxruntime` does. The package __init__ sets it at import time, this sets it again
+    for callers that bypass the package, and the API call is kept as the documented switch."""
+    import os
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime as ort
+
+    if hasattr(ort, "disable_telemetry_events"):
+        ort.disable_telemetry_events()
+    return ort
+
+
+def ort_session(model, opts=None, providers=("CPUExecutionProvider",)):
+    """The one place an onnxruntime InferenceSession is made (telemetry off, see above)."""
+    ort = import_onnxruntime()
+    opts = opts if opts is not None else ort.SessionOptions()
+    return ort.InferenceSession(model, opts, providers=list(providers))
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime CPU execution provider over an exported graph (models/<name>.onnx)."""
 
     def __init__(self, spec: ModelSpec, weights: str | Path | None = None, num_threads: int = 0):
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         self.spec = spec
         self.last_latency_ms: float | None = None
@@ -178,7 +204,7 @@ class OnnxRuntimeBackend:
         if num_threads > 0:
             opts.intra_op_num_threads = num_threads
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort_session(str(path), opts)
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"ONNX file '{path}' cannot be loaded: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
