@@ -114,3 +114,26 @@ def test_nms_hand_case():
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]], float)
     assert nms(boxes, np.array([0.5, 0.9, 0.3]), 0.5).tolist() == [1, 2]
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_positive_iou_assignment_adds_overlapping_anchors_owned_by_their_best_object():
+    from squeeze_perception.detection.loss import box_iou_np, build_targets, cxcywh_to_xyxy
+
+    # Four anchors in a row, 20x20 px: two objects, one over anchor 0, one between anchors 2 and 3.
+    anchors = np.array([[10, 10, 20, 20], [30, 10, 20, 20], [50, 10, 20, 20], [62, 10, 20, 20]], np.float64)
+    gt = np.array([[0, 0, 20, 20], [54, 0, 74, 20]], np.float64)
+    thesis = build_targets(anchors, gt, np.array([0, 1]), positive_iou=0.0)
+    assert sorted(thesis.anchor_index.tolist()) == [0, 3]  # one responsible anchor per object
+    multi = build_targets(anchors, gt, np.array([0, 1]), positive_iou=0.4)
+    iou = box_iou_np(gt, cxcywh_to_xyxy(anchors))
+    # anchor 2 overlaps object 1 by (60-54)*20 / (2*400 - 6*20) = 120/680 = 0.18: not a positive;
+    # anchor 3 is object 1's best anchor (IoU (72-54)*20/(800-360) = 360/440 = 0.82).
+    assert iou[1, 2] < 0.4 and iou[1, 3] > 0.8
+    assert sorted(multi.anchor_index.tolist()) == [0, 3]
+    loose = build_targets(anchors, gt, np.array([0, 1]), positive_iou=0.15)
+    assert sorted(loose.anchor_index.tolist()) == [0, 2, 3]
+    extra = int(np.flatnonzero(loose.anchor_index == 2)[0])
+    assert loose.labels[extra] == 1  # owned by the object it overlaps most
+    np.testing.assert_allclose(loose.boxes[extra], gt[1])
+    # its regression target moves anchor 2 onto object 1: eq. 3.3 deltas
+    np.testing.assert_allclose(loose.deltas[extra], [(64 - 50) / 20, 0.0, 0.0, 0.0], atol=1e-6)

@@ -64,7 +64,7 @@ def _cmd_train(args) -> int:
                       precision=args.precision, channels_last=not args.no_channels_last, compile=args.compile,
                       flip=not args.no_flip, max_shift=tuple(args.max_shift), eval_dir=args.eval_dir,
                       eval_every=args.eval_every, eval_limit=args.eval_limit, batchnorm=not args.no_batchnorm,
-                      photometric=args.photometric)
+                      photometric=args.photometric, positive_iou=args.positive_iou)
     t0 = time.time()
     result = train(cfg)
     print(f"trained {result['steps']} steps in {(time.time() - t0) / 60:.1f} min, final loss "
@@ -329,7 +329,42 @@ def _cmd_adapt(args) -> int:
     return 0
 
 
+def _cmd_overfit(args) -> int:
+    """Prove the learning path: memorise N frames, then score them with the KITTI evaluation."""
+    import shutil
+
+    from .train import TrainConfig, evaluate_module, moderate_count, select_overfit_frames, train
+
+    frames = select_overfit_frames(args.split, args.frames)
+    work = Path(args.out_dir)
+    for sub in ("image_2", "label_2"):
+        (work / "frames" / sub).mkdir(parents=True, exist_ok=True)
+    for s in frames:
+        shutil.copy(s.image_path, work / "frames" / "image_2" / s.image_path.name)
+        shutil.copy(s.label_path, work / "frames" / "label_2" / s.label_path.name)
+    n_cars = sum(moderate_count(s.labels()) for s in frames)
+    print(f"{len(frames)} frames ({', '.join(s.name for s in frames)}) with {n_cars} moderate cars")
+    cfg = TrainConfig(model=args.model, train_dir=str(work / "frames"), out=str(work / "overfit.pt"), steps=args.steps,
+                      batch_size=args.batch_size, optimizer="adam", lr=args.lr, max_shift=(0, 0), flip=False,
+                      photometric=0.0, dropout=0.0, threads=args.threads, checkpoint_every=100, resume=args.resume,
+                      eval_dir=str(work / "frames"), eval_every=args.eval_every, eval_limit=len(frames))
+    train(cfg)
+    from .adapt import load_training_checkpoint
+
+    module, _, _ = load_training_checkpoint(work / "overfit.ckpt", args.model)
+    ev = evaluate_module(module, frames, precision="fp32")
+    ok = ev["car_moderate_ap40"] is not None and ev["car_moderate_ap40"] >= args.target
+    print(f"car AP(moderate, kitti-2019 40-point) on the training frames: {ev['car_moderate_ap40']:.1f} "
+          f"(target {args.target:.0f}); recall@64 {ev['recall_at_64']:.2f} -> {'PASS' if ok else 'FAIL'}")
+    (work / "overfit_result.json").write_text(json.dumps({**ev, "frames": [s.name for s in frames],
+                                                          "moderate_cars": n_cars, "steps": args.steps,
+                                                          "passed": ok}, indent=2))
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig  # the training defaults live in one place
+
     p = argparse.ArgumentParser(prog="squeeze-perception det", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     all_models = ["squeezedet", "squeezedet_0.75x", "squeezedet_1.5x", "squeezedet_plus"]
@@ -375,7 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-flip", action="store_true", help="no horizontal flip (overfit checks)")
     t.add_argument("--no-batchnorm", action="store_true",
                    help="train without batch norm (by default BN is used while training and folded on save)")
-    t.add_argument("--photometric", type=float, default=1.0,
+    t.add_argument("--positive-iou", type=float, default=TrainConfig.positive_iou,
+                   help="anchors overlapping an object by this IoU are positives too (0: the thesis's single "
+                        "responsible anchor; see detection/loss.py build_targets)")
+    t.add_argument("--photometric", type=float, default=TrainConfig.photometric,
                    help="strength of the random exposure/colour/blur/noise augmentation (0: off)")
     t.add_argument("--max-shift", type=int, nargs=2, default=(150, 50), metavar=("DX", "DY"),
                    help="random crop shift in pixels (0 0: no shift)")
@@ -428,6 +466,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-onnx", action="store_true")
     b.add_argument("--json", default="")
     b.set_defaults(func=_cmd_bench)
+
+    of = sub.add_parser("overfit", help="learning-path check: memorise N frames, AP on them must reach --target")
+    of.add_argument("--split", default=str(SYNTH / "training"), help="labelled split to take the frames from")
+    of.add_argument("--frames", type=int, default=8)
+    of.add_argument("--model", default="squeezedet")
+    of.add_argument("--out-dir", default="out/det/overfit")
+    of.add_argument("--steps", type=int, default=600)
+    of.add_argument("--batch-size", type=int, default=8)
+    of.add_argument("--lr", type=float, default=0.002)
+    of.add_argument("--threads", type=int, default=2)
+    of.add_argument("--eval-every", type=int, default=50)
+    of.add_argument("--target", type=float, default=90.0)
+    of.add_argument("--resume", action="store_true")
+    of.set_defaults(func=_cmd_overfit)
 
     ad = sub.add_parser("adapt", help="unsupervised adaptation to real images: AdaBN on unlabelled images")
     ad.add_argument("--checkpoint", required=True, help="training checkpoint <out>.ckpt (trained with batch norm)")

@@ -79,13 +79,35 @@ class Targets:
     labels: np.ndarray  # (n_obj,) 0..C-1 (class_id - 1)
 
 
-def build_targets(anchors_cxcywh: np.ndarray, gt_xyxy: np.ndarray, labels: np.ndarray) -> Targets:
+def build_targets(anchors_cxcywh: np.ndarray, gt_xyxy: np.ndarray, labels: np.ndarray,
+                  positive_iou: float = 0.0) -> Targets:
+    """Training targets of one image.
+
+    positive_iou = 0 is the thesis's assignment: one responsible anchor per object. With
+    positive_iou > 0, every other anchor whose own box overlaps an object by at least that IoU
+    is responsible for it too (the object it overlaps most): it regresses that object's deltas
+    and its confidence learns the IoU of its predicted box. Why: with one positive per object
+    the neighbouring anchors see the same image content but are only pushed towards 0 with the
+    tiny weight lambda_conf- / (WHK - N_obj); until they learn it, worse-placed neighbours
+    outscore the responsible anchor and NMS keeps the wrong box. Training the neighbours'
+    confidence towards their own IoU ranks overlapping boxes by localisation quality from the
+    start, which is the order NMS needs. All positive terms are divided by the number of
+    positive anchors."""
     gt_xyxy = np.asarray(gt_xyxy, dtype=np.float64).reshape(-1, 4)
     keep = (gt_xyxy[:, 2] > gt_xyxy[:, 0]) & (gt_xyxy[:, 3] > gt_xyxy[:, 1])
     gt_xyxy, labels = gt_xyxy[keep], np.asarray(labels, dtype=np.int64)[keep]
     idx = assign_anchors(anchors_cxcywh, gt_xyxy)
-    deltas = encode_deltas(anchors_cxcywh[idx], gt_xyxy) if len(idx) else np.zeros((0, 4))
-    return Targets(idx, deltas.astype(np.float32), gt_xyxy.astype(np.float32), labels)
+    owner = np.arange(len(idx))
+    if positive_iou > 0 and len(idx):
+        iou = box_iou_np(gt_xyxy, cxcywh_to_xyxy(anchors_cxcywh))
+        best_gt = iou.argmax(0)
+        extra = np.flatnonzero(iou.max(0) >= positive_iou)
+        extra = extra[~np.isin(extra, idx)]
+        idx = np.concatenate([idx, extra])
+        owner = np.concatenate([owner, best_gt[extra]])
+    gt_pos = gt_xyxy[owner]
+    deltas = encode_deltas(anchors_cxcywh[idx], gt_pos) if len(idx) else np.zeros((0, 4))
+    return Targets(idx, deltas.astype(np.float32), gt_pos.astype(np.float32), labels[owner])
 
 
 def _iou_torch(a, b):
