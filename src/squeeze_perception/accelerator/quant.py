@@ -184,6 +184,8 @@ def set_precision(model: nn.Module, wbits: int, abits: int, s: float | None = No
         if s is None:
             alphas = [float(m.alpha.detach()) for m in convs if m.act]
             s = sum(alphas) / max(len(alphas), 1)
+    if s is not None:
+        s = float(torch.tensor(s, dtype=torch.float32))  # as stored in the buffers
     for q in quant_in:
         q.bits[1] = int(abits < FP)
     in_unit_first = float(quant_in[0].unit) if quant_in and abits < FP else 1.0
