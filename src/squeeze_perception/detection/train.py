@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -211,13 +212,22 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     t_start = time.time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.model}")
     history = []
+    def next_batch():
+        idx = rng.integers(len(samples), size=cfg.batch_size)
+        return load_batch(samples, idx, module, crop_w, crop_h, rng, cfg.max_shift, cfg.flip, cfg.photometric,
+                          cfg.positive_iou)
+
+    # The next batch is decoded and augmented in a thread while the network computes (PIL and
+    # numpy release the GIL): data loading was half of a step on this 2-core machine. Only the
+    # loader thread draws from `rng` (a checkpoint's RNG state may be one batch ahead).
+    loader = ThreadPoolExecutor(max_workers=1)
+    pending = loader.submit(next_batch)
     with log_path.open("a") as log:
         while step < cfg.steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            idx = rng.integers(len(samples), size=cfg.batch_size)
-            images, targets, anchors = load_batch(samples, idx, module, crop_w, crop_h, rng, cfg.max_shift, cfg.flip,
-                                                  cfg.photometric, cfg.positive_iou)
+            images, targets, anchors = pending.result()
+            pending = loader.submit(next_batch)
             batch = torch.from_numpy(images)
             if cfg.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
@@ -256,6 +266,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if out_of_time:
                 break
     bar.close()
+    pending.cancel()
+    loader.shutdown(wait=True)
     return {"steps": step, "final_loss": history[-1]["loss"] if history else None, "weights": str(out),
             "checkpoint": str(ckpt_path), "log": str(log_path), "anchors": meta_anchor}
 
