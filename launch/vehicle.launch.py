@@ -5,15 +5,18 @@
 
 Nodes: bag_player_node (its exit at the end of the bag shuts the launch down with code 0),
 squeezedet_node, squeezeseg_node, tracker_node, optional passthrough_node and rviz2. Each node
-gets its defaults from config/<node>.yaml, then the launch arguments below. The model nodes are
-required: if one dies the launch stops and reports the failure.
+gets its defaults from config/<node>.yaml, then the launch arguments below. The processing nodes
+(squeezedet, squeezeseg, tracker) are respawned when they die, after `respawn_delay` s and at most
+`respawn_max_retries` times; the tracker goes on with the remaining sensor meanwhile. One exit more
+(or any exit with respawn:=false) ends the launch as a failure. docs/reliability.md.
 """
 
 import importlib
 
 import yaml
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, RegisterEventHandler, SetEnvironmentVariable
+from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler,
+                            SetEnvironmentVariable)
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
@@ -66,6 +69,24 @@ def enabled_count(flags: list[str]) -> PythonExpression:
     return PythonExpression(terms + ["0"])
 
 
+def exit_policy(what: str, allowed: int, delay: float):
+    """OnProcessExit callable for a respawning node: it may exit `allowed` times (launch respawns
+    it each time); the exit after that ends the launch. Same counting as launch's
+    respawn_max_retries, so the launch stops exactly when the respawns run out."""
+    exits = [0]
+
+    def on_exit(event, context):
+        exits[0] += 1
+        if getattr(context, "is_shutdown", False):
+            return None  # the launch is stopping anyway: no respawn, nothing to add
+        if exits[0] > allowed:
+            return [EmitEvent(event=Shutdown(
+                reason=f"required node {what} exited {exits[0]} time(s), respawn limit {allowed}"))]
+        return [LogInfo(msg=f"{what} exited with code {event.returncode}; respawn {exits[0]} of {allowed} "
+                            f"in {delay:g} s")]
+    return on_exit
+
+
 def generate_launch_description():
     cfg = LaunchConfiguration
     det = node_parameters("squeezedet.yaml", "squeezedet_node")
@@ -95,6 +116,11 @@ def generate_launch_description():
                               description="segmentation model"),
         DeclareLaunchArgument("seg_backend", default_value=str(seg_default["backend"]),
                               description="segmentation backend"),
+        DeclareLaunchArgument("respawn", default_value="true",
+                              description="restart a crashed squeezedet / squeezeseg / tracker node"),
+        DeclareLaunchArgument("respawn_delay", default_value="2.0", description="seconds before a restart"),
+        DeclareLaunchArgument("respawn_max_retries", default_value="3",
+                              description="restarts per node; the exit after the last one ends the launch"),
     ]
 
     bag_player = Node(
@@ -105,18 +131,24 @@ def generate_launch_description():
                              # start when every enabled stage subscribed (models take seconds to load)
                              "subscriber_nodes": enabled_count(["detector", "segmenter", "tracker", "passthrough"]),
                              "wait_for_subscribers": 60.0}])
-    detector = Node(
-        package=PACKAGE, executable="squeezedet_node", name="squeezedet_node", namespace=cfg("namespace"),
-        output="screen", condition=IfCondition(cfg("detector")),
-        parameters=[det, {"model": cfg("det_model"), "backend": cfg("det_backend")}])
-    segmenter = Node(
-        package=PACKAGE, executable="squeezeseg_node", name="squeezeseg_node", namespace=cfg("namespace"),
-        output="screen", condition=IfCondition(cfg("segmenter")),
-        parameters=[seg, {"model": cfg("seg_model"), "backend": cfg("seg_backend")}])
-    tracker = Node(
-        package=PACKAGE, executable="tracker_node", name="tracker_node", namespace=cfg("namespace"),
-        output="screen", condition=IfCondition(cfg("tracker")),
-        parameters=[node_parameters("tracker.yaml", "tracker_node")])
+
+    def processing_nodes(context):
+        """squeezedet, squeezeseg, tracker with respawn settings from the launch arguments
+        (launch wants a bool / float / int there, hence evaluated here)."""
+        respawn = cfg("respawn").perform(context).strip().lower() in ("true", "1")
+        delay = float(cfg("respawn_delay").perform(context))
+        retries = int(cfg("respawn_max_retries").perform(context)) if respawn else 0
+        entities = []
+        for executable, flag, params in (
+                ("squeezedet_node", "detector", [det, {"model": cfg("det_model"), "backend": cfg("det_backend")}]),
+                ("squeezeseg_node", "segmenter", [seg, {"model": cfg("seg_model"), "backend": cfg("seg_backend")}]),
+                ("tracker_node", "tracker", [node_parameters("tracker.yaml", "tracker_node")])):
+            node = Node(package=PACKAGE, executable=executable, name=executable, namespace=cfg("namespace"),
+                        output="screen", condition=IfCondition(cfg(flag)), parameters=params,
+                        respawn=respawn, respawn_delay=delay, respawn_max_retries=retries)
+            entities += [node, RegisterEventHandler(OnProcessExit(
+                target_action=node, on_exit=exit_policy(executable, retries, delay)))]
+        return entities
     passthrough = Node(
         package=PACKAGE, executable="passthrough_node", name="passthrough_node", namespace=cfg("namespace"),
         output="screen", condition=IfCondition(cfg("passthrough")),
@@ -125,10 +157,6 @@ def generate_launch_description():
         package="rviz2", executable="rviz2", name="rviz2", namespace=cfg("namespace"), output="screen",
         condition=IfCondition(cfg("rviz")), arguments=["-d", str(config_dir() / "vehicle.rviz")])
 
-    def required(node, what: str):
-        return RegisterEventHandler(OnProcessExit(target_action=node, on_exit=[
-            EmitEvent(event=Shutdown(reason=f"required node {what} exited"))]))
-
     return LaunchDescription(arguments + [
         # Large camera/LiDAR messages over shared memory (Fast DDS); keeps a user's own profile.
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
@@ -136,12 +164,9 @@ def generate_launch_description():
                                                    default_value=str(large_data_profile_path()))),
         SetParameter(name="use_sim_time", value=cfg("use_sim_time")),
         LogInfo(msg=["playing ", cfg("bag"), " at rate ", cfg("rate")]),
-        bag_player, detector, segmenter, tracker, passthrough, rviz,
+        bag_player, OpaqueFunction(function=processing_nodes), passthrough, rviz,
         # End of the bag ends the run, with exit code 0.
         RegisterEventHandler(OnProcessExit(target_action=bag_player, on_exit=[
             LogInfo(msg="bag finished; shutting down"),
             EmitEvent(event=Shutdown(reason="bag finished"))])),
-        required(detector, "squeezedet_node"),
-        required(segmenter, "squeezeseg_node"),
-        required(tracker, "tracker_node"),
     ])

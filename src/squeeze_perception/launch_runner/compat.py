@@ -34,6 +34,7 @@ class LaunchContext:
         self.event_handlers: list["OnProcessExit"] = []
         self.nodes: list["Node"] = []
         self.log: list[str] = []
+        self.is_shutdown = False  # as launch.LaunchContext.is_shutdown: set once the launch stops
 
     def snapshot(self) -> tuple:
         return (dict(self.launch_configurations), self.namespace, dict(self.global_parameters))
@@ -258,13 +259,29 @@ class RegisterEventHandler(Action):
         self.event_handler = event_handler
 
 
+class ProcessExited:
+    """launch.events.process.ProcessExited, as passed to an OnProcessExit callable."""
+
+    def __init__(self, *, action: Any, name: str, cmd: list[str], pid: int, returncode: int):
+        self.action, self.process_name, self.cmd, self.pid, self.returncode = action, name, cmd, pid, returncode
+
+
 class OnProcessExit:
+    """on_exit: actions, or a callable(event: ProcessExited, context) returning actions or None
+    (as in launch, e.g. to count exits of a respawning node)."""
+
     def __init__(self, *, target_action: Any = None, on_exit: Any = None, **kwargs):
-        if callable(on_exit) and not isinstance(on_exit, (list, tuple, Action)):
-            raise LaunchError("OnProcessExit(on_exit=<function>) is not supported by the compatible runner; "
-                              "give a list of actions")
         self.target_action = target_action
+        self.on_exit_callable = None
+        if callable(on_exit) and not isinstance(on_exit, (list, tuple, Action)):
+            self.on_exit_callable, on_exit = on_exit, None
         self.on_exit = [] if on_exit is None else (list(on_exit) if isinstance(on_exit, (list, tuple)) else [on_exit])
+
+    def actions_for(self, event: ProcessExited, context: "LaunchContext") -> list:
+        if self.on_exit_callable is None:
+            return list(self.on_exit)
+        got = self.on_exit_callable(event, context)
+        return [] if got is None else (list(got) if isinstance(got, (list, tuple)) else [got])
 
 
 class OpaqueFunction(Action):
@@ -281,7 +298,8 @@ class Node(Action):
                  exec_name: SomeSubstitution = None, parameters: Sequence[Any] | None = None,
                  remappings: Sequence[tuple[Any, Any]] | None = None, ros_arguments: Sequence[Any] | None = None,
                  arguments: Sequence[Any] | None = None, output: str = "log", emulate_tty: bool = False,
-                 respawn: bool = False, additional_env: dict | None = None, **kwargs):
+                 respawn: Any = False, respawn_delay: float | None = None, respawn_max_retries: int = -1,
+                 additional_env: dict | None = None, **kwargs):
         super().__init__(condition=kwargs.pop("condition", None))
         self.executable, self.package, self.node_name, self.node_namespace = executable, package, name, namespace
         self.exec_name = exec_name
@@ -290,6 +308,9 @@ class Node(Action):
         self.ros_arguments = list(ros_arguments or [])
         self.arguments = list(arguments or [])
         self.output, self.emulate_tty, self.respawn = output, emulate_tty, respawn
+        # launch's ExecuteProcess semantics: restart after respawn_delay s, at most
+        # respawn_max_retries times (-1: no limit), never once the launch is shutting down.
+        self.respawn_delay, self.respawn_max_retries = respawn_delay, int(respawn_max_retries)
         self.additional_env = dict(additional_env or {})
         self.extra = kwargs  # e.g. sigterm_timeout: accepted and ignored, as launch does for unknowns
 
@@ -322,6 +343,7 @@ _MODULES: dict[str, dict[str, Any]] = {
                                                  LaunchConfigurationNotEquals)},
     "launch.event_handlers": {"OnProcessExit": OnProcessExit},
     "launch.events": {"Shutdown": ShutdownEvent},
+    "launch.events.process": {"ProcessExited": ProcessExited},
     "launch_ros": {},
     "launch_ros.actions": {"Node": Node, "PushRosNamespace": PushRosNamespace, "SetParameter": SetParameter},
     "launch_ros.substitutions": {"FindPackageShare": FindPackageShare},

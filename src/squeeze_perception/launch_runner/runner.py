@@ -39,6 +39,10 @@ class ProcessSpec:
     env: dict[str, str]
     action: Any = None  # the Node action (event handlers target it)
     required_by: list[Any] = field(default_factory=list)
+    respawn: bool = False
+    respawn_delay: float = 0.0
+    respawn_max_retries: int = -1  # -1: no limit
+    respawns: int = 0
 
 
 @dataclass
@@ -220,7 +224,12 @@ class _Evaluator:
         env.update(ctx.environment)
         env.update({c.perform_substitutions(ctx, k): c.perform_substitutions(ctx, v)
                     for k, v in node.additional_env.items()})
-        self.processes.append(ProcessSpec(label, cmd, env, action=node))
+        respawn = node.respawn
+        if not isinstance(respawn, bool):
+            respawn = c.evaluate_condition_expression(ctx, respawn)
+        self.processes.append(ProcessSpec(label, cmd, env, action=node, respawn=respawn,
+                                          respawn_delay=float(node.respawn_delay or 0.0),
+                                          respawn_max_retries=node.respawn_max_retries))
 
 
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -285,28 +294,35 @@ class ProcessGroup:
 
     def start(self) -> None:
         for spec in self.plan.processes:
-            name = self._unique_name(spec.name)
-            spec.name = name
-            proc = subprocess.Popen(spec.cmd, env=spec.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-            self.procs[name] = proc
-            self._print(f"[launch] started {name} (pid {proc.pid})")
-            reader = threading.Thread(target=self._pump, args=(name, proc.stdout), daemon=True)
-            reader.start()
-            self._readers.append(reader)
+            spec.name = self._unique_name(spec.name)
+            self._spawn(spec)
+
+    def _spawn(self, spec: ProcessSpec) -> None:
+        proc = subprocess.Popen(spec.cmd, env=spec.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[spec.name] = proc
+        again = f", respawn {spec.respawns}" if spec.respawns else ""
+        self._print(f"[launch] started {spec.name} (pid {proc.pid}{again})")
+        reader = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)
+        reader.start()
+        self._readers.append(reader)
 
     def request_shutdown(self, reason: str) -> None:
         if self.shutdown_reason is None:
             self.shutdown_reason = reason
+            self.plan.context.is_shutdown = True
             self._print(f"[launch] shutting down: {reason}")
 
     def _on_exit(self, spec: ProcessSpec, code: int) -> None:
         self._print(f"[launch] process {spec.name} exited with code {code}")
         context = self.plan.context
+        proc = self.procs.get(spec.name)
+        event = c.ProcessExited(action=spec.action, name=spec.name, cmd=spec.cmd,
+                                pid=proc.pid if proc is not None else -1, returncode=code)
         for handler in self.plan.handlers:
             if handler.target_action is not None and handler.target_action is not spec.action:
                 continue
-            for action in handler.on_exit:
+            for action in handler.actions_for(event, context):
                 if isinstance(action, c.LogInfo):
                     self._print(f"[launch] {c.perform_substitutions(context, action.msg)}")
                 elif isinstance(action, c.Shutdown) or (isinstance(action, c.EmitEvent)
@@ -336,16 +352,33 @@ class ProcessGroup:
                 live = {n: p for n, p in live.items() if p.poll() is None}
                 time.sleep(0.05)
 
+    def _respawn_due(self, spec: ProcessSpec) -> bool:
+        return (spec.respawn and self.shutdown_reason is None
+                and (spec.respawn_max_retries < 0 or spec.respawns < spec.respawn_max_retries))
+
     def run(self, poll_s: float = 0.05) -> int:
         specs = {s.name: s for s in self.plan.processes}
         self.start()
+        pending: dict[str, float] = {}  # name -> monotonic time of its respawn
         try:
             while self.shutdown_reason is None:
-                for name, proc in self.procs.items():
-                    if name not in self.exit_codes and proc.poll() is not None:
+                for name, proc in list(self.procs.items()):
+                    if name in self.exit_codes or name in pending or proc.poll() is None:
+                        continue
+                    spec = specs[name]
+                    self._on_exit(spec, proc.returncode)  # handlers first, as launch emits ProcessExited
+                    if self._respawn_due(spec):
+                        spec.respawns += 1
+                        pending[name] = time.monotonic() + spec.respawn_delay
+                        self._print(f"[launch] respawning {name} in {spec.respawn_delay:g} s (respawn "
+                                    f"{spec.respawns} of {'unlimited' if spec.respawn_max_retries < 0 else spec.respawn_max_retries})")
+                    else:
                         self.exit_codes[name] = proc.returncode
-                        self._on_exit(specs[name], proc.returncode)
-                if len(self.exit_codes) == len(self.procs):
+                for name, due in list(pending.items()):
+                    if self.shutdown_reason is None and time.monotonic() >= due:
+                        del pending[name]
+                        self._spawn(specs[name])
+                if len(self.exit_codes) == len(self.procs) and not pending:
                     self.request_shutdown("all processes exited")
                     break
                 time.sleep(poll_s)
