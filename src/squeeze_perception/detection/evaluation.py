@@ -174,7 +174,7 @@ def devkit_overlap(a: np.ndarray, b: np.ndarray, own_area: bool = False) -> np.n
     denom = np.broadcast_to(area_a, inter.shape) if own_area else area_a + area_b - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(inter > 0, inter / denom, 0.0)
-    return np.nan_to_num(out, nan=0.0)
+    return np.where(np.isnan(out), 0.0, out)  # degenerate boxes: no overlap
 
 
 @dataclass
@@ -202,45 +202,59 @@ class ClassFrame:
         self.fp_pool_scores = np.sort(self.scores[self.fp_pool])
 
 
-def prepare_frame(dets: FrameDetections, labels: list[ObjectLabel], cls: str, level: int,
-                  protocol: Protocol) -> ClassFrame:
+@dataclass
+class ImageData:
+    """What every class and level of one image shares, computed once: types, heights, overlaps."""
+
+    det_types: np.ndarray  # (D,) lower-case type names, file order
+    det_heights: np.ndarray  # (D,) whole pixels, truncated as the devkit's int32 does (39.9 -> 39)
+    scores: np.ndarray  # (D,)
+    gt_types: np.ndarray  # (G,) lower-case, label-file order, DontCare rows left out
+    gt_heights: np.ndarray
+    gt_occluded: np.ndarray
+    gt_truncated: np.ndarray
+    iou: np.ndarray  # (G, D)
+    dontcare_overlap: np.ndarray  # (D, C) share of each detection's own area inside each DontCare region
+
+
+def image_data(dets, labels: list[ObjectLabel]) -> ImageData:
+    d = as_frame_detections(dets)
+    boxes = [lab for lab in labels if lab.type.lower() != "dontcare"]
+    regions = np.array([lab.bbox for lab in labels if lab.type.lower() == "dontcare"], np.float64).reshape(-1, 4)
+    gt_boxes = np.array([lab.bbox for lab in boxes], np.float64).reshape(-1, 4)
+    return ImageData(
+        np.array([t.lower() for t in d.types], dtype=object),
+        np.floor(np.abs(d.boxes[:, 3] - d.boxes[:, 1])).astype(np.int64),
+        d.scores.astype(np.float64),
+        np.array([lab.type.lower() for lab in boxes], dtype=object),
+        gt_boxes[:, 3] - gt_boxes[:, 1],
+        np.array([lab.occluded for lab in boxes], np.float64),
+        np.array([lab.truncated for lab in boxes], np.float64),
+        devkit_overlap(gt_boxes, d.boxes),
+        devkit_overlap(d.boxes, regions, own_area=True))
+
+
+def prepare_frame(dets, labels: list[ObjectLabel] | None, cls: str, level: int, protocol: Protocol) -> ClassFrame:
+    """The devkit's cleanData for one class and level. dets: detections with labels, or an
+    ImageData (labels then unused)."""
+    img = dets if isinstance(dets, ImageData) else image_data(dets, labels or [])
     kind, neighbour = KITTI_TYPE[cls].lower(), NEIGHBOUR_TYPE.get(cls, "").lower()
-    gt_rows, gt_state, dontcare = [], [], []
-    for lab in labels:
-        t = lab.type.lower()
-        if t == "dontcare":
-            dontcare.append(lab.bbox)
-            continue
-        if t == kind:
-            height = lab.bbox[3] - lab.bbox[1]
-            too_hard = (lab.occluded > MAX_OCCLUSION[level] or lab.truncated > MAX_TRUNCATION[level]
-                        or height < MIN_HEIGHT[level])
-            gt_state.append(IGNORED if too_hard else VALID)
-        elif neighbour and t == neighbour:
-            gt_state.append(IGNORED)
-        else:
-            continue  # not this class: takes no part in matching (a detection on it is a false positive)
-        gt_rows.append(lab.bbox)
-    keep, det_state = [], []
-    for j, t in enumerate(dets.types):
-        # The devkit stores the height in an int32: 39.9 px is 39 px.
-        height = int(abs(dets.boxes[j, 3] - dets.boxes[j, 1]))
-        if protocol.small_detections_ignored and height < MIN_HEIGHT[level]:
-            # Any class: a small detection of another class can still be assigned to this class's
-            # true box (and then removes it from hits and misses), as in the devkit.
-            det_state.append(SMALL)
-        elif t.lower() == kind:
-            det_state.append(VALID)
-        else:
-            continue
-        keep.append(j)
-    boxes = dets.boxes[keep].reshape(-1, 4)
+    of_class = img.gt_types == kind
+    too_hard = ((img.gt_occluded > MAX_OCCLUSION[level]) | (img.gt_truncated > MAX_TRUNCATION[level])
+                | (img.gt_heights < MIN_HEIGHT[level]))
+    valid_gt = of_class & ~too_hard
+    # Boxes of other types (Truck, Cyclist for car, ...) take no part: a detection on one is a false positive.
+    gt_rows = np.flatnonzero(of_class | ((img.gt_types == neighbour) if neighbour else False))
+    small = img.det_heights < MIN_HEIGHT[level] if protocol.small_detections_ignored else np.zeros(len(img.scores), bool)
+    # A small detection of any class stays in (as the devkit): it can still be assigned to this
+    # class's true box and then removes that box from hits and misses.
+    det_cols = np.flatnonzero(small | (img.det_types == kind))
     thr = IOU_THRESHOLD[cls]
-    gt_boxes = np.array(gt_rows, np.float64).reshape(-1, 4)
-    in_dc = (devkit_overlap(boxes, np.array(dontcare, np.float64).reshape(-1, 4), own_area=True) > thr).any(1) \
-        if dontcare else np.zeros(len(keep), bool)
-    return ClassFrame(np.array(gt_state, np.int8), np.array(det_state, np.int8), dets.scores[keep].astype(np.float64),
-                      devkit_overlap(gt_boxes, boxes), in_dc, int(sum(s == VALID for s in gt_state)), thr)
+    in_dc = (img.dontcare_overlap[det_cols] > thr).any(1) if img.dontcare_overlap.shape[1] else \
+        np.zeros(len(det_cols), bool)
+    return ClassFrame(np.where(valid_gt[gt_rows], VALID, IGNORED).astype(np.int8),
+                      np.where(small[det_cols], SMALL, VALID).astype(np.int8), img.scores[det_cols],
+                      img.iou[np.ix_(gt_rows, det_cols)], in_dc, int(valid_gt.sum()), thr)
 
 
 @dataclass
@@ -333,17 +347,23 @@ class DevkitCurve:
 
 def class_curve(dets_per_image, labels_per_image, cls: str, level: int,
                 protocol: str | Protocol = DEFAULT_PROTOCOL) -> DevkitCurve:
-    """The devkit's eval_class for one class and difficulty level over all images."""
+    """The devkit's eval_class for one class and difficulty level over all images
+    (labels_per_image None: dets_per_image holds ImageData)."""
     proto = get_protocol(protocol)
-    frames = [prepare_frame(as_frame_detections(d), labels, cls, level, proto)
-              for d, labels in zip(dets_per_image, labels_per_image)]
+    images = dets_per_image if labels_per_image is None else \
+        [image_data(d, labels) for d, labels in zip(dets_per_image, labels_per_image)]
+    frames = [prepare_frame(img, None, cls, level, proto) for img in images]
     n_gt = sum(f.n_gt for f in frames)
     tp_scores = [s for f in frames for s in frame_statistics(f).tp_scores]
     thresholds = np.array(recall_thresholds(tp_scores, n_gt) if n_gt else [], np.float64)
     tp, fp, fn = (np.zeros(len(thresholds), np.int64) for _ in range(3))
     for f in frames:
-        if len(f.gt_state) == 0 and not (f.det_state == VALID).any():
-            continue  # nothing to match or count in this image
+        if not any(f.candidates):
+            # Nothing can be matched: every valid box is a miss and every active pool detection
+            # a false positive, at every threshold.
+            fn += int((f.gt_state == VALID).sum())
+            fp += len(f.fp_pool_scores) - np.searchsorted(f.fp_pool_scores, thresholds, side="left")
+            continue
         for t, thr in enumerate(thresholds):
             s = frame_statistics(f, thr)
             tp[t] += s.tp
@@ -363,14 +383,14 @@ def evaluate(dets_per_image, labels_per_image, protocol: str | Protocol = DEFAUL
     "precision"}, "mean_ap"}}, "mean_ap_by_level": {level: ...}, "map", "map_cells"}; "map"
     averages the class x level cells that have true boxes (the thesis's mAP averages all 9)."""
     proto = get_protocol(protocol)
-    dets_per_image = [as_frame_detections(d) for d in dets_per_image]
+    images = [image_data(d, labels) for d, labels in zip(dets_per_image, labels_per_image)]
     per_class: dict = {}
     cells: list[float] = []
     by_level: dict[str, list[float]] = {d: [] for d in DIFFICULTIES}
     for cls in classes:
         row: dict = {}
         for level, name in enumerate(DIFFICULTIES):
-            curve = class_curve(dets_per_image, labels_per_image, cls, level, proto)
+            curve = class_curve(images, None, cls, level, proto)
             ap = curve.average_precision(proto)
             ap = None if ap is None else 100.0 * ap
             row[name] = {"ap": ap, "n_gt": curve.n_gt,
