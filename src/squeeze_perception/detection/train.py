@@ -315,16 +315,20 @@ def summarise_ap(result: dict, recall_at_64: float) -> dict:
 
 
 def plot_training_log(log_path: str | Path, png_path: str | Path, window: int = 5) -> None:
-    """Loss curves (total and the three parts of eq. 3.2, running mean) from a training log."""
+    """Loss curves (total and the three parts of eq. 3.2, running mean) from a training log and,
+    when the log has held-out evaluations, the held-out AP (kitti-2019, moderate) against steps."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    recs = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval" in r]
     if not recs:
         raise ValueError(f"no records in {log_path}")
     steps = np.array([r["step"] for r in recs])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 3.5), squeeze=False)
+    ax = axes[0, 0]
     for key in ("loss", "bbox", "conf", "class"):
         vals = np.array([r[key] for r in recs], dtype=float)
         kernel = np.ones(min(window, len(vals))) / min(window, len(vals))
@@ -335,20 +339,18 @@ def plot_training_log(log_path: str | Path, png_path: str | Path, window: int = 
     ax.set_ylabel(f"eq. 3.2 loss (running mean of {window} log points)")
     ax.grid(True, alpha=0.3)
     ax.legend()
+    if evals:
+        ax = axes[0, 1]
+        es = [r["step"] for r in evals]
+        for key, label in (("car_moderate_ap40", "car"), ("ped_moderate_ap40", "pedestrian"),
+                           ("cyc_moderate_ap40", "cyclist"), ("map40_moderate", "mean")):
+            ax.plot(es, [np.nan if r["eval"].get(key) is None else r["eval"][key] for r in evals], marker="o",
+                    label=label, lw=2 if key == "map40_moderate" else 1)
+        ax.plot(es, [100 * r["eval"]["recall_at_64"] for r in evals], ls="--", color="grey", label="recall@64 (%)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("held-out AP, moderate, kitti-2019 (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
-
-
-def moderate_count(labels, cls: str = "Car") -> int:
-    """Objects of a KITTI type that count at the moderate difficulty (level <= 1)."""
-    return sum(1 for lab in labels if lab.type == cls and 0 <= lab.difficulty() <= 1)
-
-
-def select_overfit_frames(split_dir: str | Path, n: int = 8) -> list:
-    """The n labelled frames with the most moderate cars. The devkit samples precision at one
-    threshold per true positive and 40 recall slots, so a set with fewer than 40 cars cannot
-    reach a high 40-point AP however well it is learnt; the densest frames avoid that cap."""
-    samples = list_samples(split_dir, require_labels=True)
-    ranked = sorted(samples, key=lambda s: -moderate_count(s.labels()))
-    return ranked[:n]
