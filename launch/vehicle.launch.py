@@ -23,7 +23,7 @@ from launch.events import Shutdown
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node, SetParameter
 
-from squeeze_perception.launch_runner.dds import large_data_profile_path
+from squeeze_perception.launch_runner.dds import profile_path_for
 from squeeze_perception.paths import bags_dir, config_dir
 
 PACKAGE = "squeeze_perception"
@@ -158,10 +158,11 @@ def generate_launch_description():
         condition=IfCondition(cfg("rviz")), arguments=["-d", str(config_dir() / "vehicle.rviz")])
 
     return LaunchDescription(arguments + [
-        # Large camera/LiDAR messages over shared memory (Fast DDS); keeps a user's own profile.
+        # Large camera/LiDAR messages over shared memory (Fast DDS); UDP on loopback only when
+        # ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (docs/reliability.md); keeps a user's own profile.
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
                                EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                                                   default_value=str(large_data_profile_path()))),
+                                                   default_value=str(profile_path_for()))),
         SetParameter(name="use_sim_time", value=cfg("use_sim_time")),
         LogInfo(msg=["playing ", cfg("bag"), " at rate ", cfg("rate")]),
         bag_player, OpaqueFunction(function=processing_nodes), passthrough, rviz,
