@@ -38,7 +38,11 @@ PARAMS = [
     ParamSpec("cluster_min_points", 20, "DBSCAN minPts (the point itself counts)", min=1, max=10000),
     ParamSpec("clustering", "fast", "sklearn: scikit-learn DBSCAN; fast: exact KD-tree + union of cores",
               choices=("sklearn", "fast")),
-    ParamSpec("ground_removal", False, "Fit the ground plane (LATTE) and exclude it from objects"),
+    ParamSpec("ground_removal", True, "Segmented LATTE ground planes fitted before DBSCAN; object-labelled "
+              "ground points are relabelled 0 and form no instance"),
+    ParamSpec("ground_threshold", 0.15, "Height above the local ground plane (m) below which a point is ground",
+              min=0.01, max=2.0),
+    ParamSpec("ground_max_slope", 15.0, "Steepest ground plane accepted (deg from horizontal)", min=0.0, max=45.0),
     ParamSpec("max_points", 500000, "Refuse clouds larger than this", min=1, max=10_000_000),
     ParamSpec("num_threads", 0, "Torch / ONNX Runtime threads (0 = library default)", min=0, max=64),
     *POINT_LIMIT_PARAMS,
@@ -66,7 +70,8 @@ class SqueezeSegNode(PerceptionNode):
         return SegmentationPipeline(
             model=p["model"], backend=p["backend"], weights=p["weights"], fov=p["fov"], crf=p["crf"],
             cluster_eps=p["cluster_eps"], cluster_min_points=p["cluster_min_points"],
-            clustering=p["clustering"], ground_removal=p["ground_removal"], num_threads=p["num_threads"])
+            clustering=p["clustering"], ground_removal=p["ground_removal"], ground_threshold=p["ground_threshold"],
+            ground_max_slope=p["ground_max_slope"], num_threads=p["num_threads"])
 
     def _load(self, p: dict) -> str | None:
         try:
@@ -102,6 +107,8 @@ class SqueezeSegNode(PerceptionNode):
         pl.cluster_min_points = self.p["cluster_min_points"]
         pl.clustering = self.p["clustering"]
         pl.ground_removal = self.p["ground_removal"]
+        pl.ground_threshold = self.p["ground_threshold"]
+        pl.ground_max_slope = self.p["ground_max_slope"]
 
     # ------------------------------------------------------------------ per frame
     def on_points(self, msg: PointCloud2) -> None:

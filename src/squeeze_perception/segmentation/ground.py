@@ -149,7 +149,7 @@ def _latte_plane(pts: np.ndarray, mom: np.ndarray, inl: np.ndarray, threshold: f
     return n[0], float(d[0])
 
 
-def fit_segmented_ground(points: np.ndarray, threshold: float = 0.2, max_slope_deg: float = 15.0,
+def fit_segmented_ground(points: np.ndarray, threshold: float = 0.15, max_slope_deg: float = 15.0,
                          lowest_fraction: float = 0.1, iterations: int = 3, max_fit_points: int = 4000,
                          max_step: float = MAX_STEP_M, ring_edges=RING_EDGES_M,
                          sector_deg: float = SECTOR_DEG) -> SegmentedGround:

@@ -300,6 +300,39 @@ def table_instances(rows: list[tuple[str, dict]], classes=OBJECT_CLASSES) -> str
     return "\n".join(lines)
 
 
+def ground_latency(pipeline, root: Path, repeats: int = 30) -> dict:
+    """CPU time of the ground stage (segmented fit over the field of view + test of the points the
+    network labelled as objects), per real frame, `repeats` times on this thread
+    (time.thread_time: time the thread ran, so other jobs on a shared machine inflate it less
+    than wall time). The network labels come from one pipeline run with ground removal off."""
+    import time
+
+    from ..kitti.labels import read_velodyne_bin
+    from .ground import fit_segmented_ground
+
+    was, pipeline.ground_removal = pipeline.ground_removal, False
+    out = {}
+    try:
+        for f in real_object_frames(root):
+            pts = read_velodyne_bin(f.velodyne)
+            res = pipeline.process(pts)
+            fov = res.fov_mask
+            p = pts[fov, :4].astype(np.float32)
+            obj = p[res.labels[fov] > 0]
+            ts = []
+            for _ in range(repeats):
+                t0 = time.thread_time()
+                g = fit_segmented_ground(p, threshold=pipeline.ground_threshold, max_slope_deg=pipeline.ground_max_slope)
+                g.is_ground(obj)
+                ts.append((time.thread_time() - t0) * 1e3)
+            out[f.name] = {"fov_points": int(len(p)), "object_points": int(len(obj)),
+                           "median_ms": round(float(np.median(ts)), 3), "min_ms": round(float(np.min(ts)), 3),
+                           "max_ms": round(float(np.max(ts)), 3)}
+    finally:
+        pipeline.ground_removal = was
+    return out
+
+
 # --------------------------------------------------------------------- CLI (`seg eval --instances`)
 def run_instance_eval(args) -> int:
     """`squeeze-perception seg eval --instances`: for each model of --models, the real labelled
@@ -326,6 +359,11 @@ def run_instance_eval(args) -> int:
             print(f"{key}: car instances TP {i['tp'][1]} FP {i['fp'][1]} FN {i['fn'][1]}, "
                   f"P {_pct(i['precision'][1])} R {_pct(i['recall'][1])}, "
                   f"car point IoU {_pct(results[key]['points']['class']['IoU'][1])}")
+    lat = ground_latency(pl, root)
+    results["ground_latency_ms"] = lat
+    for fname, v in lat.items():
+        print(f"ground stage {fname}: {v['fov_points']} points in view, {v['object_points']} labelled objects: "
+              f"median {v['median_ms']:.2f} ms, min {v['min_ms']:.2f} ms (thread CPU time, {args.threads} thread)")
     out = project_root() / "out" / "seg" / "instances.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
@@ -356,3 +394,35 @@ def plot_real_topview(model: str, root: Path, backend: str = "onnxruntime", thre
     return plot_top_view_ground(pts, panels, ground_mask, gt, project_root() / "docs" / "img" / "seg_real_topview.png",
                                 f"{model} on real KITTI {frame.split('/')[-1]}: predicted classes, DBSCAN + LATTE boxes "
                                 "(solid), ground truth (dashed); right: ground (brown) removed before DBSCAN")
+
+
+# --------------------------------------------------------------------- threshold choice on synthetic scans
+def synthetic_threshold_sweep(root: Path, thresholds=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4)) -> list[dict]:
+    """Ground threshold vs the share of object points (the simulator's exact car / pedestrian /
+    cyclist labels, velodyne_labels/) that the segmented ground would remove, and the share of
+    background points it marks as ground, over the front field of view of synthetic object frames.
+    Used to pick `ground_threshold` (never the real frames)."""
+    from ..kitti.labels import read_velodyne_bin
+    from ..kitti.projection import spherical_project
+    from .ground import fit_segmented_ground
+
+    tot = {t: np.zeros(4, dtype=np.int64) for t in thresholds}
+    for f in sorted((Path(root) / "velodyne").glob("*.bin")):
+        pts = read_velodyne_bin(f)
+        lab = np.load(Path(root) / "velodyne_labels" / f"{f.stem}.npy")[:, 0]
+        fov = spherical_project(pts[:, :4], fov="front").in_fov
+        p, obj = pts[fov], lab[fov] > 0
+        for t in thresholds:
+            g = fit_segmented_ground(p, threshold=t).is_ground(p)
+            tot[t] += [(g & obj).sum(), obj.sum(), (g & ~obj).sum(), (~obj).sum()]
+    return [{"threshold": t, "object_points_removed": round(float(v[0] / max(v[1], 1)), 4),
+             "background_marked_ground": round(float(v[2] / max(v[3], 1)), 4), "object_points": int(v[1])}
+            for t, v in tot.items()]
+
+
+if __name__ == "__main__":  # python -m squeeze_perception.segmentation.instance_eval SYNTH_OBJECT_ROOT
+    import sys
+
+    for row in synthetic_threshold_sweep(Path(sys.argv[1])):
+        print(f"threshold {row['threshold']:.2f} m: object points removed {100 * row['object_points_removed']:.2f} % "
+              f"of {row['object_points']}, background points marked ground {100 * row['background_marked_ground']:.1f} %")

@@ -89,7 +89,7 @@ class SegmentationPipeline:
     def __init__(self, model: str = "squeezesegv2", backend: str = "torch", weights: str = "",
                  fov: str = "front", crf: bool = True, cluster_eps: float = 0.3,
                  cluster_min_points: int = 20, clustering: str = "fast", ground_removal: bool = True,
-                 ground_threshold: float = 0.2, ground_max_slope: float = 15.0, num_threads: int = 0):
+                 ground_threshold: float = 0.15, ground_max_slope: float = 15.0, num_threads: int = 0):
         if fov not in FOVS:
             raise ValueError(f"fov must be one of {FOVS}, got '{fov}'")
         if clustering not in CLUSTERERS:
