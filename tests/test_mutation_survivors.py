@@ -62,6 +62,48 @@ def test_decode_nms_iou_parameter_is_a_strict_upper_bound_on_suppression():
     assert len(decode(pred, DecodeConfig(nms_iou=0.49))) == 1
 
 
+def _spread(scores) -> np.ndarray:
+    """One car per score, 20 px apart (no overlap), as (A, 8) predictions."""
+    pred = np.zeros((len(scores), 8), np.float32)
+    for i, sc in enumerate(scores):
+        pred[i, :5] = (20.0 * i, 0.0, 20.0 * i + 10.0, 10.0, sc)
+        pred[i, 5] = 1.0
+    return pred
+
+
+def test_equal_scores_keep_anchor_order_in_nms_and_decode():
+    """Ties are broken by anchor index, so the output does not depend on the sort algorithm
+    (numpy's default quicksort reorders equal keys in arrays of this size)."""
+    rng = np.random.default_rng(0)
+    scores = rng.choice(np.array([0.5, 0.7, 0.9], np.float32), 40)
+    expected = sorted(range(40), key=lambda i: (-scores[i], i))
+    pred = _spread(scores)
+    assert nms(pred[:, :4], scores, 0.4).tolist() == expected
+    dets = decode(pred, DecodeConfig(top_k=64, nms_iou=0.4))
+    assert (dets["u_min"] / 20.0).astype(int).tolist() == expected
+
+
+def test_top_k_keeps_exactly_the_best_boxes():
+    rng = np.random.default_rng(1)
+    for n in (1, 5, 64):
+        scores = rng.permutation(200).astype(np.float32) / 200.0
+        dets = decode(_spread(scores), DecodeConfig(top_k=n, nms_iou=0.4))
+        assert sorted((dets["u_min"] / 20.0).astype(int).tolist()) == sorted(np.argsort(-scores)[:n].tolist())
+
+
+def test_nms_returns_integer_indices_even_when_empty():
+    keep = nms(np.zeros((0, 4)), np.zeros(0), 0.5)
+    assert keep.dtype == np.int64
+    assert np.zeros((0, 4))[keep].shape == (0, 4)  # usable as an index
+
+
+def test_score_equal_to_threshold_is_kept():
+    # "drop boxes scoring below this" (docs/interfaces.md): 0.5 * 1.0 == 0.5 stays
+    pred = _spread([0.5, 0.25])
+    assert decode(pred, DecodeConfig(score_threshold=0.5))["score"].tolist() == [0.5]
+    assert len(decode(pred, DecodeConfig(score_threshold=0.5 + 1e-6))) == 0
+
+
 # --------------------------------------------------------------------------- KITTI difficulty
 def _label(height=50.0, occluded=0, truncated=0.0) -> ObjectLabel:
     return ObjectLabel("Car", truncated, occluded, 0.0, np.array([100.0, 100.0, 200.0, 100.0 + height]),
