@@ -12,7 +12,7 @@ from ..kitti.hdl64e import KITTI_VELODYNE_HEIGHT_M
 from ..kitti.labels import ObjectLabel
 from .camera import Camera, Lighting
 from .lidar import Hdl64e, LidarScan
-from .raycast import RayScene
+from .raycast import RayScene, rotate
 from .world import Agent, World
 
 LABEL_RADIUS_M = 100.0
@@ -132,7 +132,7 @@ class FrameRenderer:
         vs = np.arange(int(bbox[1]), int(np.ceil(bbox[3])) + 1, stride)
         vv, uu = np.meshgrid(vs, us, indexing="ij")
         pix = (vv.ravel() * cam.width + uu.ravel()).astype(np.int64)
-        dirs = cam.dirs_velo[pix] @ rotation.T
+        dirs = rotate(cam.dirs_velo[pix], rotation)
         alone = RayScene(mesh, [], self.nthreads)
         hit = alone.cast(rotation @ cam.origin_velo + origin, dirs).hit
         return float(hit.sum() * stride * stride)

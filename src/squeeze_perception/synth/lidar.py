@@ -17,7 +17,7 @@ import numpy as np
 from ..kitti.hdl64e import (HDL64E_BEAM_HEIGHT_M, HDL64E_ELEVATION_DEG, HDL64E_FIRINGS_PER_REV,
                             HDL64E_MAX_RANGE_M, HDL64E_ROWS)
 from .materials import DROPOUT, REFLECTIVITY, Material
-from .raycast import RayScene
+from .raycast import RayScene, rotate, take_rows
 
 # Echo power (reflectivity * cos(incidence) / range^2) at which half of the returns are lost,
 # and the spread of that threshold in natural-log units.
@@ -39,7 +39,7 @@ def ego_occluded(elevation_deg: np.ndarray, azimuth_rad: np.ndarray) -> np.ndarr
     el = -np.asarray(elevation_deg)
     front = np.interp(el, -EGO_OCCLUSION_DEG[:, 0], EGO_OCCLUSION_DEG[:, 1], left=0.0)
     rear = np.interp(el, -EGO_OCCLUSION_DEG[:, 0], EGO_OCCLUSION_DEG[:, 2], left=0.0)
-    az = np.degrees(np.angle(np.exp(1j * np.asarray(azimuth_rad))))
+    az = np.mod(np.degrees(np.asarray(azimuth_rad)) + 180.0, 360.0) - 180.0
     return (np.abs(az) < front) | (np.abs(az) > 180.0 - rear)
 
 
@@ -85,22 +85,23 @@ class Hdl64e:
         lane_paint: optional callable (x, y) -> bool marking road paint at world positions.
         """
         origins_s, dirs_s, rows = self.beam_rays(rng.uniform(0, 2 * np.pi), rng)
-        origins_w = origins_s @ rotation.T + origin
-        dirs_w = dirs_s @ rotation.T
+        origins_w = rotate(origins_s, rotation)
+        origins_w += origin
+        dirs_w = rotate(dirs_s, rotation)
         hits = scene.cast(origins_w, dirs_w)
         keep = hits.hit & (hits.t <= self.max_range)
         idx = np.flatnonzero(keep)
         t = hits.t[idx].astype(np.float64)
         tri = hits.triangle[idx]
         material = scene.material[tri].copy()
-        d_w = dirs_w[idx]
+        d_w = take_rows(dirs_w, idx)
         p_w = origins_w[idx] + d_w * t[:, None]
         if lane_paint is not None:
             on_road = material == Material.ASPHALT
             painted = np.zeros(len(idx), bool)
             painted[on_road] = lane_paint(p_w[on_road, 0], p_w[on_road, 1])
             material[painted] = Material.LANE_PAINT
-        cos_inc = np.abs(np.einsum("ij,ij->i", hits.normal[idx].astype(np.float64), d_w))
+        cos_inc = np.abs(np.einsum("ij,ij->i", take_rows(hits.normal, idx).astype(np.float64), d_w))
         refl = REFLECTIVITY[material].astype(np.float64)
         paint = material == Material.PAINT
         if paint.any():
@@ -114,7 +115,7 @@ class Hdl64e:
         kept = rng.random(len(idx)) < p_detect
         idx, t, tri, material, refl, cos_inc = idx[kept], t[kept], tri[kept], material[kept], refl[kept], cos_inc[kept]
         t = t + rng.normal(0, RANGE_NOISE_M, len(t))
-        xyz = origins_s[idx] + dirs_s[idx] * t[:, None]
+        xyz = take_rows(origins_s, idx) + take_rows(dirs_s, idx) * t[:, None]
         # Matte surfaces return nearly the same at any angle (KITTI's ground is as bright at 20 m as
         # at 5 m); glossy paint and glass only return near normal incidence, so most car points read ~0.
         glossy = (material == Material.PAINT) | (material == Material.GLASS)

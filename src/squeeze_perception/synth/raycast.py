@@ -41,9 +41,42 @@ class RayScene:
         rays = np.empty((len(dirs), 6), np.float32)
         rays[:, :3] = origins
         rays[:, 3:] = dirs
-        out = self.scene.cast_rays(o3d.core.Tensor(rays), nthreads=self.nthreads)
+        return self.cast_rays(rays)
+
+    def cast_rays(self, rays: np.ndarray) -> Hits:
+        """Cast an (N, 6) float32 array of rays (origin, unit direction), as open3d takes them."""
+        out = self.scene.cast_rays(o3d.core.Tensor.from_numpy(np.ascontiguousarray(rays, np.float32)),
+                                   nthreads=self.nthreads)
         t = out["t_hit"].numpy()
         hit = np.isfinite(t)
         tri = out["primitive_ids"].numpy().astype(np.int64)
         tri[~hit] = -1
         return Hits(t=t, hit=hit, triangle=tri, normal=out["primitive_normals"].numpy())
+
+
+def rotate(vectors: np.ndarray, rotation: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """vectors @ rotation.T for (N, 3) arrays, element-wise (float32 stays float32, else float64).
+
+    numpy hands (N, 3) @ (3, 3) to OpenBLAS, whose threads spin: ~10x the CPU time of this loop.
+    """
+    v = np.asarray(vectors)
+    dtype = np.float32 if v.dtype == np.float32 else np.float64
+    v = v.astype(dtype, copy=False)
+    r = np.asarray(rotation, dtype)
+    if out is None:
+        out = np.empty(v.shape, dtype)
+    x, y, z = v[:, 0], v[:, 1], v[:, 2]
+    for k in range(3):
+        col = out[:, k]
+        np.multiply(x, r[k, 0], out=col)
+        col += y * r[k, 1]
+        col += z * r[k, 2]
+    return out
+
+
+def take_rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """array[index] for a C-contiguous 2D array, gathering whole rows as single items (3-4x faster)."""
+    if array.ndim != 2 or not array.flags.c_contiguous:
+        return array[index]
+    rows = array.view(np.dtype((np.void, array.dtype.itemsize * array.shape[1]))).ravel()
+    return np.take(rows, index).view(array.dtype).reshape(len(index), array.shape[1])
