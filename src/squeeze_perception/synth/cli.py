@@ -30,6 +30,9 @@ def _generate(argv: list[str]) -> int:
     ap.add_argument("--first-drive", type=int, default=1, help="number of the first drive folder")
     ap.add_argument("--workers", type=int, default=1, help="processes (each uses one open3d thread when > 1)")
     ap.add_argument("--no-shadows", action="store_true", help="skip the camera's shadow rays (faster)")
+    ap.add_argument("--camera-only", "--no-lidar", dest="camera_only", action="store_true",
+                    help="no LiDAR scans (detector datasets): object frames get image_2, calib and label_2 only, "
+                         "with the same images and labels as a full run of the same seed")
     ap.add_argument("--no-ready", action="store_true", help="do not write the READY marker at the end")
     ap.add_argument("--skip-existing", action="store_true",
                     help="keep frames already on disk (same seed: they are the frames this run would write)")
@@ -44,7 +47,7 @@ def _generate(argv: list[str]) -> int:
     (root / "READY").unlink(missing_ok=True)
     nthreads = 1 if args.workers > 1 else 0
     tasks = dataset_tasks(root, args.seed, args.object_train, args.object_test, args.sequences, args.frames,
-                          not args.no_shadows, nthreads, args.first_drive, args.skip_existing)
+                          not args.no_shadows, nthreads, args.first_drive, args.skip_existing, not args.camera_only)
     total = args.object_train + args.object_test + args.sequences * args.frames
     done = {"frames": 0, "skipped": 0}
     t0 = time.perf_counter()
@@ -63,7 +66,8 @@ def _generate(argv: list[str]) -> int:
         run_tasks(tasks, args.workers, progress)
     elapsed = time.perf_counter() - t0
     command = "squeeze-perception synth " + " ".join(shlex.quote(a) for a in argv)
-    print(f"{args.object_train} training + {args.object_test} testing object frames (with lidar_2d), "
+    print(f"{args.object_train} training + {args.object_test} testing object frames "
+          f"({'camera only' if args.camera_only else 'with lidar_2d'}), "
           f"{args.sequences} drives x {args.frames} frames in {root}: {done['frames']} rendered in {elapsed:.0f} s "
           f"({done['frames'] / max(elapsed, 1e-9):.2f} frames/s, {args.workers} worker(s)), "
           f"{done['skipped']} kept from disk")

@@ -44,17 +44,22 @@ class SynthFrame:
     ego_pose: np.ndarray  # (4, 4) Velodyne pose in the world
     time: float
     ego_velocity: np.ndarray  # (2,) ego car velocity over ground, world axes
+    has_lidar: bool = True  # False: camera-only frame (empty scan, num_points 0)
 
 
 class FrameRenderer:
     """Renders frames of any World with one LiDAR model, camera and calibration."""
 
-    def __init__(self, calib: KittiCalibration | None = None, shadows: bool = True, nthreads: int = 0):
+    def __init__(self, calib: KittiCalibration | None = None, shadows: bool = True, nthreads: int = 0,
+                 lidar: bool = True):
+        """lidar=False renders camera-only frames (for detector datasets): the same image and labels
+        as with the LiDAR, since the scan and the camera draw from separate random streams."""
         self.calib = calib or kitti_calibration()
         self.lidar = Hdl64e(nthreads=nthreads)
         self.camera = Camera(self.calib)
         self.shadows = shadows
         self.nthreads = nthreads
+        self.with_lidar = lidar
 
     def render(self, world: World, rng: np.random.Generator, lighting: Lighting | None = None) -> SynthFrame:
         rotation, origin = world.sensor_pose(KITTI_VELODYNE_HEIGHT_M)
@@ -62,10 +67,14 @@ class FrameRenderer:
         placed = [(a, *a.world_mesh()) for a in agents]
         scene = RayScene(world.static_mesh, [(m, a.class_id if a.class_id else 0, a.instance_id) for a, m, _, _ in placed],
                          self.nthreads)
-        scan = self.lidar.scan(scene, rotation, origin, rng, world.layout.on_lane_paint)
-        lighting = lighting or Lighting.random(rng)
-        image, instance_image = self.camera.render(scene, rotation, origin, lighting, rng, world.layout.on_lane_paint,
-                                                   self.shadows)
+        lidar_rng, camera_rng = rng.spawn(2)
+        if self.with_lidar:
+            scan = self.lidar.scan(scene, rotation, origin, lidar_rng, world.layout.on_lane_paint)
+        else:
+            scan = LidarScan.empty()
+        lighting = lighting or Lighting.random(camera_rng)
+        image, instance_image = self.camera.render(scene, rotation, origin, lighting, camera_rng,
+                                                   world.layout.on_lane_paint, self.shadows)
         point_counts = np.bincount(scan.instance_id[scan.instance_id >= 0], minlength=world._next_instance + 1)
         # Only car / pedestrian / cyclist points carry an instance; vans and trucks are background.
         scan.instance_id[scan.class_id == CLASS_IDS["unknown"]] = -1
@@ -88,7 +97,8 @@ class FrameRenderer:
                                       int(point_counts[agent.instance_id]),
                                       label if label is not None and label.type != "DontCare" else None))
         ego_v = world.ego.speed * np.array([np.cos(world.ego.yaw), np.sin(world.ego.yaw)])
-        return SynthFrame(scan, image, instance_image, labels, truths, self.calib, pose, world.time, ego_v)
+        return SynthFrame(scan, image, instance_image, labels, truths, self.calib, pose, world.time, ego_v,
+                          self.with_lidar)
 
     def _camera_label(self, agent: Agent, mesh, rotation, origin, bottom_v, size, yaw_v: float, visible: int,
                       scene: RayScene) -> ObjectLabel | None:

@@ -17,15 +17,19 @@ _SPLIT_CODE = {"training": 0, "testing": 1}
 _RENDERER: FrameRenderer | None = None
 
 
-def _renderer(shadows: bool, nthreads: int) -> FrameRenderer:
+def _renderer(shadows: bool, nthreads: int, lidar: bool = True) -> FrameRenderer:
     global _RENDERER
-    if _RENDERER is None or _RENDERER.shadows != shadows or _RENDERER.nthreads != nthreads:
-        _RENDERER = FrameRenderer(shadows=shadows, nthreads=nthreads)
+    if _RENDERER is None or _RENDERER.shadows != shadows or _RENDERER.nthreads != nthreads or \
+            _RENDERER.with_lidar != lidar:
+        _RENDERER = FrameRenderer(shadows=shadows, nthreads=nthreads, lidar=lidar)
     return _RENDERER
 
 
-def object_frame(seed: int, split: str, index: int, shadows: bool = True, nthreads: int = 0) -> SynthFrame:
-    """One independent scene for the object benchmark layout (seed, split, index fix it completely)."""
+def object_frame(seed: int, split: str, index: int, shadows: bool = True, nthreads: int = 0,
+                 lidar: bool = True) -> SynthFrame:
+    """One independent scene for the object benchmark layout (seed, split, index fix it completely).
+
+    lidar=False: camera-only (image and labels identical to the frame with its scan)."""
     ss = np.random.SeedSequence([seed, _SPLIT_CODE.get(split, 2), index])
     world_seed, render_seed = ss.spawn(2)
     world = World(int(world_seed.generate_state(1)[0]), length=0.0)
@@ -34,12 +38,12 @@ def object_frame(seed: int, split: str, index: int, shadows: bool = True, nthrea
     for _ in range(int(rng.integers(0, 20))):
         world.step(FRAME_PERIOD_S)
     world.ego.yaw = float(rng.normal(0.0, 0.03))  # the street is not always exactly straight ahead
-    return _renderer(shadows, nthreads).render(world, rng)
+    return _renderer(shadows, nthreads, lidar).render(world, rng)
 
 
 def sequence_frames(seed: int, drive: int, frames: int, shadows: bool = True, nthreads: int = 0,
                     ego_speed: float | None = None, style: str | None = None, density: float | None = None,
-                    world_frames: int | None = None):
+                    world_frames: int | None = None, lidar: bool = True):
     """Yield `frames` consecutive 10 Hz frames of one drive.
 
     world_frames sizes the street (default: frames); fixing it makes a shorter run the exact
@@ -53,7 +57,7 @@ def sequence_frames(seed: int, drive: int, frames: int, shadows: bool = True, nt
     from .camera import Lighting
 
     lighting = Lighting.random(rng)  # one time of day per drive
-    renderer = _renderer(shadows, nthreads)
+    renderer = _renderer(shadows, nthreads, lidar)
     for _ in range(frames):
         yield renderer.render(world, rng, lighting)
         world.step(FRAME_PERIOD_S)
@@ -71,6 +75,7 @@ class Task:
     shadows: bool = True
     nthreads: int = 0
     skip_existing: bool = False
+    lidar: bool = True  # False: camera-only (image_2, calib, label_2; raw drives without velodyne_points data)
 
     def outputs_exist(self) -> bool:
         """All files of this task are on disk already (a task's last file is written last)."""
@@ -78,10 +83,10 @@ class Task:
         if self.kind == "object":
             name = f"{self.index:06d}"
             base = root / "object" / self.split
-            files = [base / "image_2" / f"{name}.png", base / "velodyne" / f"{name}.bin",
-                     base / "calib" / f"{name}.txt", base / "label_2" / f"{name}.txt",
-                     base / "velodyne_labels" / f"{name}.npy"]
-            if self.lidar_2d_split:
+            files = [base / "image_2" / f"{name}.png", base / "calib" / f"{name}.txt", base / "label_2" / f"{name}.txt"]
+            if self.lidar:
+                files += [base / "velodyne" / f"{name}.bin", base / "velodyne_labels" / f"{name}.npy"]
+            if self.lidar_2d_split and self.lidar:
                 files.append(root / "lidar_2d" / self.lidar_2d_split / f"{name}.npy")
             return all(f.exists() for f in files)
         drives = list((root / "raw").glob(f"*/*_drive_{self.index:04d}_sync/ego_poses.csv"))
@@ -94,18 +99,19 @@ def run_task(task: Task) -> tuple[str, int, float]:
     if task.skip_existing and task.outputs_exist():
         return task.kind, 1 if task.kind == "object" else task.frames, 0.0
     if task.kind == "object":
-        frame = object_frame(task.seed, task.split, task.index, task.shadows, task.nthreads)
+        frame = object_frame(task.seed, task.split, task.index, task.shadows, task.nthreads, task.lidar)
         write_object_frame(task.root, task.split, task.index, frame, task.lidar_2d_split)
         return task.kind, 1, time.perf_counter() - t0
     writer = RawSequenceWriter(task.root, drive=task.index)
-    for frame in sequence_frames(task.seed, task.index, task.frames, task.shadows, task.nthreads):
+    for frame in sequence_frames(task.seed, task.index, task.frames, task.shadows, task.nthreads, lidar=task.lidar):
         writer.add(frame)
     writer.close()
     return task.kind, task.frames, time.perf_counter() - t0
 
 
 def dataset_tasks(root: str | Path, seed: int, object_train: int, object_test: int, sequences: int, frames: int,
-                  shadows: bool = True, nthreads: int = 0, first_drive: int = 1, skip_existing: bool = False) -> list[Task]:
+                  shadows: bool = True, nthreads: int = 0, first_drive: int = 1, skip_existing: bool = False,
+                  lidar: bool = True) -> list[Task]:
     root = str(root)
     tasks = [Task("object", root, seed, "training", i, lidar_2d_split="train", shadows=shadows, nthreads=nthreads)
              for i in range(object_train)]
@@ -115,6 +121,7 @@ def dataset_tasks(root: str | Path, seed: int, object_train: int, object_test: i
               for d in range(sequences)]
     for task in tasks:
         task.skip_existing = skip_existing
+        task.lidar = lidar
     return tasks
 
 

@@ -51,6 +51,11 @@ class LidarScan:
     instance_id: np.ndarray  # (N,) int32, -1 for none
     material: np.ndarray  # (N,) uint8
 
+    @staticmethod
+    def empty() -> "LidarScan":
+        return LidarScan(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int32),
+                         np.zeros(0, np.int32), np.zeros(0, np.uint8))
+
 
 class Hdl64e:
     def __init__(self, firings_per_rev: int = HDL64E_FIRINGS_PER_REV, max_range: float = HDL64E_MAX_RANGE_M,

@@ -28,10 +28,20 @@ class Mesh:
     def transformed(self, rotation: np.ndarray, translation: np.ndarray) -> "Mesh":
         return Mesh(self.vertices @ np.asarray(rotation).T + translation, self.triangles, self.material, self.colour)
 
+    def translated(self, translation) -> "Mesh":
+        return Mesh(self.vertices + np.asarray(translation, np.float64), self.triangles, self.material, self.colour)
+
     def painted(self, material: int, colour) -> "Mesh":
-        n = len(self.triangles)
-        return Mesh(self.vertices, self.triangles, np.full(n, material, np.uint8),
-                    np.tile(np.asarray(colour, np.uint8), (n, 1)))
+        return Mesh(self.vertices, self.triangles, *_paint(len(self.triangles), material, colour))
+
+
+def _paint(n: int, material: int, colour) -> tuple[np.ndarray, np.ndarray]:
+    """(material (n,), colour (n, 3)) arrays of one material and colour (fresh arrays: callers edit them)."""
+    mat = np.empty(n, np.uint8)
+    mat.fill(material)
+    col = np.empty((n, 3), np.uint8)
+    col[:] = np.asarray(colour).astype(np.uint8, copy=False)
+    return mat, col
 
 
 def merge(meshes: list[Mesh]) -> Mesh:
@@ -71,27 +81,33 @@ _HEX_FACES = np.array([
 ])
 HEX_FACE_NAMES = ("bottom", "bottom", "top", "top", "right", "right", "front", "front", "left", "left",
                   "back", "back")
+_HEX_FACE_INDEX = {name: [i for i, n in enumerate(HEX_FACE_NAMES) if n == name] for name in set(HEX_FACE_NAMES)}
+_HEX_FACES.setflags(write=False)  # shared by every hexahedron: offsets are added on merge, never in place
+_BOX_CORNERS = np.array([[-1, -1, -1], [1, -1, -1], [1, 1, -1], [-1, 1, -1],
+                         [-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]], np.float64)
 
 
 def hexahedron(bottom: np.ndarray, top: np.ndarray, material: int, colour,
                face_materials: dict[str, int] | None = None) -> Mesh:
     """A closed 6-faced solid from its 4 bottom and 4 top corners (see _HEX_FACES for order)."""
-    mesh = Mesh(np.vstack([bottom, top]).astype(np.float64), _HEX_FACES.copy(), np.zeros(12, np.uint8),
-                np.zeros((12, 3), np.uint8)).painted(material, colour)
+    vertices = np.empty((8, 3), np.float64)
+    vertices[:4] = bottom
+    vertices[4:] = top
+    mesh = Mesh(vertices, _HEX_FACES, *_paint(12, material, colour))
     for name, mat in (face_materials or {}).items():
-        mesh.material[[i for i, n in enumerate(HEX_FACE_NAMES) if n == name]] = mat
+        mesh.material[_HEX_FACE_INDEX[name]] = mat
     return mesh
 
 
 def box(size, centre=(0.0, 0.0, 0.0), material: int = 0, colour=(128, 128, 128),
         face_materials: dict[str, int] | None = None) -> Mesh:
     """Axis-aligned box of size (lx, ly, lz) around centre."""
-    lx, ly, lz = (np.asarray(size, np.float64) / 2)
-    ring = np.array([[-lx, -ly], [lx, -ly], [lx, ly], [-lx, ly]])
-    cx, cy, cz = centre
-    bottom = np.column_stack([ring[:, 0] + cx, ring[:, 1] + cy, np.full(4, cz - lz)])
-    top = np.column_stack([ring[:, 0] + cx, ring[:, 1] + cy, np.full(4, cz + lz)])
-    return hexahedron(bottom, top, material, colour, face_materials)
+    vertices = _BOX_CORNERS * (np.asarray(size, np.float64) / 2)
+    vertices += np.asarray(centre, np.float64)
+    mesh = Mesh(vertices, _HEX_FACES, *_paint(12, material, colour))
+    for name, mat in (face_materials or {}).items():
+        mesh.material[_HEX_FACE_INDEX[name]] = mat
+    return mesh
 
 
 def frustum(bottom_x: tuple[float, float], top_x: tuple[float, float], bottom_half_width: float,
@@ -107,17 +123,31 @@ def frustum(bottom_x: tuple[float, float], top_x: tuple[float, float], bottom_ha
 
 def cylinder(radius: float, length: float, segments: int = 12, material: int = 0, colour=(128, 128, 128)) -> Mesh:
     """Closed cylinder along z from 0 to length."""
-    angles = np.linspace(0, 2 * np.pi, segments, endpoint=False)
-    ring = np.column_stack([radius * np.cos(angles), radius * np.sin(angles)])
-    verts = np.vstack([np.column_stack([ring, np.zeros(segments)]), np.column_stack([ring, np.full(segments, length)]),
-                       [[0, 0, 0], [0, 0, length]]])
-    i = np.arange(segments)
-    j = (i + 1) % segments
-    sides = np.vstack([np.column_stack([i, j, j + segments]), np.column_stack([i, j + segments, i + segments])])
-    caps = np.vstack([np.column_stack([np.full(segments, 2 * segments), j, i]),
-                      np.column_stack([np.full(segments, 2 * segments + 1), i + segments, j + segments])])
-    tris = np.vstack([sides, caps])
-    return Mesh(verts, tris, np.zeros(len(tris), np.uint8), np.zeros((len(tris), 3), np.uint8)).painted(material, colour)
+    unit, tris = _cylinder_template(segments)
+    verts = unit * np.array([radius, radius, length])
+    return Mesh(verts, tris, *_paint(len(tris), material, colour))
+
+
+_CYLINDERS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _cylinder_template(segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices of radius 1 and length 1, triangles), built once per segment count."""
+    if segments not in _CYLINDERS:
+        angles = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+        ring = np.column_stack([np.cos(angles), np.sin(angles)])
+        verts = np.vstack([np.column_stack([ring, np.zeros(segments)]), np.column_stack([ring, np.ones(segments)]),
+                           [[0, 0, 0], [0, 0, 1]]])
+        i = np.arange(segments)
+        j = (i + 1) % segments
+        sides = np.vstack([np.column_stack([i, j, j + segments]), np.column_stack([i, j + segments, i + segments])])
+        caps = np.vstack([np.column_stack([np.full(segments, 2 * segments), j, i]),
+                          np.column_stack([np.full(segments, 2 * segments + 1), i + segments, j + segments])])
+        tris = np.vstack([sides, caps])
+        verts.setflags(write=False)
+        tris.setflags(write=False)
+        _CYLINDERS[segments] = (verts, tris)
+    return _CYLINDERS[segments]
 
 
 def _icosphere_template(subdivisions: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +178,9 @@ def _icosphere_template(subdivisions: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 _ICO = {n: _icosphere_template(n) for n in (0, 1, 2)}
+for _v, _f in _ICO.values():  # shared by every sphere
+    _v.setflags(write=False)
+    _f.setflags(write=False)
 
 
 def sphere(radius, centre=(0.0, 0.0, 0.0), subdivisions: int = 1, material: int = 0, colour=(128, 128, 128),
@@ -157,8 +190,7 @@ def sphere(radius, centre=(0.0, 0.0, 0.0), subdivisions: int = 1, material: int 
     verts = verts * np.asarray(radius, np.float64)
     if jitter and rng is not None:
         verts = verts * (1 + rng.uniform(-jitter, jitter, size=(len(verts), 1)))
-    return Mesh(verts + np.asarray(centre), faces.copy(), np.zeros(len(faces), np.uint8),
-                np.zeros((len(faces), 3), np.uint8)).painted(material, colour)
+    return Mesh(verts + np.asarray(centre), faces, *_paint(len(faces), material, colour))
 
 
 def wheel(radius: float, width: float, centre, material: int = Material.TYRE, colour=(25, 25, 25)) -> Mesh:

@@ -224,13 +224,12 @@ class World:
         curb = outer - side * (lay.sidewalk_width - 0.4)
         while x < lay.x_max:
             height = rng.uniform(5.5, 8.0)
-            pole = cylinder(0.09, height, 8, Material.METAL, (110, 112, 115)).transformed(np.eye(3), [x, curb, 0])
+            pole = cylinder(0.09, height, 8, Material.METAL, (110, 112, 115)).translated([x, curb, 0])
             arm = box((0.3, 1.6, 0.12), (x, curb - side * 0.8, height), Material.METAL, (110, 112, 115))
             parts += [pole, arm]
             if rng.random() < 0.35:
                 sx = x + rng.uniform(3, 10)
-                parts.append(cylinder(0.04, 2.6, 6, Material.METAL, (150, 150, 150)).transformed(np.eye(3),
-                                                                                                [sx, curb, 0]))
+                parts.append(cylinder(0.04, 2.6, 6, Material.METAL, (150, 150, 150)).translated([sx, curb, 0]))
                 colour = [(200, 30, 30), (30, 60, 160), (230, 200, 30), (240, 240, 240)][rng.integers(0, 4)]
                 parts.append(box((0.05, 0.65, 0.65), (sx, curb, 2.6), Material.METAL, colour))
             x += rng.uniform(20, 40)
@@ -286,7 +285,7 @@ class World:
         green = (int(rng.integers(40, 80)), int(rng.integers(80, 130)), int(rng.integers(30, 60)))
         leaves = sphere((crown, crown, crown * rng.uniform(0.9, 1.4)), (x, y, trunk_h + crown), 1, Material.FOLIAGE,
                         green, jitter=0.25, rng=rng)
-        return [trunk.transformed(np.eye(3), [x, y, 0]), leaves]
+        return [trunk.translated([x, y, 0]), leaves]
 
     def _bush(self, x: float, y: float) -> Mesh:
         r = self.rng.uniform(0.5, 0.9)
@@ -308,7 +307,8 @@ class World:
                       float(yaw), float(speed), behaviour, lane_key, colours, float(rng.uniform(0, 2 * np.pi)),
                       float(speed), int(rng.integers(1 << 31)))
         self._next_instance += 1
-        agent.local_mesh()  # fixes the box size of rigid shapes
+        if kitti_type not in ("Pedestrian", "Cyclist"):
+            agent.local_mesh()  # fixes the box size of rigid shapes (animated ones are built per frame)
         return agent
 
     def _spawn_agents(self, route_length: float) -> None:

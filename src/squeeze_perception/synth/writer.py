@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..kitti.calib import write_object_calib
 from ..kitti.default_calib import write_raw_calib
@@ -18,14 +19,38 @@ SYNTH_DATE = "2026_01_01"
 SEQUENCE_START = dt.datetime(2026, 1, 1, 12, 0, 0)
 EARTH_RADIUS_M = 6378137.0
 ORIGIN_LAT_LON = (49.011, 8.4165)  # Karlsruhe, where KITTI drove; only used for the OXTS packets
-PNG_COMPRESS_LEVEL = 3  # zlib level: quicker than PIL's default 6 for ~5 % larger files
+PNG_COMPRESS_LEVEL = 1  # zlib level; with the Sub filter ~880 KB per image, 27 ms (PIL level 3: 860 KB, 72 ms)
 
 OXTS_FIELDS = ("lat lon alt roll pitch yaw vn ve vf vl vu ax ay az af al au wx wy wz wf wl wu "
                "pos_accuracy vel_accuracy navstat numsats posmode velmode orimode").split()
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_png(image: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """An 8-bit RGB (H, W, 3) or grey (H, W) PNG: every row with the Sub filter, zlib at `level`.
+
+    PIL tries all five filters on every row; one fixed filter computed in numpy is 2-3x quicker
+    and, on these noisy renders, about as small.
+    """
+    image = np.ascontiguousarray(image, np.uint8)
+    h, w = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    rows = image.reshape(h, w * channels)
+    raw = np.empty((h, w * channels + 1), np.uint8)
+    raw[:, 0] = 1  # filter type Sub: each byte minus the same channel of the pixel to its left
+    raw[:, 1:channels + 1] = rows[:, :channels]
+    np.subtract(rows[:, channels:], rows[:, :-channels], out=raw[:, channels + 1:])
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+            + _png_chunk(b"IEND", b""))
+
+
 def _save_png(path: Path, image: np.ndarray) -> None:
-    Image.fromarray(image).save(path, compress_level=PNG_COMPRESS_LEVEL)
+    Path(path).write_bytes(encode_png(image))
 
 
 def point_labels(frame: SynthFrame) -> np.ndarray:
@@ -38,18 +63,23 @@ def write_object_frame(root: str | Path, split: str, index: int, frame: SynthFra
     """object/<split>/{image_2,velodyne,calib,label_2,velodyne_labels}/NNNNNN.* and lidar_2d/<split>/NNNNNN.npy.
 
     velodyne_labels/NNNNNN.npy holds the exact per-point [class, instance] from the simulator.
+    A camera-only frame (frame.has_lidar False) writes image_2, calib and label_2 only.
     """
     root = Path(root)
     base = root / "object" / split
     name = f"{index:06d}"
-    for sub in ("image_2", "velodyne", "calib", "label_2", "velodyne_labels"):
+    subs = ("image_2", "velodyne", "calib", "label_2", "velodyne_labels") if frame.has_lidar else \
+        ("image_2", "calib", "label_2")
+    for sub in subs:
         (base / sub).mkdir(parents=True, exist_ok=True)
     _save_png(base / "image_2" / f"{name}.png", frame.image)
-    write_velodyne_bin(base / "velodyne" / f"{name}.bin", frame.scan.points)
+    if frame.has_lidar:
+        write_velodyne_bin(base / "velodyne" / f"{name}.bin", frame.scan.points)
     write_object_calib(base / "calib" / f"{name}.txt", frame.calib)
     write_labels(base / "label_2" / f"{name}.txt", frame.labels)
-    np.save(base / "velodyne_labels" / f"{name}.npy", point_labels(frame))
-    if lidar_2d_split:
+    if frame.has_lidar:
+        np.save(base / "velodyne_labels" / f"{name}.npy", point_labels(frame))
+    if lidar_2d_split and frame.has_lidar:
         tensor = scan_to_lidar_2d(frame.scan.points, frame.scan.class_id, frame.scan.rows)
         write_lidar_2d(root / "lidar_2d" / lidar_2d_split / f"{name}.npy", tensor)
 
@@ -83,8 +113,9 @@ class RawSequenceWriter:
             write_raw_calib(self.date_dir, frame.calib)
             self._calib_written = True
         _save_png(self.image_dir / f"{i:010d}.png", frame.image)
-        write_velodyne_bin(self.velo_dir / f"{i:010d}.bin", frame.scan.points)
-        np.save(self.labels_dir / f"{i:010d}.npy", point_labels(frame))
+        if frame.has_lidar:
+            write_velodyne_bin(self.velo_dir / f"{i:010d}.bin", frame.scan.points)
+            np.save(self.labels_dir / f"{i:010d}.npy", point_labels(frame))
         self.times.append(frame.time)
         for truth in frame.truths:
             if truth.label is not None:
