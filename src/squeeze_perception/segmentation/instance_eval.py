@@ -5,9 +5,11 @@ ground-truth box by more than 50 %; we apply that to the pipeline's instances: t
 fitted to each DBSCAN instance against the KITTI 3D box projected to the ground plane, per
 class, with BEV IoU >= `iou_threshold` (0.5).
 
-- Ground truth: KITTI boxes of our classes (Car and Van -> car, Pedestrian and Person_sitting
-  -> pedestrian, Cyclist -> cyclist, as in `evaluation.KITTI_TYPE_TO_CLASS`), converted from
-  the rectified camera frame to the Velodyne frame with the frame's calibration.
+- Ground truth: the KITTI boxes of Car, Pedestrian and Cyclist, converted from the rectified
+  camera frame to the Velodyne frame with the frame's calibration. Van and Person_sitting, the
+  neighbouring classes the KITTI devkit ignores (and `kitti.pointwise.label_points` ignores),
+  are ignored boxes of car and pedestrian: a prediction matching one is not counted.
+  Truck / Tram / Misc are background: a car instance on a truck is a false positive.
 - A ground-truth box with fewer than `min_gt_points` points of the evaluated scan inside the
   pipeline's field of view is *ignored* (no instance of minPts 20 can be formed from it): it is
   not a miss, and a prediction matched to it is not counted.
@@ -31,7 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from ..interfaces import CLASS_NAMES
-from .evaluation import KITTI_TYPE_TO_CLASS, OBJECT_CLASSES
+from ..kitti.pointwise import IGNORED_TYPES, OBJECT_TYPE_TO_CLASS
+from .evaluation import OBJECT_CLASSES
+
+NEIGHBOUR_CLASS = {"Van": 1, "Person_sitting": 2}  # ignored boxes of these classes
 
 KITTI_IMAGE_SIZE = (1242, 375)  # used when the frame's image is missing
 
@@ -106,12 +111,17 @@ class GtBox:
     ignored: bool = False
 
 
+def _box_class(label) -> int | None:
+    return OBJECT_TYPE_TO_CLASS.get(label.type, NEIGHBOUR_CLASS.get(label.type))
+
+
 def gt_boxes_bev(labels, calib) -> list[GtBox]:
+    """Boxes of Car / Pedestrian / Cyclist, and Van / Person_sitting as ignored car / pedestrian."""
     out = []
     for lab in labels:
-        c = KITTI_TYPE_TO_CLASS.get(lab.type)
+        c = _box_class(lab)
         if c is not None:
-            out.append(GtBox(c, calib.rect_to_velo(lab.corners_rect()[:4])[:, :2]))
+            out.append(GtBox(c, calib.rect_to_velo(lab.corners_rect()[:4])[:, :2], ignored=lab.type in IGNORED_TYPES))
     return out
 
 
@@ -236,22 +246,25 @@ def real_object_frames(root: Path) -> list[ObjectFrame]:
 def evaluate_frame(pipeline, frame: ObjectFrame, inst: InstanceCounts, point_counts=None,
                    iou_threshold: float = 0.5, min_gt_points: int = 20) -> dict:
     """Run the pipeline on one labelled frame; add instance counts (and class-level point counts
-    over the field of view to `point_counts`, an evaluation.SegCounts, when given)."""
+    over the field of view, ignored points left out as in seg eval, to `point_counts`, an
+    evaluation.SegCounts, when given)."""
     from ..kitti.calib import load_object_calib
     from ..kitti.labels import read_labels, read_velodyne_bin
-    from .evaluation import points_in_boxes
+    from ..kitti.pointwise import label_points
 
     pts = read_velodyne_bin(frame.velodyne)
     labels = read_labels(frame.label)
     calib = load_object_calib(frame.calib)
     res = pipeline.process(pts)
     fov = res.fov_mask if res.fov_mask is not None else np.zeros(len(pts), bool)
-    gt_cls, gt_inst = points_in_boxes(pts, labels, calib)  # gt_inst = index into `labels`
-    k_of_box = [k for k, lab in enumerate(labels) if lab.type in KITTI_TYPE_TO_CLASS]
+    from ..kitti.pointwise import points_in_box
+
+    truth = label_points(pts, labels, calib)
+    k_of_box = [k for k, lab in enumerate(labels) if _box_class(lab) is not None]
     boxes = gt_boxes_bev(labels, calib)  # same order
     for b, k in zip(boxes, k_of_box):
-        b.points = int(((gt_inst == k) & fov).sum())
-        b.ignored = b.points < min_gt_points
+        b.points = int((points_in_box(pts, labels[k], calib) & fov).sum())
+        b.ignored = b.ignored or b.points < min_gt_points
     corners = instance_box_corners(res.table)
     w, h = png_size(frame.image) or KITTI_IMAGE_SIZE
     centres = np.array([[r["x"], r["y"], r["z"]] for r in res.table]).reshape(-1, 3)
@@ -263,7 +276,8 @@ def evaluate_frame(pipeline, frame: ObjectFrame, inst: InstanceCounts, point_cou
             counted &= ~((uv[:, 0] >= l) & (uv[:, 0] <= r) & (uv[:, 1] >= t) & (uv[:, 1] <= b))
     pairs = match_frame(corners, res.table["class_id"], counted, boxes, inst, iou_threshold)
     if point_counts is not None:
-        point_counts.add_class_level(res.labels[fov].astype(np.int64), gt_cls[fov])
+        sel = fov & ~truth.ignored
+        point_counts.add_class_level(res.labels[sel].astype(np.int64), truth.classes[sel].astype(np.int64))
     return {"frame": frame.name, "points": int(len(pts)), "in_fov": int(fov.sum()),
             "instances": int(len(res.table)), "counted_instances": int(counted.sum()),
             "ground_removed_points": int(res.ground_removed.sum()) if res.ground_removed is not None else 0,
