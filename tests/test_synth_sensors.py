@@ -1,21 +1,25 @@
 """Synthetic LiDAR and camera: hand-checkable geometry, KITTI-like scan statistics, consistent labels."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from squeeze_perception.kitti.checks import check_object_frame
 from squeeze_perception.kitti.hdl64e import HDL64E_BEAM_HEIGHT_M, HDL64E_ELEVATION_DEG, KITTI_VELODYNE_HEIGHT_M
 from squeeze_perception.kitti.lidar_2d import read_lidar_2d, scan_to_lidar_2d
 from squeeze_perception.kitti.pointwise import class_of_type, points_in_box
 from squeeze_perception.kitti.projection import spherical_project
-from squeeze_perception.synth.camera import Camera, Lighting, value_noise
+from squeeze_perception.synth.camera import NOISE_PERIOD, Camera, Lighting, _binomial_blur, value_noise
 from squeeze_perception.synth.frame import FrameRenderer
 from squeeze_perception.synth.generate import object_frame
 from squeeze_perception.synth.lidar import Hdl64e, ego_occluded
 from squeeze_perception.synth.materials import Material
 from squeeze_perception.synth.meshes import box
 from squeeze_perception.synth.raycast import RayScene
+from squeeze_perception.synth.writer import encode_png, write_object_frame
 from squeeze_perception.kitti.default_calib import kitti_calibration
 
 
@@ -144,3 +148,45 @@ def test_frames_are_reproducible():
     np.testing.assert_array_equal(a.image, b.image)
     assert [lab.to_line() for lab in a.labels] == [lab.to_line() for lab in b.labels]
     assert FrameRenderer().calib.P2.shape == (3, 4)
+
+
+def test_camera_only_frame_has_the_same_image_and_labels_and_writes_no_lidar(frames, tmp_path):
+    camera_only = object_frame(0, "training", 0, lidar=False)
+    assert not camera_only.has_lidar and len(camera_only.scan.points) == 0
+    np.testing.assert_array_equal(camera_only.image, frames[0].image)
+    assert [lab.to_line() for lab in camera_only.labels] == [lab.to_line() for lab in frames[0].labels]
+    write_object_frame(tmp_path, "training", 0, camera_only, "train")
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["object/training/calib/000000.txt", "object/training/image_2/000000.png",
+                       "object/training/label_2/000000.txt"]
+    with Image.open(tmp_path / "object/training/image_2/000000.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), camera_only.image)
+
+
+def test_png_encoder_round_trips_rgb_and_grey():
+    rng = np.random.default_rng(0)
+    for shape in ((7, 5, 3), (4, 9), (3, 2, 4)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        with Image.open(io.BytesIO(encode_png(img))) as im:
+            np.testing.assert_array_equal(np.asarray(im), img)
+
+
+def test_lighting_varies_sun_sky_exposure_noise_and_blur():
+    draws = [Lighting.random(np.random.default_rng(s)) for s in range(60)]
+    elevation = np.degrees(np.arcsin([d.sun_dir[2] for d in draws]))
+    assert elevation.min() < 15 and elevation.max() > 55
+    assert np.ptp([d.exposure for d in draws]) > 0.4 and np.ptp([d.sun_colour.max() for d in draws]) > 0.5
+    assert np.ptp([d.sky_colour[2] for d in draws]) > 0.1 and np.ptp([d.noise_sigma for d in draws]) > 2
+    assert 0 < np.mean([d.blur for d in draws]) < 0.5
+    # A blurred image keeps its mean and loses pixel-to-pixel contrast.
+    img = np.random.default_rng(1).random((20, 30, 3), dtype=np.float32)
+    blurred = _binomial_blur(img)
+    assert blurred.mean() == pytest.approx(img.mean(), rel=1e-5) and np.diff(blurred, axis=1).std() < 0.5 * np.diff(img, axis=1).std()
+
+
+def test_value_noise_lookup_table_wraps_without_seams():
+    # Across the table's period the noise stays continuous (the padded row and column are the first ones).
+    u = np.linspace(NOISE_PERIOD - 2, NOISE_PERIOD + 2, 801)
+    n = value_noise(u, np.full_like(u, 5.5), seed=0)
+    assert np.abs(np.diff(n)).max() < 0.02
+    np.testing.assert_allclose(value_noise(u - NOISE_PERIOD, np.full_like(u, 5.5)), n, atol=1e-3)

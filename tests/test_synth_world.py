@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from squeeze_perception.synth.meshes import box, car_mesh, cylinder, merge
+from squeeze_perception.synth.materials import PAINTS, Material
+from squeeze_perception.synth.meshes import (CAR_STYLES, TRUCK_STYLES, VAN_STYLES, _car_style, box, car_mesh, cylinder,
+                                             merge, truck_mesh)
 from squeeze_perception.synth.world import SIZE_STATS, World
 
 
@@ -79,3 +81,43 @@ def test_mesh_helpers_keep_materials_per_triangle():
     car = car_mesh(4.0, 1.7, 1.5, (200, 0, 0), np.random.default_rng(0))
     lo, hi = car.vertices.min(0), car.vertices.max(0)
     assert hi[2] == pytest.approx(1.5) and hi[0] - lo[0] == pytest.approx(4.0, abs=0.05)
+
+
+@pytest.mark.parametrize("kind,style", [("car", s) for s in CAR_STYLES] + [("van", s) for s in VAN_STYLES])
+def test_every_car_and_van_style_fills_its_label_box(kind, style):
+    length, width, height = (4.1, 1.7, 1.55) if kind == "car" else (5.1, 1.9, 2.2)
+    mesh = car_mesh(length, width, height, (30, 60, 150), np.random.default_rng(1), kind=kind, style=style)
+    lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
+    # Wheels, hub caps, lights and plates stay inside the box (lamps and plates add 2 cm at the ends),
+    # so the label box fitted to the mesh keeps the sampled KITTI size.
+    assert hi[0] - lo[0] == pytest.approx(length, abs=0.05)
+    assert hi[1] - lo[1] == pytest.approx(width, abs=1e-6)
+    assert hi[2] == pytest.approx(height) and lo[2] == pytest.approx(0.0, abs=0.02)
+    assert np.isin(mesh.material, [Material.GLASS]).any() and np.isin(mesh.material, PAINTS).any()
+    assert (mesh.material == Material.TYRE).sum() and (mesh.material == Material.LAMP).sum()
+    again = car_mesh(length, width, height, (30, 60, 150), np.random.default_rng(1), kind=kind, style=style)
+    np.testing.assert_array_equal(mesh.vertices, again.vertices)
+    np.testing.assert_array_equal(mesh.colour, again.colour)
+
+
+@pytest.mark.parametrize("style", TRUCK_STYLES)
+def test_every_truck_style_fills_its_length_and_height(style):
+    mesh = truck_mesh(9.0, 2.5, 3.2, (200, 30, 30), np.random.default_rng(2), style=style)
+    lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
+    assert hi[0] - lo[0] == pytest.approx(9.0, abs=0.05)
+    assert hi[2] == pytest.approx(3.2) and 2.4 < hi[1] - lo[1] < 2.7
+
+
+def test_worlds_vary_car_styles_paint_and_surface_tones():
+    styles, tones, glosses = set(), set(), set()
+    for seed in range(4):
+        world = World(seed, length=30.0)
+        tones.add(tuple(np.round(world.tones["asphalt"]).astype(int)))
+        for a in world.agents:
+            if a.kitti_type == "Car":
+                mesh = a.local_mesh()
+                glosses |= set(np.unique(mesh.material[np.isin(mesh.material, PAINTS)]).tolist())
+    for seed in range(40):
+        styles.add(_car_style(1.526 + 0.136 * (seed % 5 - 2), np.random.default_rng(seed)))
+    assert styles == set(CAR_STYLES)
+    assert len(tones) == 4 and glosses == {int(m) for m in PAINTS}

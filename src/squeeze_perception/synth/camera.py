@@ -7,7 +7,7 @@ same surface looks the same from frame to frame while the car drives past.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -98,8 +98,25 @@ def sensor_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray
     return _NOISE_BANK[start:start + n].reshape(shape)
 
 
+def _binomial_blur(img: np.ndarray) -> np.ndarray:
+    """3x3 binomial ([1 2 1] / 4 each way) blur of an (H, W, C) float image, edges repeated."""
+    out = img * np.float32(0.5)
+    out[:, 1:] += img[:, :-1] * np.float32(0.25)
+    out[:, :-1] += img[:, 1:] * np.float32(0.25)
+    out[:, 0] += img[:, 0] * np.float32(0.25)
+    out[:, -1] += img[:, -1] * np.float32(0.25)
+    res = out * np.float32(0.5)
+    res[1:] += out[:-1] * np.float32(0.25)
+    res[:-1] += out[1:] * np.float32(0.25)
+    res[0] += out[0] * np.float32(0.25)
+    res[-1] += out[-1] * np.float32(0.25)
+    return res
+
+
 @dataclass
 class Lighting:
+    """Sun, sky and camera settings of one frame (object frames) or one drive."""
+
     sun_dir: np.ndarray  # unit vector towards the sun, world frame
     sun_colour: np.ndarray
     sky_colour: np.ndarray
@@ -107,18 +124,35 @@ class Lighting:
     ambient: float
     exposure: float
     haze_distance: float
+    cloud_cover: float = 0.5  # cloud value-noise threshold: lower = more cloud
+    white_balance: np.ndarray = field(default_factory=lambda: np.ones(3))  # per-channel camera gain
+    noise_sigma: float = SENSOR_NOISE_DN  # sensor noise, DN
+    blur: bool = False  # slight defocus / motion blur (3x3 binomial)
 
     @staticmethod
     def random(rng: np.random.Generator) -> "Lighting":
-        elevation = np.radians(rng.uniform(15, 65))
+        """Low morning sun to high noon, clear to overcast; sky hue, exposure, white balance, noise, blur."""
+        elevation_deg = rng.uniform(6, 70)
+        elevation = np.radians(elevation_deg)
         azimuth = rng.uniform(-np.pi, np.pi)
         sun = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
         overcast = rng.random() < 0.3
+        # Low sun is warmer and weaker.
+        warm = float(np.clip((25 - elevation_deg) / 20, 0, 1))
+        sun_colour = np.array([1.0, 0.96, 0.88]) * (1 - warm) + np.array([1.0, 0.82, 0.62]) * warm
+        strength = rng.uniform(0.3, 0.55) if overcast else rng.uniform(0.65, 1.1) * (1 - 0.25 * warm)
+        if overcast:
+            sky = np.array([0.78, 0.8, 0.82]) * rng.uniform(0.85, 1.1)
+        else:
+            sky = np.clip(np.array([0.55, 0.68, 0.9]) + rng.normal(0, 0.05, 3) + rng.uniform(-0.05, 0.15), 0.2, 1.0)
+        horizon = np.clip(np.array([0.85, 0.88, 0.92]) + rng.normal(0, 0.03, 3) + warm * np.array([0.08, 0.02, -0.06]),
+                          0.3, 1.0)
         return Lighting(
-            sun_dir=sun, sun_colour=np.array([1.0, 0.96, 0.88]) * (0.45 if overcast else rng.uniform(0.8, 1.0)),
-            sky_colour=np.array([0.55, 0.68, 0.9]) if not overcast else np.array([0.78, 0.8, 0.82]),
-            horizon_colour=np.array([0.85, 0.88, 0.92]), ambient=rng.uniform(0.45, 0.6) if overcast else
-            rng.uniform(0.3, 0.42), exposure=rng.uniform(0.85, 1.2), haze_distance=rng.uniform(250, 600))
+            sun_dir=sun, sun_colour=sun_colour * strength, sky_colour=sky, horizon_colour=horizon,
+            ambient=rng.uniform(0.45, 0.62) if overcast else rng.uniform(0.28, 0.45),
+            exposure=rng.uniform(0.75, 1.3), haze_distance=rng.uniform(200, 700),
+            cloud_cover=rng.uniform(0.3, 0.45) if overcast else rng.uniform(0.4, 0.75),
+            white_balance=1 + rng.normal(0, 0.03, 3), noise_sigma=rng.uniform(2.0, 5.0), blur=bool(rng.random() < 0.2))
 
 
 class Camera:
@@ -176,7 +210,8 @@ class Camera:
             sky_rgb = horizon + (sky_colour - horizon) * blend
             inv = f32(1.5) / (up + f32(0.05))
             clouds = fractal_noise(ds[:, 0] * inv, ds[:, 1] * inv, 3, 7)
-            sky_rgb += (np.clip(clouds - f32(0.5), 0, 1) * f32(0.6))[:, None]
+            cover = f32(lighting.cloud_cover)
+            sky_rgb += (np.clip(clouds - cover, 0, 1) * f32(0.3 / (1 - lighting.cloud_cover)))[:, None]
             colour[sky] = sky_rgb
 
         idx = np.flatnonzero(hits.hit)
@@ -236,10 +271,14 @@ class Camera:
 
         img = colour.reshape(self.height, self.width, 3)
         img *= self.vignetting * f32(lighting.exposure)
+        img *= np.asarray(lighting.white_balance, f32)
         np.clip(img, 0, 1, out=img)
         np.power(img, f32(1 / 1.15), out=img)
+        if lighting.blur:
+            img = _binomial_blur(img)
         img *= f32(255)
-        img += sensor_noise(img.shape, rng)
+        noise = sensor_noise(img.shape, rng)
+        img += noise * f32(lighting.noise_sigma / SENSOR_NOISE_DN) if lighting.noise_sigma != SENSOR_NOISE_DN else noise
         np.clip(img, 0, 255, out=img)
         return img.astype(np.uint8), instance.reshape(self.height, self.width)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..kitti.hdl64e import (HDL64E_BEAM_HEIGHT_M, HDL64E_ELEVATION_DEG, HDL64E_FIRINGS_PER_REV,
                             HDL64E_MAX_RANGE_M, HDL64E_ROWS)
-from .materials import DROPOUT, REFLECTIVITY, Material
+from .materials import DROPOUT, IS_PAINT, REFLECTIVITY, Material
 from .raycast import RayScene, rotate, take_rows
 
 # Echo power (reflectivity * cos(incidence) / range^2) at which half of the returns are lost,
@@ -108,7 +108,7 @@ class Hdl64e:
             material[painted] = Material.LANE_PAINT
         cos_inc = np.abs(np.einsum("ij,ij->i", take_rows(hits.normal, idx).astype(np.float64), d_w))
         refl = REFLECTIVITY[material].astype(np.float64)
-        paint = material == Material.PAINT
+        paint = IS_PAINT[material]
         if paint.any():
             # Bright paint returns more than dark paint; glossy paint mostly mirrors the pulse away.
             brightness = scene.colour[tri[paint]].mean(axis=1) / 255.0
@@ -123,7 +123,7 @@ class Hdl64e:
         xyz = take_rows(origins_s, idx) + take_rows(dirs_s, idx) * t[:, None]
         # Matte surfaces return nearly the same at any angle (KITTI's ground is as bright at 20 m as
         # at 5 m); glossy paint and glass only return near normal incidence, so most car points read ~0.
-        glossy = (material == Material.PAINT) | (material == Material.GLASS)
+        glossy = IS_PAINT[material] | (material == Material.GLASS)
         incidence = np.where(glossy, cos_inc ** 3, 0.6 + 0.4 * cos_inc ** 0.7)
         intensity = refl * incidence + rng.normal(0, INTENSITY_NOISE, len(t))
         intensity = np.clip(np.round(intensity, 2), 0.0, 0.99)

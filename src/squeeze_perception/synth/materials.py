@@ -31,6 +31,8 @@ class Material(IntEnum):
     CLOTH = 15
     SKIN = 16
     ROOF = 17
+    PAINT_MATTE = 18  # car bodies: flat or weathered paint
+    PAINT_GLOSSY = 19  # car bodies: fresh metallic paint
 
 
 # material -> (reflectivity, dropout probability, specular strength for the camera, texture kind)
@@ -53,9 +55,14 @@ PROPERTIES: dict[Material, tuple[float, float, float, str]] = {
     Material.CLOTH: (0.30, 0.03, 0.02, "cloth"),
     Material.SKIN: (0.35, 0.02, 0.05, "plain"),
     Material.ROOF: (0.25, 0.02, 0.05, "plain"),
+    Material.PAINT_MATTE: (0.35, 0.02, 0.2, "plain"),
+    Material.PAINT_GLOSSY: (0.35, 0.02, 0.8, "plain"),
 }
+# Car paint in its three glosses: the LiDAR treats them alike (reflectivity from the colour, glossy return).
+PAINTS = (Material.PAINT, Material.PAINT_MATTE, Material.PAINT_GLOSSY)
 
 N_MATERIALS = len(Material)
+IS_PAINT = np.isin(np.arange(N_MATERIALS), PAINTS)
 REFLECTIVITY = np.array([PROPERTIES[Material(i)][0] for i in range(N_MATERIALS)], dtype=np.float32)
 DROPOUT = np.array([PROPERTIES[Material(i)][1] for i in range(N_MATERIALS)], dtype=np.float32)
 SPECULAR = np.array([PROPERTIES[Material(i)][2] for i in range(N_MATERIALS)], dtype=np.float32)

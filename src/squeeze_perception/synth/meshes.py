@@ -202,50 +202,160 @@ def wheel(radius: float, width: float, centre, material: int = Material.TYRE, co
 
 # ----------------------------------------------------------------------------------------- objects
 
+CAR_STYLES = ("sedan", "hatchback", "estate", "suv")
+VAN_STYLES = ("panel", "minibus")
+TRUCK_STYLES = ("box", "cab_over", "tanker")
+GLASS_TINTS = np.array([[35, 40, 48], [20, 22, 26], [55, 66, 78], [40, 52, 48], [70, 75, 80]])
+HUB_COLOURS = np.array([[175, 177, 180], [60, 60, 62], [125, 125, 130], [205, 205, 205], [30, 30, 32]])
+
+
+def _paint_finish(paint, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """A car's own shade of its base colour, and its gloss (matte, normal or glossy paint)."""
+    colour = np.clip(np.asarray(paint, np.float64) * rng.uniform(0.85, 1.15) + rng.normal(0, 8, 3), 0, 255)
+    material = (Material.PAINT, Material.PAINT_MATTE, Material.PAINT_GLOSSY)[rng.choice(3, p=[0.55, 0.2, 0.25])]
+    return colour.astype(np.uint8), int(material)
+
+
+def _car_style(height: float, rng: np.random.Generator) -> str:
+    """Body style for a car of this height: tall cars are more often SUVs (sizes keep KITTI's statistics)."""
+    p_suv = float(np.clip(0.08 + 0.25 * (height - 1.526) / 0.136, 0.02, 0.6))
+    rest = (1 - p_suv) / 3
+    return CAR_STYLES[rng.choice(4, p=[rest * 1.2, rest * 0.9, rest * 0.9, p_suv])]
+
+
+def _lights(l2: float, w2: float, belt: float, clearance: float, rng: np.random.Generator,
+            tail_z: float | None = None) -> list[Mesh]:
+    """Head lights, tail lights (sometimes lit) and number plates, just outside the body's ends."""
+    hw, hh = rng.uniform(0.16, 0.34), rng.uniform(0.06, 0.14)
+    head_z = max(belt - rng.uniform(0.06, 0.16), clearance + hh / 2 + 0.12)
+    head_colour = (235, 235, 220) if rng.random() < 0.8 else (250, 235, 150)
+    tw, th = rng.uniform(0.12, 0.3), rng.uniform(0.08, 0.2)
+    tail_z = max(tail_z if tail_z is not None else belt - rng.uniform(0.05, 0.14), clearance + th / 2 + 0.12)
+    tail_colour = (190, 20, 20) if rng.random() < 0.7 else (255, 60, 45)  # lit: braking or lights on
+    parts = [box((0.03, hw, hh), (l2 + 0.005, sy * (w2 - 0.06 - hw / 2), head_z), Material.LAMP, head_colour)
+             for sy in (-1, 1)]
+    parts += [box((0.03, tw, th), (-l2 - 0.005, sy * (w2 - 0.05 - tw / 2), tail_z), Material.LAMP, tail_colour)
+              for sy in (-1, 1)]
+    parts.append(box((0.02, 0.5, 0.12), (-l2 - 0.01, 0, clearance + rng.uniform(0.3, 0.45)), Material.PLATE,
+                     (230, 230, 220)))
+    if rng.random() < 0.7:
+        parts.append(box((0.02, 0.5, 0.12), (l2 + 0.01, 0, clearance + rng.uniform(0.15, 0.3)), Material.PLATE,
+                         (230, 230, 220)))
+    return parts
+
+
+def _wheels(xs, w2: float, r: float, tyre_width: float, inset: float, rng: np.random.Generator) -> list[Mesh]:
+    """Tyres at the given axle positions with hub caps that stay inside the body's width."""
+    hub_r = r * rng.uniform(0.5, 0.72)
+    hub_colour = HUB_COLOURS[rng.integers(len(HUB_COLOURS))]
+    parts = []
+    for x in xs:
+        for sy in (-1, 1):
+            parts.append(wheel(r, tyre_width, (x, sy * (w2 - inset), r)))
+            outer = w2 - inset + tyre_width / 2  # the tyre's outer face
+            parts.append(wheel(hub_r, 0.012, (x, sy * outer, r), Material.METAL, hub_colour))
+    return parts
+
+
 def car_mesh(length: float, width: float, height: float, paint, rng: np.random.Generator,
-             kind: str = "car") -> Mesh:
-    """A car (or van) with wheels, a body and a glass cabin, filling its l x w x h box."""
+             kind: str = "car", style: str | None = None) -> Mesh:
+    """A car (sedan, hatchback, estate, SUV) or van (panel, minibus) filling its l x w x h box.
+
+    Wheels with hub caps, a glass cabin (tinted), head and tail lights, number plates; the paint's
+    shade and gloss vary per car. style=None draws one (cars: by height, see _car_style).
+    """
     l2, w2 = length / 2, width / 2
-    r = float(np.clip(0.19 * height + rng.uniform(-0.02, 0.02), 0.28, 0.42))
-    clearance = 0.18
+    paint, paint_mat = _paint_finish(paint, rng)
+    glass = GLASS_TINTS[rng.integers(len(GLASS_TINTS))]
     if kind == "van":
-        belt = height * 0.5
-        body = frustum((-l2, l2), (-l2, l2 - 0.25), w2, w2 * 0.98, clearance, belt, Material.PAINT, paint)
-        cabin = frustum((-l2 + 0.05, l2 - 0.3), (-l2 + 0.1, l2 - 0.9), w2 * 0.98, w2 * 0.93, belt, height,
-                        Material.PAINT, paint, {"front": Material.GLASS})
+        style = style or VAN_STYLES[rng.integers(len(VAN_STYLES))]
+        r = float(np.clip(0.15 * height + rng.uniform(-0.02, 0.02), 0.3, 0.4))
+        clearance = rng.uniform(0.16, 0.22)
+        belt = height * rng.uniform(0.45, 0.55)
+        body = frustum((-l2, l2), (-l2, l2 - 0.25), w2, w2 * 0.98, clearance, belt, paint_mat, paint)
+        faces = {"front": Material.GLASS}
+        if style == "minibus":
+            faces.update({"left": Material.GLASS, "right": Material.GLASS})
+        cabin = frustum((-l2 + 0.05, l2 - 0.3), (-l2 + 0.1, l2 - rng.uniform(0.7, 1.1)), w2 * 0.98, w2 * 0.93, belt,
+                        height, paint_mat, paint, faces)
+        cabin.colour[cabin.material == Material.GLASS] = glass
+        axle_front, axle_rear = l2 - max(0.65, 0.17 * length), -l2 + max(0.7, 0.2 * length)
+        tail_z = belt + rng.uniform(-0.15, 0.3)
     else:
-        belt = height * rng.uniform(0.52, 0.6)
-        hood = rng.uniform(0.2, 0.3) * length
-        trunk = rng.uniform(0.12, 0.22) * length
-        body = frustum((-l2, l2), (-l2 + 0.05, l2 - 0.08), w2, w2 * 0.97, clearance, belt, Material.PAINT, paint)
+        style = style or _car_style(height, rng)
+        suv = style == "suv"
+        r = float(np.clip(0.19 * height + rng.uniform(-0.02, 0.03 if suv else 0.02), 0.28, 0.44 if suv else 0.42))
+        clearance = rng.uniform(0.22, 0.3) if suv else rng.uniform(0.14, 0.2)
+        belt = height * (rng.uniform(0.58, 0.66) if suv else rng.uniform(0.52, 0.6))
+        hood = (rng.uniform(0.2, 0.3) if style == "sedan" else rng.uniform(0.18, 0.27)) * length
+        trunk = {"sedan": rng.uniform(0.12, 0.22), "hatchback": rng.uniform(0.02, 0.06),
+                 "estate": rng.uniform(0.0, 0.03), "suv": rng.uniform(0.0, 0.03)}[style] * length
+        body = frustum((-l2, l2), (-l2 + 0.05, l2 - 0.08), w2, w2 * 0.97, clearance, belt, paint_mat, paint)
         front_glass = l2 - hood
         rear_glass = -l2 + trunk
-        cabin = frustum((rear_glass, front_glass), (rear_glass + 0.35 * (front_glass - rear_glass) * 0.45,
-                                                    front_glass - 0.35 * (front_glass - rear_glass) * 0.7),
-                        w2 * 0.93, w2 * 0.78, belt, height, Material.GLASS, (35, 40, 48), {"top": Material.PAINT})
-        cabin.colour[cabin.material == Material.PAINT] = paint
-    axle = l2 - max(0.6, 0.2 * length)
-    wheels = [wheel(r, 0.22, (sx * axle, sy * (w2 - 0.12), r)) for sx in (-1, 1) for sy in (-1, 1)]
-    lights = [box((0.03, 0.25, 0.1), (l2 + 0.005, sy * (w2 - 0.2), belt - 0.12), Material.LAMP, (235, 235, 220))
-              for sy in (-1, 1)]
-    lights += [box((0.03, 0.25, 0.1), (-l2 - 0.005, sy * (w2 - 0.2), belt - 0.1), Material.LAMP, (190, 20, 20))
-               for sy in (-1, 1)]
-    plate = box((0.02, 0.5, 0.12), (-l2 - 0.01, 0, clearance + 0.35), Material.PLATE, (230, 230, 220))
-    return merge([body, cabin, *wheels, *lights, plate])
+        cab = front_glass - rear_glass
+        # How far the roof's ends sit inside the cabin's base: windscreen and rear window slopes.
+        rear_slope = {"sedan": rng.uniform(0.13, 0.2), "hatchback": rng.uniform(0.18, 0.3),
+                      "estate": rng.uniform(0.02, 0.06), "suv": rng.uniform(0.03, 0.08)}[style]
+        front_slope = rng.uniform(0.12, 0.2) if suv else rng.uniform(0.2, 0.3)
+        roof_w = {"sedan": 0.78, "hatchback": 0.8, "estate": 0.8, "suv": 0.86}[style]
+        cabin = frustum((rear_glass, front_glass), (rear_glass + rear_slope * cab, front_glass - front_slope * cab),
+                        w2 * 0.93, w2 * roof_w, belt, height, Material.GLASS, glass, {"top": paint_mat})
+        cabin.colour[cabin.material == paint_mat] = paint
+        front_overhang = max(0.6, rng.uniform(0.17, 0.22) * length)
+        rear_overhang = max(0.6, rng.uniform(0.17, 0.24) * length)
+        axle_front, axle_rear = l2 - front_overhang, -l2 + rear_overhang
+        tail_z = None
+    r = min(r, belt - 0.05)
+    wheels = _wheels((axle_rear, axle_front), w2, r, 0.22, 0.12, rng)
+    return merge([body, cabin, *wheels, *_lights(l2, w2, belt, clearance, rng, tail_z)])
 
 
-def truck_mesh(length: float, width: float, height: float, paint, rng: np.random.Generator) -> Mesh:
+def truck_mesh(length: float, width: float, height: float, paint, rng: np.random.Generator,
+               style: str | None = None) -> Mesh:
+    """A truck filling its l x w x h box: box body behind a bonneted cab, a cab-over box truck, or a tanker."""
+    style = style or TRUCK_STYLES[rng.choice(3, p=[0.45, 0.35, 0.2])]
     w2 = width / 2
-    cab_len = min(2.2, 0.3 * length)
-    cab = frustum((length / 2 - cab_len, length / 2), (length / 2 - cab_len, length / 2 - 0.2), w2, w2 * 0.95, 0.5,
-                  height * 0.75, Material.PAINT, paint, {"front": Material.GLASS})
-    cargo_colour = rng.integers(150, 240, 3)
-    cargo = box((length - cab_len - 0.15, width, height - 0.7), (-cab_len / 2 - 0.07, 0, 0.7 + (height - 0.7) / 2),
-                Material.PAINT, cargo_colour)
+    paint, paint_mat = _paint_finish(paint, rng)
+    glass = GLASS_TINTS[rng.integers(len(GLASS_TINTS))]
+    cab_len = min(2.2, 0.3 * length) if style == "box" else min(2.0, 0.25 * length)
+    front = length / 2
+    if style == "box":
+        cab = frustum((front - cab_len, front), (front - cab_len, front - 0.2), w2, w2 * 0.95, 0.5, height * 0.75,
+                      paint_mat, paint, {"front": Material.GLASS})
+        cab.colour[cab.material == Material.GLASS] = glass
+        cab_parts = [cab]
+    else:
+        cab_h = height * rng.uniform(0.78, 0.9) if style == "cab_over" else height * rng.uniform(0.7, 0.85)
+        split = 0.5 + (cab_h - 0.5) * 0.55
+        lower = box((cab_len, width, split - 0.5), (front - cab_len / 2, 0, 0.5 + (split - 0.5) / 2), paint_mat, paint)
+        upper = frustum((front - cab_len, front), (front - cab_len, front - 0.12), w2, w2 * 0.96, split, cab_h,
+                        paint_mat, paint, {"front": Material.GLASS, "left": Material.GLASS, "right": Material.GLASS})
+        upper.colour[upper.material == Material.GLASS] = glass
+        cab_parts = [lower, upper]
+    cargo_len = length - cab_len - 0.15
+    cargo_x = -cab_len / 2 - 0.07
+    if rng.random() < 0.6:
+        cargo_colour = rng.integers(150, 245, 3)
+    else:
+        cargo_colour = rng.integers(40, 245, 3)
+    if style == "tanker":
+        rc = min(w2 * 0.97, (height - 0.9) / 2)
+        tank = cylinder(rc, cargo_len, 14, Material.METAL, cargo_colour).transformed(rot_y(np.pi / 2), np.zeros(3))
+        tank = tank.translated([cargo_x - cargo_len / 2, 0, height - rc])
+        chassis = box((cargo_len, width * 0.8, 0.3), (cargo_x, 0, 0.75), Material.METAL, (40, 40, 42))
+        cargo_parts = [tank, chassis]
+    else:
+        cargo_parts = [box((cargo_len, width, height - 0.7), (cargo_x, 0, 0.7 + (height - 0.7) / 2),
+                           Material.PAINT if rng.random() < 0.7 else paint_mat, cargo_colour)]
     r = 0.48
-    wheels = [wheel(r, 0.3, (x, sy * (w2 - 0.2) - 0.15, r)) for x in (length / 2 - 1.0, -length / 2 + 1.4)
+    axles = [front - 1.0, -length / 2 + 1.4]
+    if length > 8.0 and rng.random() < 0.6:
+        axles.append(-length / 2 + 1.4 + 2 * r + 0.15)
+    wheels = [wheel(r, 0.3, (x, sy * (w2 - 0.2) - 0.15, r)) for x in axles for sy in (-1, 1)]
+    lights = [box((0.03, 0.3, 0.14), (front + 0.005, sy * (w2 - 0.3), 0.9), Material.LAMP, (235, 235, 220))
               for sy in (-1, 1)]
-    return merge([cab, cargo, *wheels])
+    return merge([*cab_parts, *cargo_parts, *wheels, *lights])
 
 
 def pedestrian_mesh(height: float, width: float, shirt, trousers, skin, phase: float, walking: bool) -> Mesh:

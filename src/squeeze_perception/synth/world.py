@@ -33,7 +33,8 @@ KITTI_TYPE_CLASS = {"Car": CLASS_IDS["car"], "Pedestrian": CLASS_IDS["pedestrian
 
 CAR_PAINTS = np.array([[235, 235, 235], [20, 20, 22], [120, 122, 128], [175, 178, 182], [150, 20, 25],
                        [25, 45, 110], [40, 70, 50], [200, 180, 140], [90, 60, 40], [210, 120, 20],
-                       [60, 90, 140], [245, 245, 240], [35, 35, 40]])
+                       [60, 90, 140], [245, 245, 240], [35, 35, 40], [225, 195, 40], [150, 195, 215],
+                       [95, 30, 55], [70, 75, 60], [180, 60, 30], [20, 60, 80]])
 FACADE_COLOURS = np.array([[205, 190, 160], [180, 175, 170], [160, 80, 60], [225, 220, 205], [140, 140, 150],
                            [200, 160, 120], [120, 110, 100], [230, 200, 150], [170, 185, 190]])
 CLOTH_COLOURS = np.array([[30, 30, 35], [60, 60, 70], [20, 40, 90], [120, 20, 20], [200, 200, 200],
@@ -187,6 +188,14 @@ class World:
         self.ego = EgoState(0.0, self.layout.lane_centre(True, lane) + rng.normal(0, 0.15), 0.0, speed)
         self.density = float(density if density is not None else rng.uniform(0.4, 1.2))
         self._next_instance = 1
+        # Surface tones from their own stream, so they vary without moving anything else in the scene.
+        tone = np.random.default_rng([seed, 1])
+        self.tones = {"asphalt": np.clip(np.array([78, 78, 82]) * tone.uniform(0.7, 1.35) + tone.normal(0, 3, 3), 0, 255),
+                      "curb": np.array([160, 160, 155]) * tone.uniform(0.8, 1.1),
+                      "sidewalk": np.clip(np.array([172, 166, 158]) * tone.uniform(0.75, 1.15) + tone.normal(0, 6, 3), 0,
+                                          255),
+                      "grass": np.clip(np.array([88, 118, 58]) * tone.uniform(0.75, 1.15)
+                                       + np.array([1.0, 0.5, 0.0]) * tone.uniform(-10, 35), 0, 255)}
         self.static_mesh = self._build_static()
         self.agents: list[Agent] = []
         self._spawn_agents(length)
@@ -199,20 +208,20 @@ class World:
         parts = []
         road_w = lay.road_left - lay.road_right
         parts.append(box((xl, road_w, 0.02), (xc, (lay.road_left + lay.road_right) / 2, -0.01), Material.ASPHALT,
-                         (78, 78, 82)))
+                         self.tones["asphalt"]))
         for side, edge in ((-1, lay.road_right), (1, lay.road_left)):
             curb_y = edge + side * 0.1
             parts.append(box((xl, 0.2, lay.curb_height), (xc, curb_y, lay.curb_height / 2), Material.CONCRETE,
-                             (160, 160, 155)))
+                             self.tones["curb"]))
             sw_in = edge + side * 0.2
             sw_c = sw_in + side * lay.sidewalk_width / 2
             parts.append(box((xl, lay.sidewalk_width, lay.curb_height - 0.01),
-                             (xc, sw_c, (lay.curb_height - 0.01) / 2), Material.SIDEWALK, (172, 166, 158)))
+                             (xc, sw_c, (lay.curb_height - 0.01) / 2), Material.SIDEWALK, self.tones["sidewalk"]))
             outer = sw_in + side * lay.sidewalk_width
             # Verge / lawn out to 160 m so far beams find ground (rural roads: grass right at the curb).
             verge_w = 160.0
             parts.append(box((xl, verge_w, 0.04), (xc, outer + side * verge_w / 2, 0.0), Material.GRASS,
-                             (88, 118, 58)))
+                             self.tones["grass"]))
             parts += self._roadside(side, outer)
         return merge(parts)
 
