@@ -3,6 +3,7 @@ progressive precision schedule (a smoke training of a few steps per step of the 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from squeeze_perception.accelerator.models import DiracBlock, DiracDeltaSeg
@@ -10,6 +11,15 @@ from squeeze_perception.accelerator.quant import (InputQuant, QConv, dorefa_int,
                                                   progressive_quantize, qconvs, set_precision,
                                                   shared_scale)
 from squeeze_perception.accelerator.shift import ChannelShuffle, MaxPool, Shift, Upsample, shift_groups
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread (no OpenMP spinning)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_shift_moves_four_groups_and_keeps_the_rest():
