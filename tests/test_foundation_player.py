@@ -191,7 +191,8 @@ def test_unreadable_bag_raises_a_named_error(tmp_path):
 # ----------------------------------------------------------------------------- node
 def _player(bag: Path, *params: str, namespace: str = "") -> subprocess.Popen:
     args = [sys.executable, "-m", "squeeze_perception.nodes.bag_player_node", "--ros-args",
-            "-p", f"bag:={bag}", "-p", "wait_for_subscribers:=4.0", *sum((["-p", p] for p in params), [])]
+            "-p", f"bag:={bag}", "-p", "wait_for_subscribers:=4.0", "-p", "linger:=0.5",  # default 5 s: for launch
+            *sum((["-p", p] for p in params), [])]
     if namespace:  # as a launch file's namespace would
         args += ["-r", f"__ns:={namespace}"]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())

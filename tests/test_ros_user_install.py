@@ -225,6 +225,24 @@ def test_missing_model_names_an_existing_command(tiny_model):
     assert command and command.group(1) in cli.COMMANDS and command.group(2) == "tiny_export"
 
 
+def test_another_models_onnx_beside_the_weights_is_never_run_under_this_name(tiny_model):
+    """models/<x>.onnx is named after the weights: the onnxruntime backend must not run a graph
+    exported for another model (the torch backend refuses such weights; so must this one)."""
+    from squeeze_perception.backends import ModelLoadError, OnnxRuntimeBackend, exported_model
+    from squeeze_perception.registry import ModelSpec
+
+    spec, models = tiny_model
+    OnnxRuntimeBackend(spec)  # exports models/tiny_export.onnx, stamped with the model name
+    assert exported_model(models / "tiny_export.onnx") == "tiny_export"
+    other = ModelSpec("tiny_other", "detection", "torch.nn:Conv2d", "tiny_other.pt", (3, 8, 8), ("a",),
+                      builder_kwargs={"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding": 1})
+    with pytest.raises(ModelLoadError, match="do not match model 'tiny_other'"):
+        OnnxRuntimeBackend(other, weights=str(models / "tiny_export.pt"))
+    with pytest.raises(ModelLoadError, match="holds model 'tiny_export', not 'tiny_other'"):
+        OnnxRuntimeBackend(other, weights=str(models / "tiny_export.onnx"))
+    assert exported_model(models / "tiny_export.onnx") == "tiny_export"  # untouched
+
+
 def test_read_only_models_folder_exports_to_the_user_cache(tiny_model, tmp_path, monkeypatch):
     """An apt install's share/ is not writable: the graph goes to ~/.cache/squeeze_perception."""
     import squeeze_perception.backends as backends

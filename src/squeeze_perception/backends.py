@@ -125,6 +125,17 @@ def onnx_is_fresh(onnx: Path, weights: Path) -> bool:
     return onnx.exists() and (not weights.exists() or onnx.stat().st_mtime >= weights.stat().st_mtime)
 
 
+def exported_model(path: Path) -> str | None:
+    """The registry model name stamped into an ONNX file by export_onnx (None: not ours/unknown)."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable: treat as unknown, the caller re-exports
+        return None
+    return next((p.value for p in graph.metadata_props if p.key == ONNX_MODEL_KEY), None)
+
+
 def export_onnx(spec: ModelSpec, out_path: Path, weights: str | Path | None = None) -> Path:
     import torch
 
@@ -137,10 +148,25 @@ def export_onnx(spec: ModelSpec, out_path: Path, weights: str | Path | None = No
     try:
         torch.onnx.export(backend.module, dummy, str(tmp), dynamo=False, opset_version=17,
                           input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+        _stamp_model_name(tmp, spec.name)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     return out_path
+
+
+ONNX_MODEL_KEY = "squeeze_perception.model"
+
+
+def _stamp_model_name(path: Path, name: str) -> None:
+    """Record which registry model the graph is, so another model's weights beside it (the same
+    models/<x>.onnx name) are never run silently under the wrong name."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = ONNX_MODEL_KEY, name
+    onnx.save(graph, str(path))
 
 
 def import_onnxruntime():
@@ -185,9 +211,11 @@ class OnnxRuntimeBackend:
             if base is None:
                 raise ModelLoadError(f"model '{spec.name}' has no trained weights registered")
             path = onnx_path_for(base)
-            if base.exists() and not onnx_is_fresh(path, base):
+            if base.exists() and not (onnx_is_fresh(path, base) and exported_model(path) == spec.name):
                 # Export from the torch checkpoint so users need no separate step; again when
-                # the checkpoint is newer (retrained weights must not run a stale graph).
+                # the checkpoint is newer (retrained weights must not run a stale graph) or the
+                # file holds another model (loading these weights into this model then fails
+                # with the reason, as with the torch backend).
                 try:
                     export_onnx(spec, path, weights=base)
                 except OSError as exc:
@@ -208,6 +236,9 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"ONNX file '{path}' cannot be loaded: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
+        exported_for = self.session.get_modelmeta().custom_metadata_map.get(ONNX_MODEL_KEY)
+        if exported_for is not None and exported_for != spec.name:
+            raise ModelLoadError(f"ONNX file '{path}' holds model '{exported_for}', not '{spec.name}'")
 
     def infer(self, batch: np.ndarray) -> Any:
         check_input(self.spec, batch)

@@ -46,7 +46,7 @@ def export_models(argv: list[str]) -> int:
     folder is read-only). Nothing is rewritten when an up-to-date file exists, unless --force."""
     import argparse
 
-    from .backends import ModelLoadError, export_onnx, onnx_is_fresh, onnx_path_for
+    from .backends import ModelLoadError, export_onnx, exported_model, onnx_is_fresh, onnx_path_for
     from .registry import MODELS, RegistryError, get_model, load_plugins
 
     parser = argparse.ArgumentParser(prog="squeeze-perception export", description=export_models.__doc__)
@@ -79,7 +79,7 @@ def export_models(argv: list[str]) -> int:
             failed += 1
             continue
         out = Path(args.out) if args.out else onnx_path_for(weights)
-        if onnx_is_fresh(out, weights) and not args.force:
+        if onnx_is_fresh(out, weights) and exported_model(out) == name and not args.force:
             print(f"{name}: up to date {out}")
             continue
         try:
