@@ -126,8 +126,11 @@ class SynetgyEmulator:
 
         self.model = model.eval()
         self.hw = hw or HWConfig()
-        with torch.no_grad():
-            body_shape = tuple(model.preprocess(torch.zeros((1, *input_shape))).shape[1:])
+        self._pre = getattr(model, "preprocess", None)  # host float code; none: identity
+        body_shape = tuple(input_shape)
+        if self._pre is not None and hasattr(model, "body"):
+            with torch.no_grad():
+                body_shape = tuple(self._pre(torch.zeros((1, *input_shape))).shape[1:])
         self.program = compile_model(model, body_shape)
         self._timings: dict[int, Timing] = {}
 
@@ -140,8 +143,11 @@ class SynetgyEmulator:
         """The host CPU's float pre-processing (normalisation), the model's own torch code."""
         import torch
 
+        x = np.ascontiguousarray(x, np.float32)
+        if self._pre is None:
+            return x
         with torch.no_grad():
-            return self.model.preprocess(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+            return self._pre(torch.from_numpy(x)).numpy()
 
     def run(self, x: np.ndarray) -> EmulatorResult:
         out, _ = run_program(self.program, self.preprocess(x))
