@@ -1,13 +1,17 @@
-"""DBSCAN: the fast exact version must give scikit-learn's labels; per-class instances;
+"""DBSCAN: the fast exact version must give scikit-learn's labels (real scans, ties, duplicates,
+integer clouds) with time and memory bounded on hostile clouds; per-class instances;
 LATTE rectangle fitting and ground-plane fit on hand-built geometry."""
 from __future__ import annotations
+
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from squeeze_perception.segmentation.boxfit import rectangle_fit
-from squeeze_perception.segmentation.clustering import (cluster_by_class, dbscan_fast, dbscan_sklearn,
-                                                        same_partition)
+from squeeze_perception.segmentation.clustering import (cluster_by_class, collapse_duplicates, dbscan_fast,
+                                                        dbscan_sklearn, same_partition)
 from squeeze_perception.segmentation.ground import fit_ground_plane
 
 
@@ -35,6 +39,111 @@ def test_border_point_goes_to_the_first_cluster_like_sklearn():
     ref = dbscan_sklearn(pts, 0.21, 5)
     np.testing.assert_array_equal(dbscan_fast(pts, 0.21, 5), ref)
     assert ref[-1] == ref[0]
+
+
+def _real_crops(kitti_real, n_scans=3):
+    """Object-sized and street-sized crops of real HDL-64E scans (dense near, sparse far)."""
+    from squeeze_perception.kitti.labels import read_velodyne_bin
+
+    files = sorted(kitti_real.glob("object/training/velodyne/*.bin"))[:n_scans] + \
+        sorted(kitti_real.glob("raw/**/velodyne_points/data/*.bin"))[:1]
+    if not files:
+        pytest.skip("no real Velodyne scans")
+    crops = []
+    for f in files:
+        xyz = read_velodyne_bin(f)[:, :3].astype(np.float64)
+        for x0, y0, size in ((4.0, -4.0, 8.0), (10.0, 0.0, 12.0), (20.0, -15.0, 30.0)):
+            sel = (xyz[:, 0] > x0) & (xyz[:, 0] < x0 + size) & (np.abs(xyz[:, 1] - y0) < size / 2) & (xyz[:, 2] > -1.4)
+            crops.append(xyz[sel][:6000])
+    return crops
+
+
+@pytest.mark.parametrize("eps, min_samples", [(0.3, 20), (0.5, 8)])
+def test_fast_dbscan_equals_sklearn_on_real_scans(kitti_real, eps, min_samples):
+    clusters = 0
+    for pts in _real_crops(kitti_real):
+        ref = dbscan_sklearn(pts, eps, min_samples)
+        fast = dbscan_fast(pts, eps, min_samples)
+        np.testing.assert_array_equal(fast, ref)
+        clusters += int(ref.max()) + 1
+        # Another point order changes the numbering and may move border points shared by two
+        # clusters (sklearn's rule is order dependent): both must follow it the same way.
+        perm = np.random.default_rng(0).permutation(len(pts))
+        np.testing.assert_array_equal(dbscan_fast(pts[perm], eps, min_samples),
+                                      dbscan_sklearn(pts[perm], eps, min_samples))
+    assert clusters >= 20  # the crops do contain clusters (some sparse ones none)
+
+
+def test_fast_dbscan_equals_sklearn_on_integer_clouds_with_ties_and_duplicates():
+    """uint16 x/y/z: exact-eps ties everywhere (eps 1.0 on a unit lattice) and many duplicates."""
+    rng = np.random.default_rng(3)
+    pts = rng.integers(0, 12, (2500, 3)).astype(np.uint16)
+    for eps, ms in ((1.0, 10), (1.0, 30), (1.5, 40), (0.5, 4)):
+        np.testing.assert_array_equal(dbscan_fast(pts, eps, ms), dbscan_sklearn(pts, eps, ms))
+
+
+def test_fallback_path_for_coordinates_the_grid_cannot_index_equals_sklearn():
+    pts = _blobs(np.random.default_rng(7)) + [3e6, -2e6, 1e6]  # |coord| / cell side > 1e7
+    np.testing.assert_array_equal(dbscan_fast(pts, 0.5, 5), dbscan_sklearn(pts, 0.5, 5))
+
+
+def test_collapse_duplicates_keeps_lowest_index_and_inverse():
+    pts = np.array([[1.0, 2, 3], [0, 0, 0], [1, 2, 3], [0, 0, 0], [5, 5, 5]])
+    uniq, first, inverse, counts = collapse_duplicates(pts)
+    np.testing.assert_array_equal(uniq[inverse], pts)
+    assert sorted(zip(first.tolist(), counts.tolist())) == [(0, 2), (1, 2), (4, 1)]
+
+
+def _cluster_cost(pts, eps=0.3, min_samples=20):
+    """(labels, CPU seconds, peak traced MB): CPU time because the machine is shared."""
+    tracemalloc.start()
+    t0 = time.process_time()
+    lab = dbscan_fast(pts, eps, min_samples)
+    cpu = time.process_time() - t0
+    peak = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return lab, cpu, peak
+
+
+def test_real_scan_plus_20000_identical_points_is_bounded_and_exact(kitti_real):
+    """Issue 16: a scan plus thousands of copies of one point blocked the node for a minute at
+    4 GB. Duplicates collapse into one weighted point; the labels stay sklearn's."""
+    base = _real_crops(kitti_real, n_scans=1)[1]
+    pts = np.concatenate([base, np.repeat(base[100:101], 20000, 0)])
+    lab, cpu, peak = _cluster_cost(pts)
+    assert cpu < 1.0 and peak < 200, (cpu, peak)
+    # Reference without the quadratic blow-up: sklearn on the unique points with their counts as
+    # sample weights (sklearn's core rule sums weights), unique points in first-index order.
+    from sklearn.cluster import DBSCAN
+
+    uniq, first, inverse, counts = collapse_duplicates(pts)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    ref_u = DBSCAN(eps=0.3, min_samples=20).fit(uniq[order], sample_weight=counts[order]).labels_
+    np.testing.assert_array_equal(lab, ref_u[rank[inverse]])
+    assert lab[-1] == lab[100] >= 0
+
+
+@pytest.mark.parametrize("jitter", [1e-3, 1e-7])
+def test_near_duplicate_blob_is_bounded(kitti_real, jitter):
+    """20,000 distinct points within millimetres (no exact duplicates to collapse): still no
+    pair enumeration, so bounded; one cluster holds the blob."""
+    base = _real_crops(kitti_real, n_scans=1)[1]
+    blob = base[100] + np.random.default_rng(1).normal(0, jitter, (20000, 3))
+    lab, cpu, peak = _cluster_cost(np.concatenate([base, blob]))
+    assert cpu < 1.0 and peak < 200, (cpu, peak)
+    assert len(np.unique(lab[len(base):])) == 1 and lab[-1] >= 0
+
+
+def test_uint16_cloud_with_many_repeats_does_not_stall():
+    rng = np.random.default_rng(2)
+    pts = rng.integers(0, 65535, (60000, 3)).astype(np.uint16)
+    pts[:30000] = pts[0]
+    pts[30000:40000] = rng.integers(0, 3, (10000, 3))
+    lab, cpu, peak = _cluster_cost(pts)
+    assert cpu < 1.0 and peak < 200, (cpu, peak)
+    assert lab[0] == lab[29999] >= 0
 
 
 def test_hand_computed_clusters_and_noise():

@@ -1,8 +1,15 @@
 """Per-stage latency of the segmentation pipeline on this CPU, the network's ratio to its
-compute bound (2 x MACs / peak FLOP/s measured with a large fp32 matmul), and DBSCAN
-scikit-learn vs the fast exact version on identical inputs, side by side in one run."""
+compute bound (2 x MACs / peak FLOP/s measured with a large fp32 matmul), DBSCAN
+scikit-learn vs the fast exact version on identical inputs (per call and per frame, all classes),
+and the recurrent CRF against the previous unfold implementation (frozen in
+tests/test_segmentation_crf.py) on 64 x 512 and 64 x 2048 views, interleaved in one run.
+
+Every timing is reported as wall time and as this process's CPU time (time.process_time):
+on a shared machine the CPU time is the better measure of the work, the wall time of what a
+node sees; the load average is printed beside them."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +38,57 @@ def peak_flops(sizes=(1024, 2048), repeats: int = 10) -> float:
             torch.mm(a, b)
             best_rate = max(best_rate, 2.0 * n ** 3 / (time.perf_counter() - t0))
     return best_rate
+
+
+def load_reference_crf():
+    """The unfold-based CRF as it was before the rewrite, from the test file that freezes it;
+    None when the tests are not beside the package (installed without the source tree)."""
+    import importlib.util
+
+    from ..paths import project_root
+
+    path = project_root() / "tests" / "test_segmentation_crf.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("_crf_reference", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ReferenceCRF
+
+
+def crf_side_by_side(crf, logits: np.ndarray, batch: np.ndarray, repeats: int = 10) -> dict:
+    """New CRF vs the reference on the same (B, C, H, W) input, interleaved; ms per call."""
+    ref_cls = load_reference_crf()
+    x = torch.from_numpy(np.ascontiguousarray(batch[:, :5], dtype=np.float32))
+    lg = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    mask = (x[:, 4:5] > 0).float()
+    impls = {"new": crf}
+    if ref_cls is not None:
+        ref = ref_cls(crf.num_classes)
+        ref.load_state_dict(crf.state_dict())
+        impls["reference"] = ref.eval()
+    res: dict = {"shape": list(lg.shape)}
+    wall: dict[str, list[float]] = {k: [] for k in impls}
+    cpu: dict[str, list[float]] = {k: [] for k in impls}
+    outs = {}
+    with torch.inference_mode():
+        for k, m in impls.items():
+            outs[k] = m(lg, x[:, :3], mask)  # warm-up
+        for _ in range(repeats):
+            for k, m in impls.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                m(lg, x[:, :3], mask)
+                wall[k].append((time.perf_counter() - t0) * 1e3)
+                cpu[k].append((time.process_time() - c0) * 1e3)
+    for k in impls:
+        res[k] = {"wall_ms": _summary(wall[k]), "cpu_ms": _summary(cpu[k]),
+                  "wall_median_ms": float(np.median(wall[k])), "cpu_median_ms": float(np.median(cpu[k]))}
+    if "reference" in impls:
+        res["max_abs_diff"] = float((outs["new"] - outs["reference"]).abs().max())
+        res["same_labels"] = bool(torch.equal(outs["new"].argmax(1), outs["reference"].argmax(1)))
+        res["speedup_cpu_median"] = res["reference"]["cpu_median_ms"] / max(res["new"]["cpu_median_ms"], 1e-9)
+        res["speedup_wall_median"] = res["reference"]["wall_median_ms"] / max(res["new"]["wall_median_ms"], 1e-9)
+    return res
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -65,7 +123,8 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
                               num_threads=threads)
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     times["total"] = []
-    db = {"sklearn": [], "fast": [], "points": [], "identical": True}
+    db = {"sklearn": [], "fast": [], "points": [], "identical": True, "frame_sklearn": [], "frame_fast": [],
+          "frame_sklearn_cpu": [], "frame_fast_cpu": []}
     pl.process(scans[0])  # warm-up (allocations, lazy imports)
     warm = np.random.default_rng(0).normal(size=(200, 3))
     dbscan_sklearn(warm, 0.3, 20)  # import scikit-learn outside the timed calls
@@ -78,20 +137,39 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
         for s in STAGES:
             times[s].append(res.timings_ms.get(s, 0.0))
         # DBSCAN side by side on the exact per-class inputs this frame's clustering saw.
+        fr = {"sklearn": 0.0, "fast": 0.0, "sklearn_cpu": 0.0, "fast_cpu": 0.0}
         for c in (1, 2, 3):
             sel = res.labels == c
             if sel.sum() < pl.cluster_min_points:
                 continue
             xyz = pts[sel, :3]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ref = dbscan_sklearn(xyz, pl.cluster_eps, pl.cluster_min_points)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             fast = dbscan_fast(xyz, pl.cluster_eps, pl.cluster_min_points)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             db["sklearn"].append((t1 - t0) * 1e3)
             db["fast"].append((t2 - t1) * 1e3)
+            fr["sklearn"] += (t1 - t0) * 1e3
+            fr["fast"] += (t2 - t1) * 1e3
+            fr["sklearn_cpu"] += (c1 - c0) * 1e3
+            fr["fast_cpu"] += (c2 - c1) * 1e3
             db["points"].append(int(sel.sum()))
             db["identical"] &= bool(np.array_equal(ref, fast))
+        for k, v in fr.items():
+            db[f"frame_{k}"].append(v)
+    # CRF, new vs reference: the front view (64 x 512) and the full view (64 x 2048, the four
+    # rotated tiles of the first scan side by side), logits from the network.
+    from .pipeline import project_tiles
+
+    crf_cmp = {}
+    projs, _ = project_tiles(scans[0][:, :4].astype(np.float32), "full")
+    tiles = pl.network_input(projs)
+    tile_logits = pl.run_network(tiles)
+    crf_cmp["64x512"] = crf_side_by_side(pl.crf, tile_logits[:1], tiles[:1], repeats=10)
+    wide = np.concatenate(list(tiles), axis=-1)[None]
+    wide_logits = np.concatenate(list(tile_logits), axis=-1)[None]
+    crf_cmp["64x2048"] = crf_side_by_side(pl.crf, wide_logits, wide, repeats=5)
     sample = torch.zeros((1, *pl.spec.input_shape))
     sample[:, 4] = 10.0
     macs = count_macs(pl.spec.build().eval(), sample)
@@ -109,7 +187,12 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
         "network_gmacs": macs / 1e9, "crf_gmacs": crf / 1e9, "peak_gflops": peak / 1e9,
         "network_bound_ms": bound_net_ms, "network_ratio_to_bound": net_ms / bound_net_ms,
         "crf_bound_ms": bound_crf_ms, "crf_ratio_to_bound": crf_ms / bound_crf_ms,
+        "load_average": list(os.getloadavg()),
+        "crf_compare": crf_cmp,
         "dbscan": {"sklearn_ms": _summary(db["sklearn"]), "fast_ms": _summary(db["fast"]),
+                   "frame_sklearn_ms": _summary(db["frame_sklearn"]), "frame_fast_ms": _summary(db["frame_fast"]),
+                   "frame_sklearn_cpu_ms": _summary(db["frame_sklearn_cpu"]),
+                   "frame_fast_cpu_ms": _summary(db["frame_fast_cpu"]),
                    "calls": len(db["fast"]), "mean_points": float(np.mean(db["points"])) if db["points"] else 0.0,
                    "speedup_mean": (float(np.mean(db["sklearn"])) / max(float(np.mean(db["fast"])), 1e-9))
                    if db["fast"] else float("nan"),
@@ -132,4 +215,75 @@ def format_bench(r: dict) -> str:
                  f"sklearn {d['sklearn_ms']['mean']:.2f} ms (std {d['sklearn_ms']['std']:.2f}), "
                  f"fast {d['fast_ms']['mean']:.2f} ms (std {d['fast_ms']['std']:.2f}), "
                  f"sklearn/fast = {d['speedup_mean']:.2f}x, identical labels: {d['identical_labels']}")
+    lines.append(f"DBSCAN per frame (all classes), wall mean/p99: sklearn {d['frame_sklearn_ms']['mean']:.2f}/"
+                 f"{d['frame_sklearn_ms']['p99']:.2f} ms, fast {d['frame_fast_ms']['mean']:.2f}/{d['frame_fast_ms']['p99']:.2f} ms; "
+                 f"CPU mean/p99: sklearn {d['frame_sklearn_cpu_ms']['mean']:.2f}/{d['frame_sklearn_cpu_ms']['p99']:.2f} ms, "
+                 f"fast {d['frame_fast_cpu_ms']['mean']:.2f}/{d['frame_fast_cpu_ms']['p99']:.2f} ms")
+    for view, c in r.get("crf_compare", {}).items():
+        line = (f"CRF {view} {c['shape']}: new median {c['new']['wall_median_ms']:.2f} ms wall, "
+                f"{c['new']['cpu_median_ms']:.2f} ms CPU")
+        if "reference" in c:
+            line += (f"; unfold reference {c['reference']['wall_median_ms']:.2f} ms wall, "
+                     f"{c['reference']['cpu_median_ms']:.2f} ms CPU; reference/new = {c['speedup_wall_median']:.2f}x wall, "
+                     f"{c['speedup_cpu_median']:.2f}x CPU; max |diff| {c['max_abs_diff']:.1e}, same labels {c['same_labels']}")
+        lines.append(line)
+    la = r.get("load_average")
+    if la:
+        lines.append(f"load average at the end: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
     return "\n".join(lines)
+
+
+def quick_bench(frames: int = 4, model: str = "squeezesegv2", backend: str = "onnxruntime") -> str:
+    """The CRF and DBSCAN comparisons alone (< 1 min on a quiet core; the full `seg bench` also
+    times the network and box fit): `python -m squeeze_perception.segmentation.bench`."""
+    from ..paths import kitti_real_dir
+    from .clustering import dbscan_fast, dbscan_sklearn
+    from .pipeline import project_tiles
+
+    torch.set_num_threads(1)
+    scans = bench_scans(kitti_real_dir())[:frames]
+    pl = SegmentationPipeline(model, backend=backend, fov="front", crf=True, num_threads=1)
+    lines = []
+    projs, _ = project_tiles(scans[0][:, :4].astype(np.float32), "full")
+    tiles = pl.network_input(projs)
+    logits = pl.run_network(tiles)
+    views = {"64x512": (logits[:1], tiles[:1]),
+             "64x2048": (np.concatenate(list(logits), -1)[None], np.concatenate(list(tiles), -1)[None])}
+    for view, (lg, x) in views.items():
+        c = crf_side_by_side(pl.crf, lg, x, repeats=10 if view == "64x512" else 5)
+        lines.append(f"CRF {view}: new {c['new']['wall_median_ms']:.2f} ms wall / {c['new']['cpu_median_ms']:.2f} ms CPU"
+                     + (f"; unfold reference {c['reference']['wall_median_ms']:.2f} / {c['reference']['cpu_median_ms']:.2f}"
+                        f" ms; reference/new {c['speedup_wall_median']:.2f}x wall, {c['speedup_cpu_median']:.2f}x CPU;"
+                        f" max |diff| {c['max_abs_diff']:.1e}, same labels {c['same_labels']}" if "reference" in c else ""))
+    per_frame = {"sklearn": [], "fast": []}
+    identical = True
+    for pts in scans:
+        res = pl.process(pts)
+        cpu = {"sklearn": 0.0, "fast": 0.0}
+        for c in (1, 2, 3):
+            sel = res.labels == c
+            if sel.sum() < pl.cluster_min_points:
+                continue
+            xyz = pts[sel, :3]
+            out = {}
+            for name, fn in (("sklearn", dbscan_sklearn), ("fast", dbscan_fast)):
+                c0 = time.process_time()
+                out[name] = fn(xyz, pl.cluster_eps, pl.cluster_min_points)
+                cpu[name] += (time.process_time() - c0) * 1e3
+            identical &= bool(np.array_equal(out["sklearn"], out["fast"]))
+        for k in cpu:
+            per_frame[k].append(cpu[k])
+    s, f = _summary(per_frame["sklearn"]), _summary(per_frame["fast"])
+    lines.append(f"DBSCAN per frame (all classes, {len(scans)} real scans), CPU ms mean/p99/max: sklearn {s['mean']:.1f}/"
+                 f"{s['p99']:.1f}/{max(per_frame['sklearn']):.1f}, fast {f['mean']:.1f}/{f['p99']:.1f}/"
+                 f"{max(per_frame['fast']):.1f}; sklearn/fast {s['mean'] / max(f['mean'], 1e-9):.2f}x; "
+                 f"identical labels {identical}")
+    la = os.getloadavg()
+    lines.append(f"load average: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(quick_bench(frames=int(sys.argv[1]) if len(sys.argv) > 1 else 4))
