@@ -264,6 +264,8 @@ def _register(name: str, variant: str, scale: float, description: str) -> None:
 
 
 _register("squeezedet", "squeezedet", 1.0, "SqueezeDet (SqueezeNet v1.1 + fire10/11 + ConvDet), 1242x375")
+_register("squeezedet_adabn", "squeezedet", 1.0,
+          "SqueezeDet with batch-norm statistics adapted to unlabelled real KITTI images (AdaBN), 1242x375")
 _register("squeezedet_plus", "squeezedet_plus", 1.0, "SqueezeDet+ (SqueezeNet 0.75 squeeze ratio), 1242x375")
 _register("squeezedet_0.75x", "squeezedet", 0.75, "SqueezeDet at 0.75x input scale (932x281)")
 _register("squeezedet_1.5x", "squeezedet", 1.5, "SqueezeDet at 1.5x input scale (1863x562)")
