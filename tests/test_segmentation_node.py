@@ -92,7 +92,9 @@ def test_bad_inputs_keep_the_node_running(ros, v1_weights):
         node.on_points(array_to_cloud(arr))
         labelled = cloud_to_array(out["points"][-1], required=("label",))
         assert len(labelled) == 500 and (labelled["label"][:3] == 0).all()
-        assert "NaN" in stats.last_error
+        # NaN points are dropped from clustering, counted under their own cause and named in the error
+        assert "3 of 500 points dropped: non_finite" in stats.last_error
+        assert stats.counters["points_dropped_non_finite"] == 3
         behind = cloud_to_array(_cloud(200)).copy()
         behind["x"] *= -1
         node.on_points(array_to_cloud(behind))
