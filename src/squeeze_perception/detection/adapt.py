@@ -78,11 +78,11 @@ def load_training_checkpoint(ckpt_path: str | Path, model: str = "squeezedet"):
     """The batch-norm network of a training checkpoint (train.py writes `<out>.ckpt`)."""
     import torch
 
-    from ..registry import _resolve, get_model
+    from ..registry import get_model
+    from .train import build_training_module
 
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     spec = get_model(ck.get("config", {}).get("model", model), task="detection")
-    batchnorm = ck.get("config", {}).get("batchnorm", False)
-    module = _resolve(spec.builder)(**{**spec.builder_kwargs, "batchnorm": batchnorm})
+    module = build_training_module(spec, ck.get("config", {}).get("batchnorm", False))
     module.load_state_dict(ck["state_dict"])
     return module.eval(), spec, ck

@@ -69,10 +69,13 @@ class TrainConfig:
     eval_limit: int = 50
 
 
-def _resolve_builder(spec):
+def build_training_module(spec, batchnorm: bool, dropout: float | None = None):
+    """A registered detection model built with training-time options (batch norm, dropout),
+    which the registry's own build() does not take. Used by training and by AdaBN."""
     from ..registry import _resolve
 
-    return _resolve(spec.builder)
+    overrides = {"batchnorm": batchnorm, **({} if dropout is None else {"dropout": dropout})}
+    return _resolve(spec.builder)(**{**spec.builder_kwargs, **overrides})
 
 
 def input_anchors(module, width: int, height: int) -> np.ndarray:
@@ -135,8 +138,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     spec = get_model(cfg.model, task="detection")
     from .models import fold_batchnorm
 
-    overrides = {"batchnorm": cfg.batchnorm, **({} if cfg.dropout is None else {"dropout": cfg.dropout})}
-    module = _resolve_builder(spec)(**{**spec.builder_kwargs, **overrides})
+    module = build_training_module(spec, cfg.batchnorm, cfg.dropout)
     samples = list_samples(cfg.train_dir, require_labels=True)
     crop_w = cfg.crop_width or module.input_width
     crop_h = cfg.crop_height or module.input_height
