@@ -130,3 +130,40 @@ def test_plot_training_log_and_cli_stats(tmp_path, capsys):
     assert "76x22" in out and "15048" in out
     rows = json.loads((tmp_path / "s.json").read_text())
     assert rows[0]["params"] == 2082120 and rows[0]["thesis"]["gflops"] == 9.7
+
+
+def test_seeded_batchnorm_keeps_plain_weights_function_in_training_mode():
+    """Plain (folded) weights loaded into a batch-norm network: after seeding, the network in
+    training mode (batch statistics) computes what the plain network computes, while unseeded
+    fresh BNs re-normalise every layer and change the output."""
+    from squeeze_perception.detection.models import fold_batchnorm, seed_batchnorm_as_identity
+    from squeeze_perception.detection.train import build_training_module
+    from squeeze_perception.registry import get_model
+
+    torch.manual_seed(0)
+    spec = get_model("squeezedet", task="detection")
+    plain = build_training_module(spec, batchnorm=False, dropout=0.0).eval()
+    with torch.no_grad():  # a plain net whose activations are far from zero-mean / unit-variance
+        for p in plain.parameters():
+            if p.ndim == 1:
+                p.add_(0.3)
+    batch = torch.randn(2, 3, 96, 160)
+    with torch.no_grad():
+        reference_features, reference = plain.features(batch), plain.forward_raw(batch)[1]
+    bn_net = build_training_module(spec, batchnorm=True, dropout=0.0)
+    bn_net.load_state_dict(plain.state_dict(), strict=False)
+    bn_net.train()
+    with torch.no_grad():
+        unseeded = bn_net.forward_raw(batch)[1]
+    assert seed_batchnorm_as_identity(bn_net, [batch]) > 10
+    assert bn_net.training  # left in the mode it was in
+    with torch.no_grad():
+        seeded_features, seeded = bn_net.features(batch), bn_net.forward_raw(batch)[1]
+    # fp32 rounding through 14 layers: the features agree to 1e-3 of their scale; ConvDet's
+    # 768-channel sums of large, cancelling terms amplify that, still 20x below the unseeded gap.
+    feature_scale = reference_features.abs().max()
+    assert (seeded_features - reference_features).abs().max() < 1e-3 * feature_scale
+    assert (seeded - reference).abs().max() < 0.05 * (unseeded - reference).abs().max()
+    # and folding the seeded BNs back gives the plain weights again
+    folded = fold_batchnorm(bn_net.eval())
+    torch.testing.assert_close(folded["convdet.weight"], plain.state_dict()["convdet.weight"], atol=1e-4, rtol=1e-3)

@@ -175,7 +175,7 @@ def train_throughput(model: str = "squeezedet", batch_size: int = 2, width: int 
     import torch
 
     from .loss import squeezedet_loss
-    from .train import input_anchors
+    from .train import TrainConfig, build_training_module, input_anchors
 
     torch.set_num_threads(threads)
     spec = get_model(model, task="detection")
@@ -189,7 +189,8 @@ def train_throughput(model: str = "squeezedet", batch_size: int = 2, width: int 
     x = torch.from_numpy(rng.standard_normal((batch_size, 3, height, width), dtype=np.float32))
     runners = {}
     for variant in variants:
-        module = spec.build().train()
+        # The network `det train` trains (batch norm on by default), not the deployed plain one.
+        module = build_training_module(spec, TrainConfig.batchnorm).train()
         anchors = torch.from_numpy(input_anchors(module, width, height))
         from .loss import build_targets
         gt = np.array([[100, 150, 180, 200], [300, 160, 330, 230]], np.float32)

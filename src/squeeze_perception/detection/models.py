@@ -225,6 +225,56 @@ def fold_batchnorm(module) -> dict:
     return state
 
 
+def seed_batchnorm_as_identity(module, batches) -> int:
+    """Make the fresh BNs of a batch-norm network that holds plain (folded) weights leave the
+    network's function unchanged in *training* mode too, so fine-tuning starts where the plain
+    weights were instead of from a network whose every layer is suddenly re-normalised.
+
+    Each BN sees the per-channel mean m and variance v of its input on `batches` (collected in
+    eval mode with every BN reset, where a BN is the identity up to eps); setting gamma = sqrt(v + eps),
+    beta = m and the running statistics to (m, v) makes BN(x) = x for inputs with those
+    statistics. Returns the number of BNs seeded."""
+    import torch
+    from torch import nn
+
+    bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    sums = {id(bn): [0.0, 0.0, 0] for bn in bns}
+
+    def record(bn, inputs):
+        x = inputs[0].detach().double()  # E[x^2] - E[x]^2 cancels badly in fp32
+        acc = sums[id(bn)]
+        acc[0] = acc[0] + x.sum(dim=(0, 2, 3))
+        acc[1] = acc[1] + (x * x).sum(dim=(0, 2, 3))
+        acc[2] += x.numel() // x.shape[1]
+
+    for bn in bns:  # collect through identity BNs whatever they held before
+        bn.reset_parameters()
+    hooks = [bn.register_forward_pre_hook(record) for bn in bns]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            forward = getattr(module, "forward_raw", module)  # raw outputs: no decoding at crop sizes
+            for batch in batches:
+                forward(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+        module.train(was_training)
+    with torch.no_grad():
+        for bn in bns:
+            total, total_sq, n = sums[id(bn)]
+            if not n:
+                continue
+            mean = total / n
+            var = (total_sq / n - mean * mean).clamp_min(0.0)
+            bn.running_mean.copy_(mean.float())
+            bn.running_var.copy_(var.float())
+            bn.weight.copy_(torch.sqrt(var + bn.eps).float())
+            bn.bias.copy_(mean.float())
+    return len(bns)
+
+
 # Deltas beyond this are clamped before exp() so an untrained net cannot overflow.
 MAX_LOG_SCALE = 4.0
 

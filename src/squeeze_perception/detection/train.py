@@ -69,6 +69,10 @@ class TrainConfig:
     eval_limit: int = 50
 
 
+# Batches whose activation statistics seed fresh BNs when training starts from plain weights.
+BN_SEED_BATCHES = 4
+
+
 def build_training_module(spec, batchnorm: bool, dropout: float | None = None):
     """A registered detection model built with training-time options (batch norm, dropout),
     which the registry's own build() does not take. Used by training and by AdaBN."""
@@ -136,7 +140,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     spec = get_model(cfg.model, task="detection")
-    from .models import fold_batchnorm
+    from .models import fold_batchnorm, seed_batchnorm_as_identity
 
     module = build_training_module(spec, cfg.batchnorm, cfg.dropout)
     samples = list_samples(cfg.train_dir, require_labels=True)
@@ -173,6 +177,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         init_meta = torch.load(cfg.init_weights, map_location="cpu", weights_only=True).get("meta", {})
         meta_anchor = {**init_meta.get("anchors", {}), "init_weights": cfg.init_weights,
                        "init_steps": init_meta.get("steps")}
+        if cfg.batchnorm:
+            # In training mode fresh BNs would re-normalise every layer by its batch statistics;
+            # seed them from the plain network's own activations so step 0 computes its function.
+            seed_rng = np.random.default_rng(cfg.seed + 1)
+            seed_batches = [torch.from_numpy(load_batch(samples, seed_rng.integers(len(samples), size=cfg.batch_size),
+                                                        module, crop_w, crop_h, seed_rng, cfg.max_shift, cfg.flip,
+                                                        cfg.photometric, cfg.positive_iou)[0])
+                            for _ in range(BN_SEED_BATCHES)]
+            meta_anchor["batchnorm_seeded"] = seed_batchnorm_as_identity(module, seed_batches)
         log_path.write_text("")
     else:
         if cfg.anchors:
