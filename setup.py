@@ -17,7 +17,24 @@ NODES = [
     "squeezedet_node",
     "squeezeseg_node",
     "tracker_node",
+    "synetgy_node",
 ]
+
+# Models and backends found by the registry through entry points (registry.py); another package
+# adds its own under the same groups. registry.SOURCE_TREE_ENTRY_POINTS repeats these lines for a
+# source tree without installed metadata (a test keeps both equal).
+ENTRY_POINTS = {
+    "squeeze_perception.models": [
+        "detection = squeeze_perception.detection.models",
+        "segmentation = squeeze_perception.segmentation.models",
+        "accelerator = squeeze_perception.accelerator.models",
+    ],
+    "squeeze_perception.backends": [
+        "torch = squeeze_perception.backends:TORCH",
+        "onnxruntime = squeeze_perception.backends:ONNXRUNTIME",
+        "synetgy = squeeze_perception.accelerator.backend:SYNETGY",
+    ],
+}
 
 # Bags committed to the repository (bags/demo_drive, ~500 MB built by `make demo-drive`, is not
 # installed: the launch file falls back to its committed preview).
@@ -61,5 +78,6 @@ if __name__ == "__main__":  # also true under colcon, pip and `python setup.py`
             # nodes.entry installs the quiet Ctrl-C handling before the node module's imports
             "console_scripts": [f"{n} = {PACKAGE}.nodes.entry:{n}" for n in NODES]
             + [f"squeeze-perception = {PACKAGE}.cli:main"],
+            **ENTRY_POINTS,
         },
     )

@@ -4,7 +4,10 @@
     squeeze-perception launch vehicle.launch.py bag:=bags/kitti_real_4frames   # without ROS 2 launch
 
 Nodes: bag_player_node (its exit at the end of the bag shuts the launch down with code 0),
-squeezedet_node, squeezeseg_node, tracker_node, optional passthrough_node and rviz2. Each node
+squeezedet_node, squeezeseg_node, tracker_node, optional passthrough_node and rviz2, and
+synetgy_node (the shared emulated accelerator, docs/accelerator.md) when det_backend or
+seg_backend is synetgy: it compiles those models for its board; its death does not end the run
+(the model nodes fall back to their CPU backend and return when it is respawned). Each node
 gets its defaults from config/<node>.yaml, then the launch arguments below. The processing nodes
 (squeezedet, squeezeseg, tracker) are respawned when they die, after `respawn_delay` s and at most
 `respawn_max_retries` times; the tracker goes on with the remaining sensor meanwhile. One exit more
@@ -148,6 +151,15 @@ def generate_launch_description():
                         respawn=respawn, respawn_delay=delay, respawn_max_retries=retries)
             entities += [node, RegisterEventHandler(OnProcessExit(
                 target_action=node, on_exit=exit_policy(executable, retries, delay)))]
+        on_board = [cfg(model).perform(context) for flag, model, backend in
+                    (("detector", "det_model", "det_backend"), ("segmenter", "seg_model", "seg_backend"))
+                    if cfg(flag).perform(context).strip().lower() in ("true", "1")
+                    and cfg(backend).perform(context) == "synetgy"]
+        if on_board:
+            entities.append(Node(package=PACKAGE, executable="synetgy_node", name="synetgy_node",
+                                 namespace=cfg("namespace"), output="screen",
+                                 parameters=[{"models": sorted(set(on_board))}],
+                                 respawn=respawn, respawn_delay=delay, respawn_max_retries=retries))
         return entities
     passthrough = Node(
         package=PACKAGE, executable="passthrough_node", name="passthrough_node", namespace=cfg("namespace"),

@@ -2,8 +2,10 @@
 
 Every backend follows `InferenceBackend`: construct with a ModelSpec (loads weights or
 raises ModelLoadError with a user-facing reason), `infer(batch)` -> numpy outputs. The
-Synetgy FPGA emulator registers here later as one more BackendSpec, reporting energy via
-`last_energy_mj` and an emulated latency via `last_latency_ms`.
+Synetgy FPGA emulator (accelerator/backend.py) is one more BackendSpec, reporting energy via
+`last_energy_mj` and an emulated latency via `last_latency_ms`. Each spec is an entry point of
+the `squeeze_perception.backends` group (registry.py); energy.MeteredBackend adds the energy
+of backends that do not report it.
 """
 from __future__ import annotations
 
@@ -248,7 +250,8 @@ class OnnxRuntimeBackend:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-register_backend(BackendSpec("torch", "squeeze_perception.backends:TorchBackend", "cpu",
+# Entry points of the squeeze_perception.backends group (setup.py ENTRY_POINTS).
+TORCH = register_backend(BackendSpec("torch", "squeeze_perception.backends:TorchBackend", "cpu",
                              "PyTorch eager, CPU (reference)"))
-register_backend(BackendSpec("onnxruntime", "squeeze_perception.backends:OnnxRuntimeBackend", "cpu",
+ONNXRUNTIME = register_backend(BackendSpec("onnxruntime", "squeeze_perception.backends:OnnxRuntimeBackend", "cpu",
                              "ONNX Runtime, CPU execution provider"))

@@ -32,3 +32,26 @@ def count_macs(model: nn.Module, sample: torch.Tensor) -> int:
         for h in hooks:
             h.remove()
     return int(total)
+
+
+def count_workload(model: nn.Module, sample: torch.Tensor) -> tuple[int, int, int]:
+    """(MACs, values moved, parameters) of one forward: the MACs of count_macs; values = the input
+    plus every convolution output counted twice (written, then read by the next layer); the
+    parameter count. The energy model (energy.py) turns these into DRAM bytes."""
+    macs = 0
+    values = int(sample.numel())
+
+    def hook(mod, inp, out):
+        nonlocal macs, values
+        macs += conv_macs(mod, inp, out)
+        values += 2 * int(out.numel())
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    return int(macs), int(values), int(sum(p.numel() for p in model.parameters()))

@@ -159,8 +159,9 @@ COMMON_PARAMS: tuple = (
 class FrameContext:
     """Filled in by a node while it handles one input message."""
 
+    stage: str = ""
     published: int = 0
-    energy_mj: float | None = None
+    energy_mj: float | None = None  # the frame's energy; frame() adds it to the stage's total
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -276,7 +277,7 @@ class PerceptionNode(Node):
         """
         stats = self.stats[stage]
         stats.frames_in += 1
-        ctx = FrameContext()
+        ctx = FrameContext(stage=stage)
         t0 = time.perf_counter()
         try:
             yield ctx
@@ -293,6 +294,28 @@ class PerceptionNode(Node):
                 stats.add_energy(ctx.energy_mj)
             if header is not None:
                 self.add_latency(stage, header)
+
+    def record_inference(self, ctx: FrameContext, stages: Sequence[str], run: Any) -> None:
+        """Telemetry of one network call (energy.InferenceResult, or a Prediction with the same
+        fields): its energy becomes the frame's (`ctx.energy_mj`, added to the frame's stage when
+        it succeeds) and is added to each of the extra `stages` now; its latency goes to every
+        stage named as `inference_ms`, with whether it was emulated and where the energy came from."""
+        if run is None:
+            return
+        emulated = bool(getattr(run, "emulated", False))
+        source = getattr(run, "energy_source", "none")
+        if run.energy_mj is not None:
+            ctx.energy_mj = (ctx.energy_mj or 0.0) + float(run.energy_mj)
+        for stage in stages:
+            st = self.stats[stage]
+            if run.latency_ms is not None:
+                st.add_inference(run.latency_ms)
+            st.info["inference_latency"] = "emulated" if emulated else "measured"
+            st.info["energy_source"] = source
+            if run.energy_mj is not None and stage != ctx.stage:
+                st.add_energy(run.energy_mj)
+            for key, value in (getattr(run, "counters", None) or {}).items():
+                st.counters[f"backend_{key}"] = int(value)  # the backend's running totals
 
     def add_latency(self, stage: str, header: Any) -> None:
         """Latency sample from a header stamp; implausible stamps are counted and left out."""

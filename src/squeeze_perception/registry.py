@@ -1,12 +1,22 @@
 """One registry for models and one for inference backends, with typed metadata.
 
-A node picks both by name from ROS parameters; adding a model or backend means one
-`register_*` call in the module that defines it (listed in _PLUGIN_MODULES), no node edits.
+A node picks both by name from ROS parameters. Models and backends are found through two
+Python entry-point groups, so another installed package can add one without editing this one:
+
+    # its setup.py / pyproject.toml
+    entry_points={"squeeze_perception.backends": ["mybackend = my_pkg.backend:MY_BACKEND_SPEC"],
+                  "squeeze_perception.models": ["mymodels = my_pkg.models"]}
+
+An entry point may name a BackendSpec / ModelSpec (registered under its own name), a callable
+returning one or a list of them, or a module that calls `register_*` when imported. Our own
+models and backends are entry points of this package (setup.py ENTRY_POINTS).
 Builders and factories are "module:attr" strings so nothing heavy (torch) imports until used.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -53,15 +63,24 @@ class BackendSpec:
 MODELS: dict[str, ModelSpec] = {}
 BACKENDS: dict[str, BackendSpec] = {}
 
-# Modules that register models/backends on import. Missing ones are skipped so a partial
-# install (or a model family not built yet) does not break the others.
-_PLUGIN_MODULES = (
-    "squeeze_perception.backends",
-    "squeeze_perception.detection.models",
-    "squeeze_perception.segmentation.models",
-    "squeeze_perception.accelerator.models",
-    "squeeze_perception.accelerator.backend",
-)
+MODEL_GROUP = "squeeze_perception.models"
+BACKEND_GROUP = "squeeze_perception.backends"
+# This package's own entry points (the same lines as setup.py ENTRY_POINTS, a test keeps them
+# equal), used only when the package runs from a source tree without installed metadata (or
+# metadata from before the entry points existed: re-run `pip install --no-deps -e .`).
+SOURCE_TREE_ENTRY_POINTS = {
+    MODEL_GROUP: (
+        "detection = squeeze_perception.detection.models",
+        "segmentation = squeeze_perception.segmentation.models",
+        "accelerator = squeeze_perception.accelerator.models",
+    ),
+    BACKEND_GROUP: (
+        "torch = squeeze_perception.backends:TORCH",
+        "onnxruntime = squeeze_perception.backends:ONNXRUNTIME",
+        "synetgy = squeeze_perception.accelerator.backend:SYNETGY",
+    ),
+}
+PLUGIN_ERRORS: dict[str, str] = {}  # "group:name" -> why that entry point was not loaded
 _loaded = False
 
 
@@ -80,17 +99,44 @@ def register_backend(spec: BackendSpec) -> BackendSpec:
     return spec
 
 
+def plugin_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """Every entry point of both groups, models first (a backend may refer to a model). Ours come
+    from the installed metadata, or from SOURCE_TREE_ENTRY_POINTS when it has none of them."""
+    found = [ep for group in (MODEL_GROUP, BACKEND_GROUP)
+             for ep in importlib.metadata.entry_points(group=group)]
+    if not any(ep.value.startswith("squeeze_perception.") for ep in found):
+        found = [importlib.metadata.EntryPoint(*(part.strip() for part in line.split("=", 1)), group)
+                 for group, lines in SOURCE_TREE_ENTRY_POINTS.items() for line in lines] + found
+    return found
+
+
+def _register_plugin(obj: Any) -> None:
+    if isinstance(obj, BackendSpec):
+        register_backend(obj)
+    elif isinstance(obj, ModelSpec):
+        register_model(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _register_plugin(item)
+    elif callable(obj) and not isinstance(obj, type):
+        _register_plugin(obj())
+    # a module: it registered what it defines when imported
+
+
 def load_plugins() -> None:
+    """Load every model / backend entry point once. One that fails to import (a missing optional
+    dependency, a broken third-party package) is skipped with a warning and kept in
+    PLUGIN_ERRORS, so it cannot take the other backends down."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for mod in _PLUGIN_MODULES:
+    for ep in plugin_entry_points():
         try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not mod.startswith(exc.name):
-                raise
+            _register_plugin(ep.load())
+        except Exception as exc:  # noqa: BLE001 - one bad plugin must not break the registry
+            PLUGIN_ERRORS[f"{ep.group}:{ep.name}"] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"{ep.group} entry point '{ep.name}' ({ep.value}) not loaded: {exc}", stacklevel=2)
 
 
 def get_model(name: str, task: str | None = None) -> ModelSpec:
@@ -106,7 +152,9 @@ def get_model(name: str, task: str | None = None) -> ModelSpec:
 def get_backend(name: str) -> BackendSpec:
     load_plugins()
     if name not in BACKENDS:
-        raise RegistryError(f"unknown backend '{name}'; known: {sorted(BACKENDS)}")
+        why = PLUGIN_ERRORS.get(f"{BACKEND_GROUP}:{name}")
+        raise RegistryError(f"unknown backend '{name}'; known: {sorted(BACKENDS)}"
+                            + (f" ('{name}' failed to load: {why})" if why else ""))
     return BACKENDS[name]
 
 

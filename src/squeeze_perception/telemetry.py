@@ -41,7 +41,9 @@ class StageStats:
     last_warning: str = ""
     warnings: int = 0
     counters: dict = field(default_factory=dict)  # e.g. points_dropped_range -> count
+    info: dict = field(default_factory=dict)  # text facts, e.g. energy_source -> rapl
     _processing_ms: deque = field(default_factory=deque, repr=False)
+    _inference_ms: deque = field(default_factory=deque, repr=False)
     _latency_ms: deque = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -56,6 +58,14 @@ class StageStats:
             self._latency_ms.append(float(ms))
             while len(self._latency_ms) > self.window:
                 self._latency_ms.popleft()
+
+    def add_inference(self, ms: float) -> None:
+        """The backend's own latency of the network call (emulated device time for an emulated
+        backend), apart from processing time, which is this host's wall time for the frame."""
+        with self._lock:
+            self._inference_ms.append(float(ms))
+            while len(self._inference_ms) > self.window:
+                self._inference_ms.popleft()
 
     @property
     def frames_dropped(self) -> int:
@@ -105,7 +115,7 @@ class StageStats:
 
     def summary(self) -> dict[str, float | int | str]:
         with self._lock:
-            proc, lat = list(self._processing_ms), list(self._latency_ms)
+            proc, lat, inf = list(self._processing_ms), list(self._latency_ms), list(self._inference_ms)
         out: dict[str, float | int | str] = {
             "frames_in": self.frames_in, "frames_out": self.frames_out,
             "frames_dropped": self.frames_dropped, "errors": self.errors,
@@ -117,10 +127,13 @@ class StageStats:
             out[f"processing_ms_{k}"] = v
         for k, v in self._summ(lat).items():
             out[f"latency_ms_{k}"] = v
+        for k, v in self._summ(inf).items():
+            out[f"inference_ms_{k}"] = v
         if self.energy_mj_total:
             out["energy_mj_total"] = self.energy_mj_total
             if self.frames_out:
                 out["energy_mj_per_frame"] = self.energy_mj_total / self.frames_out
+        out.update(sorted(self.info.items()))
         if self.last_error:
             out["last_error"] = self.last_error
         if self.last_warning:

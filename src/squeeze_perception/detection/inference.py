@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends import ModelLoadError
+from ..energy import MeteredBackend
 from ..registry import RegistryError, get_backend, get_model
 from .data import Letterbox, preprocess
 from .decode import DecodeConfig, decode
@@ -20,7 +21,11 @@ class Prediction:
     raw: np.ndarray  # (A, 5+C) all boxes, x1..y2 in original pixels, confidence, class probs
     detections: np.ndarray  # DETECTION_DTYPE rows in original pixels
     letterbox: Letterbox
-    latency_ms: float | None
+    latency_ms: float | None  # the backend's inference latency (emulated device time when `emulated`)
+    energy_mj: float | None = None  # energy of the inference (energy.py: backend, RAPL or model)
+    energy_source: str = "none"
+    emulated: bool = False
+    counters: dict | None = None  # the backend's own counts (synetgy: frames on device / CPU)
 
 
 class Detector:
@@ -33,6 +38,7 @@ class Detector:
             raise ModelLoadError(str(exc)) from exc
         self.backend_name = backend
         self.backend = backend_spec.create(self.spec, weights=weights or None, num_threads=num_threads)
+        self.meter = MeteredBackend(self.backend, backend_spec, self.spec)
         self.decode_config = decode_config
         _, self.input_height, self.input_width = self.spec.input_shape
 
@@ -42,7 +48,8 @@ class Detector:
 
     def predict(self, rgb: np.ndarray) -> Prediction:
         batch, lb = preprocess(rgb, self.input_width, self.input_height)
-        out = self.backend.infer(batch)
+        run = self.meter.infer(batch)
+        out = run.outputs
         raw = np.asarray(out[0] if isinstance(out, (tuple, list)) else out)[0].astype(np.float32)
         dets = decode(raw, self.decode_config)
         if len(dets):
@@ -50,7 +57,8 @@ class Detector:
             dets["u_min"], dets["v_min"], dets["u_max"], dets["v_max"] = lb.to_original(boxes).T
         raw = raw.copy()
         raw[:, :4] = lb.to_original(raw[:, :4])
-        return Prediction(raw, dets, lb, getattr(self.backend, "last_latency_ms", None))
+        return Prediction(raw, dets, lb, run.latency_ms, run.energy_mj, run.energy_source, run.emulated,
+                          run.counters)
 
     def detect(self, rgb: np.ndarray) -> np.ndarray:
         return self.predict(rgb).detections

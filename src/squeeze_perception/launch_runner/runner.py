@@ -398,11 +398,23 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return "-" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
 
+def _energy_note(s: dict) -> str:
+    """Where a stage's inference latency and energy come from: 'emulated' latency (a modelled
+    device, e.g. synetgy) and the energy source (backend | rapl | model, energy.py)."""
+    parts = []
+    if s.get("inference_latency") == "emulated":
+        parts.append("emulated")
+    if s.get("energy_source") not in (None, "none"):
+        parts.append(str(s["energy_source"]))
+    return ",".join(parts)
+
+
 def summary_table(summaries: dict[str, dict], exit_codes: dict[str, int] | None = None) -> str:
-    """Per node and stage: frames in/out, dropped, latency mean/p99, processing mean; player topics."""
+    """Per node and stage: frames in/out, dropped, latency mean/p99, processing mean, the
+    backend's inference latency, energy per frame (mJ) and its source; player topics."""
     exit_codes = exit_codes or {}
     head = (f"{'node':22s} {'stage':14s} {'in':>6s} {'out':>6s} {'drop':>5s} {'lat mean':>9s} "
-            f"{'lat p99':>9s} {'proc mean':>9s}  (ms)")
+            f"{'lat p99':>9s} {'proc mean':>9s} {'inf mean':>9s} {'mJ/frame':>9s}  energy  (ms)")
     lines = [head, "-" * len(head)]
     topic_lines = []
     for name in sorted(set(summaries) | set(exit_codes)):
@@ -413,7 +425,9 @@ def summary_table(summaries: dict[str, dict], exit_codes: dict[str, int] | None 
         for stage, s in data.get("stages", {}).items():
             lines.append(f"{name:22s} {stage:14s} {s.get('frames_in', 0):6d} {s.get('frames_out', 0):6d} "
                          f"{s.get('frames_dropped', 0):5d} {_fmt(s.get('latency_ms_mean')):>9s} "
-                         f"{_fmt(s.get('latency_ms_p99')):>9s} {_fmt(s.get('processing_ms_mean'), 2):>9s}")
+                         f"{_fmt(s.get('latency_ms_p99')):>9s} {_fmt(s.get('processing_ms_mean'), 2):>9s} "
+                         f"{_fmt(s.get('inference_ms_mean'), 2):>9s} {_fmt(s.get('energy_mj_per_frame'), 2):>9s}"
+                         f"  {_energy_note(s) or '-'}")
         for topic, n in sorted(data.get("topics", {}).items()):
             topic_lines.append(f"  {name}: {topic:44s} {n:6d} published")
     if topic_lines:

@@ -55,5 +55,9 @@ def tracker_node() -> int:
     return run("tracker_node")
 
 
+def synetgy_node() -> int:
+    return run("synetgy_node")
+
+
 if __name__ == "__main__":  # python -m squeeze_perception.nodes.entry <node> [--ros-args ...]
     raise SystemExit(run(sys.argv.pop(1)))

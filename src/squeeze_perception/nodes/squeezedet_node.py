@@ -118,7 +118,10 @@ class SqueezeDetNode(PerceptionNode):
         from ..detection.decode import DecodeConfig
 
         if self._pending is not None:
+            previous = self.detector
             self.detector, self._pending, self.load_error = self._pending, None, None
+            if previous is not None and hasattr(previous.backend, "close"):
+                previous.backend.close()  # e.g. the synetgy backend's link to synetgy_node
             self.get_logger().info(f"switched to {self.p['model']} on {self.p['backend']}")
         if self.detector is not None:
             self.detector.decode_config = DecodeConfig(top_k=self.p["top_k"], nms_iou=self.p["nms_iou"],
@@ -142,7 +145,7 @@ class SqueezeDetNode(PerceptionNode):
             det = self.detector
             check_image_size(w, h, det.input_width, det.input_height, self.p["max_upscale"])
             pred = det.predict(rgb)
-            ctx.extra["inference_ms"] = pred.latency_ms
+            self.record_inference(ctx, (STAGE,), pred)  # energy per frame, inference latency
             self.det_pub.publish(table_to_cloud(pred.detections, msg.header))
             ctx.published += 1
             if self.p["annotate"]:

@@ -93,7 +93,9 @@ class SqueezeSegNode(PerceptionNode):
             candidate = self._build(merged)
         except Exception as exc:  # noqa: BLE001
             return f"cannot load model '{merged['model']}' with backend '{merged['backend']}': {exc}"
-        self.pipeline, self.load_error = candidate, ""
+        previous, self.pipeline, self.load_error = self.pipeline, candidate, ""
+        if previous is not None and hasattr(previous.backend, "close"):
+            previous.backend.close()  # e.g. the synetgy backend's link to synetgy_node
         self.get_logger().info(f"switched to model '{merged['model']}' on backend '{merged['backend']}'")
         return None
 
@@ -141,6 +143,8 @@ class SqueezeSegNode(PerceptionNode):
                 st.frames_processed += 1
                 st.frames_out += 1
                 st.add_processing(ms)
+            # the network's energy is the frame's; its (possibly emulated) latency per stage
+            self.record_inference(ctx, ("points", "network"), result.inference)
             self.publish(msg.header, cloud, points, result)
             ctx.published += 3
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import interfaces as itf
 from ..backends import ModelLoadError, load_state_dict
+from ..energy import InferenceResult, MeteredBackend
 from ..registry import ModelSpec, get_backend, get_model
 from . import constants as K
 from .boxfit import rectangle_fit
@@ -51,6 +52,7 @@ class SegmentationResult:
     ground_removed: np.ndarray | None = None  # (N,) bool, object-labelled points relabelled 0 as ground
     ground: SegmentedGround | None = None  # the fitted ground (None when ground removal is off)
     ground_ms: float = 0.0  # ground fit + test, part of the clustering stage
+    inference: InferenceResult | None = None  # the network call: latency, energy, emulated (outputs dropped)
 
     @staticmethod
     def empty(n: int = 0) -> "SegmentationResult":
@@ -100,7 +102,10 @@ class SegmentationPipeline:
         self.ground_threshold, self.ground_max_slope = ground_threshold, ground_max_slope
         self.spec: ModelSpec = get_model(model, task="segmentation")
         self.backend_name = backend
-        self.backend = get_backend(backend).create(self.spec, weights=weights or None, num_threads=num_threads)
+        backend_spec = get_backend(backend)
+        self.backend = backend_spec.create(self.spec, weights=weights or None, num_threads=num_threads)
+        self.meter = MeteredBackend(self.backend, backend_spec, self.spec)
+        self.last_inference: InferenceResult | None = None
         self.crf = self._load_crf(weights)
 
     def _load_crf(self, weights: str):
@@ -123,7 +128,10 @@ class SegmentationPipeline:
         return np.stack([to_input(p.grid, self.spec.input_shape[0]) for p in projs])
 
     def run_network(self, batch: np.ndarray) -> np.ndarray:
-        out = self.backend.infer(batch)
+        run = self.meter.infer(batch)
+        out = run.outputs
+        run.outputs = None  # the logits are returned; the record keeps latency and energy only
+        self.last_inference = run
         return np.asarray(out[0] if isinstance(out, (tuple, list)) else out, dtype=np.float32)
 
     def run_crf(self, logits: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -175,8 +183,10 @@ class SegmentationPipeline:
             result.timings_ms.update(t)
             return result
         t0 = time.perf_counter()
+        self.last_inference = None
         logits = self.run_network(batch)
         t["network"] = (time.perf_counter() - t0) * 1e3
+        result.inference = self.last_inference
         t0 = time.perf_counter()
         logits = self.run_crf(logits, batch)
         t["crf"] = (time.perf_counter() - t0) * 1e3
