@@ -42,6 +42,46 @@ def check_input(spec: ModelSpec, batch: np.ndarray) -> None:
             f"got {tuple(batch.shape)}")
 
 
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def manifest_path(weights: Path) -> Path:
+    """The manifest the offline tools write beside a model (models/<name>.manifest.json)."""
+    return Path(weights).with_suffix(MANIFEST_SUFFIX)
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_manifest_checksum(weights: Path) -> None:
+    """Weights saved with a manifest must still be the bytes it describes: a model retrained,
+    truncated or swapped after its metrics were measured is refused with the reason. Weights
+    without a manifest (the hand-made cards of models/) load as before."""
+    import json
+
+    man = manifest_path(weights)
+    if not man.exists():
+        return
+    try:
+        expected = json.loads(man.read_text())["weights"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"manifest '{man}' of weights '{weights}' is unreadable ({exc}); "
+                             "re-save the model with its manifest or remove the manifest") from exc
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise ModelLoadError(
+            f"weights '{weights}' do not match their manifest '{man}': sha256 {actual[:16]}..., manifest says "
+            f"{str(expected)[:16]}...; the file changed after its metrics were recorded (re-save the model "
+            "with its manifest, or restore the original file)")
+
+
 def load_state_dict(path: Path) -> dict[str, Any]:
     """Our checkpoint format: {'state_dict', 'model', 'meta'} (or a bare state_dict)."""
     import torch
@@ -50,6 +90,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         raise ModelLoadError(
             f"weights file '{path}' not found; train it (see models/README.md) or set the "
             "'weights' parameter to an existing file")
+    verify_manifest_checksum(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
