@@ -107,6 +107,10 @@ class SegmentationPipeline:
         self.meter = MeteredBackend(self.backend, backend_spec, self.spec)
         self.last_inference: InferenceResult | None = None
         self.crf = self._load_crf(weights)
+        if clustering == "fast":  # compile / load the DBSCAN kernel now, not during the first frame
+            from ._dbscan_native import load as load_dbscan_kernel
+
+            load_dbscan_kernel()
 
     def _load_crf(self, weights: str):
         """The CRF's learned compatibility weights live in the torch checkpoint under 'crf.'."""
