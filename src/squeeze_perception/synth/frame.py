@@ -100,6 +100,17 @@ class FrameRenderer:
         return SynthFrame(scan, image, instance_image, labels, truths, self.calib, pose, world.time, ego_v,
                           self.with_lidar)
 
+    def scan_only(self, world: World, rng: np.random.Generator) -> LidarScan:
+        """The scan `render(world, rng)` would give, without the camera (statistics, LiDAR-only use)."""
+        rotation, origin = world.sensor_pose(KITTI_VELODYNE_HEIGHT_M)
+        placed = [(a, a.world_mesh()[0]) for a in world.agents_near(130.0)]
+        scene = RayScene(world.static_mesh, [(m, a.class_id if a.class_id else 0, a.instance_id) for a, m in placed],
+                         self.nthreads)
+        lidar_rng, _ = rng.spawn(2)  # the same stream as render's LiDAR
+        scan = self.lidar.scan(scene, rotation, origin, lidar_rng, world.layout.on_lane_paint)
+        scan.instance_id[scan.class_id == CLASS_IDS["unknown"]] = -1
+        return scan
+
     def _camera_label(self, agent: Agent, mesh, rotation, origin, bottom_v, size, yaw_v: float, visible: int,
                       scene: RayScene) -> ObjectLabel | None:
         if visible == 0:

@@ -41,6 +41,18 @@ def object_frame(seed: int, split: str, index: int, shadows: bool = True, nthrea
     return _renderer(shadows, nthreads, lidar).render(world, rng)
 
 
+def object_scan(seed: int, split: str, index: int, nthreads: int = 0):
+    """The LiDAR scan of `object_frame(seed, split, index)`, without rendering the camera."""
+    ss = np.random.SeedSequence([seed, _SPLIT_CODE.get(split, 2), index])
+    world_seed, render_seed = ss.spawn(2)
+    world = World(int(world_seed.generate_state(1)[0]), length=0.0)
+    rng = np.random.default_rng(render_seed)
+    for _ in range(int(rng.integers(0, 20))):  # the same draws as object_frame
+        world.step(FRAME_PERIOD_S)
+    world.ego.yaw = float(rng.normal(0.0, 0.03))
+    return _renderer(True, nthreads, True).scan_only(world, rng)
+
+
 def sequence_frames(seed: int, drive: int, frames: int, shadows: bool = True, nthreads: int = 0,
                     ego_speed: float | None = None, style: str | None = None, density: float | None = None,
                     world_frames: int | None = None, lidar: bool = True):

@@ -4,9 +4,12 @@ Each beam fires ``HDL64E_FIRINGS_PER_REV`` times per revolution from its own hei
 sensor (see ``kitti.hdl64e``). A return is kept when enough light comes back: the echo power
 falls with range squared and grows with the surface's reflectivity and the cosine of the
 incidence angle, so grazing asphalt far away and dark glass fade out as they do in KITTI.
-Surfaces add their own dropout (glass, tyres, foliage), and the KITTI car's own body blocks the
-lowest beams ahead of and behind the sensor (``ego_occluded``). Intensity is reflectivity times an incidence term
-(sharper for glossy paint), with noise, quantised to KITTI's 0.01 steps.
+Glass and tyres swallow the pulses of whole faces, foliage lets a share through to what is behind
+it, every firing can be lost with the probability measured per ring and azimuth sector on real
+KITTI scans (``kitti.hdl64e_dropout``), and the KITTI car's own body blocks the lowest beams ahead
+of and behind the sensor (``ego_occluded``). Returns end at 80 m, as KITTI's scans do. Intensity is
+reflectivity times an incidence term (sharper for glossy paint), with noise, quantised to KITTI's
+0.01 steps.
 """
 from __future__ import annotations
 
@@ -14,17 +17,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kitti.hdl64e import (HDL64E_BEAM_HEIGHT_M, HDL64E_ELEVATION_DEG, HDL64E_FIRINGS_PER_REV,
-                            HDL64E_MAX_RANGE_M, HDL64E_ROWS)
-from .materials import DROPOUT, IS_PAINT, REFLECTIVITY, Material
+from ..kitti.hdl64e import HDL64E_BEAM_HEIGHT_M, HDL64E_ELEVATION_DEG, HDL64E_FIRINGS_PER_REV, HDL64E_ROWS
+from ..kitti.hdl64e_dropout import HDL64E_RING_DROPOUT, HDL64E_SECTOR_DROPOUT_FACTOR
+from ..kitti.noise_map import sector_of_azimuth
+from .materials import COHERENT_DROPOUT, DROPOUT, IS_PAINT, PASSES_THROUGH, REFLECTIVITY, Material
 from .raycast import RayScene, rotate, take_rows
 
 # Echo power (reflectivity * cos(incidence) / range^2) at which half of the returns are lost,
 # and the spread of that threshold in natural-log units.
 DETECTION_POWER_HALF = 5.0e-6
 DETECTION_LOG_SPREAD = 0.6
-RANDOM_DROPOUT = 0.003
 RANGE_NOISE_M = 0.015
+# KITTI's scans hold no return beyond 80 m (the 7 real full scans in ../shared/data/kitti_real end at
+# 78.5-80.0 m), although the HDL-64E is rated to 120 m.
+KITTI_RECORDED_RANGE_M = 80.0
+# Grass blades and leaves scatter the pulse over their depth: extra range spread on those surfaces.
+SURFACE_RANGE_SPREAD_M = {Material.GRASS: 0.03, Material.FOLIAGE: 0.05}
 INTENSITY_NOISE = 0.03
 
 
@@ -43,6 +51,24 @@ def ego_occluded(elevation_deg: np.ndarray, azimuth_rad: np.ndarray) -> np.ndarr
     return (np.abs(az) < front) | (np.abs(az) > 180.0 - rear)
 
 
+# Single lost firings that the physics above already produces in synthetic scans (far fading ground,
+# dark faces), per block of rings, measured with the same estimator as the real rate:
+# `squeeze-perception synth stats --generate 20 --seed 0 --no-ring-dropout` (docs/synthetic.md).
+# The measured real loss is what remains to be added on top, so the total matches KITTI's.
+PHYSICAL_RING_LOSS = {"upper": 0.0128, "lower": 0.0003}
+
+
+def firing_dropout(rows: np.ndarray, azimuth_rad: np.ndarray) -> np.ndarray:
+    """Probability that a firing of ring `rows` at sensor azimuth `azimuth_rad` is lost on any
+    surface: the rate measured on real KITTI scans (ring rate x azimuth-sector factor) less what
+    the scan's physics loses already."""
+    rows = np.asarray(rows)
+    sector = sector_of_azimuth(azimuth_rad, len(HDL64E_SECTOR_DROPOUT_FACTOR))
+    physical = np.where(rows < HDL64E_ROWS // 2, PHYSICAL_RING_LOSS["upper"], PHYSICAL_RING_LOSS["lower"])
+    extra = np.maximum(HDL64E_RING_DROPOUT[rows] - physical, 0.0)
+    return extra * HDL64E_SECTOR_DROPOUT_FACTOR[sector]
+
+
 @dataclass
 class LidarScan:
     points: np.ndarray  # (N, 4) float32 x, y, z, intensity in the Velodyne frame
@@ -58,9 +84,11 @@ class LidarScan:
 
 
 class Hdl64e:
-    def __init__(self, firings_per_rev: int = HDL64E_FIRINGS_PER_REV, max_range: float = HDL64E_MAX_RANGE_M,
-                 nthreads: int = 0):
+    def __init__(self, firings_per_rev: int = HDL64E_FIRINGS_PER_REV, max_range: float = KITTI_RECORDED_RANGE_M,
+                 nthreads: int = 0, ring_dropout: bool = True):
+        """ring_dropout=False leaves out the measured per-ring loss (only physics and surfaces drop returns)."""
         self.firings = int(firings_per_rev)
+        self.ring_dropout = ring_dropout
         self.max_range = max_range
         self.nthreads = nthreads
         elev = np.radians(HDL64E_ELEVATION_DEG)
@@ -83,6 +111,24 @@ class Hdl64e:
         free = ~ego_occluded(np.repeat(HDL64E_ELEVATION_DEG, self.firings), az.reshape(-1))
         return origins[free], dirs[free], rows[free]
 
+    @staticmethod
+    def _pass_through(scene: RayScene, hits, origins_w: np.ndarray, dirs_w: np.ndarray,
+                      rng: np.random.Generator) -> None:
+        """Send the share of rays that slip through foliage on to the next surface (in place)."""
+        hit_idx = np.flatnonzero(hits.hit)
+        porous = hit_idx[PASSES_THROUGH[scene.material[hits.triangle[hit_idx]]]]
+        if not len(porous):
+            return
+        through = porous[rng.random(len(porous)) < DROPOUT[scene.material[hits.triangle[porous]]]]
+        if not len(through):
+            return
+        step = hits.t[through].astype(np.float64) + 0.05  # just past the leaf it slipped by
+        behind = scene.cast(origins_w[through] + dirs_w[through] * step[:, None], dirs_w[through])
+        hits.t[through] = np.where(behind.hit, step + behind.t, np.inf)
+        hits.hit[through] = behind.hit
+        hits.triangle[through] = behind.triangle
+        hits.normal[through] = behind.normal
+
     def scan(self, scene: RayScene, rotation: np.ndarray, origin: np.ndarray, rng: np.random.Generator,
              lane_paint=None) -> LidarScan:
         """One revolution from the Velodyne at (rotation, origin) in the world.
@@ -94,6 +140,7 @@ class Hdl64e:
         origins_w += origin
         dirs_w = rotate(dirs_s, rotation)
         hits = scene.cast(origins_w, dirs_w)
+        self._pass_through(scene, hits, origins_w, dirs_w, rng)
         keep = hits.hit & (hits.t <= self.max_range)
         idx = np.flatnonzero(keep)
         t = hits.t[idx].astype(np.float64)
@@ -116,10 +163,20 @@ class Hdl64e:
         refl *= np.exp(rng.normal(0, 0.15, len(idx)))  # surface-to-surface variation
         power = refl * np.maximum(cos_inc, 1e-3) / np.maximum(t, 0.5) ** 2
         p_detect = 1.0 / (1.0 + np.exp(-(np.log(power) - np.log(DETECTION_POWER_HALF)) / DETECTION_LOG_SPREAD))
-        p_detect *= (1.0 - DROPOUT[material]) * (1.0 - RANDOM_DROPOUT)
+        coherent = COHERENT_DROPOUT[material]
+        p_detect *= 1.0 - np.where(coherent | PASSES_THROUGH[material], 0.0, DROPOUT[material])
+        if coherent.any():
+            dark_faces = rng.random(len(scene.material)) < DROPOUT[scene.material]
+            p_detect[coherent & dark_faces[tri]] = 0.0
+        if self.ring_dropout:
+            p_detect *= 1.0 - firing_dropout(rows[idx], np.arctan2(dirs_s[idx, 1], dirs_s[idx, 0]))
         kept = rng.random(len(idx)) < p_detect
         idx, t, tri, material, refl, cos_inc = idx[kept], t[kept], tri[kept], material[kept], refl[kept], cos_inc[kept]
-        t = t + rng.normal(0, RANGE_NOISE_M, len(t))
+        noise = rng.normal(0, 1.0, len(t))
+        spread = np.full(len(t), RANGE_NOISE_M)
+        for surface, extra in SURFACE_RANGE_SPREAD_M.items():
+            spread[material == surface] = np.hypot(RANGE_NOISE_M, extra)
+        t = t + noise * spread
         xyz = take_rows(origins_s, idx) + take_rows(dirs_s, idx) * t[:, None]
         # Matte surfaces return nearly the same at any angle (KITTI's ground is as bright at 20 m as
         # at 5 m); glossy paint and glass only return near normal incidence, so most car points read ~0.

@@ -1,6 +1,12 @@
 """`squeeze-perception synth stats`: scan and label statistics of a dataset next to the real KITTI samples.
 
   squeeze-perception synth stats --root data/synth [--limit 100] [--real ../shared/data/kitti_real]
+  squeeze-perception synth stats --generate 20 --seed 0 --figure docs/img/synth_vs_real_lidar.png
+
+The second table (always printed) sets the synthetic scans beside the real full scans: per-row
+return rate and lost firings, range and intensity histograms (``synth/scan_compare.py``);
+``--figure`` draws them side by side. ``--generate N`` renders N object-frame scans in memory
+(LiDAR only, the scans `synth --seed S` would write) instead of reading ``--root``.
 """
 from __future__ import annotations
 
@@ -101,11 +107,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--split", default="training")
     ap.add_argument("--limit", type=int, default=100, help="object frames to read (0 = all)")
     ap.add_argument("--real", default=str(kitti_real_dir()))
+    ap.add_argument("--generate", type=int, default=0,
+                    help="render this many object-frame scans in memory instead of reading --root")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated scans")
+    ap.add_argument("--no-ring-dropout", action="store_true",
+                    help="generated scans without the measured per-ring loss (what the physics alone loses)")
+    ap.add_argument("--figure", help="PNG of the per-row / histogram comparison (e.g. docs/img/synth_vs_real_lidar.png)")
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
 
     root, real = Path(args.root), Path(args.real)
+    if args.generate:
+        return _compare_scans(args, real)
     synth = object_split_stats(root, args.split, args.limit or None).summary()
     synth.update(lidar_2d_stats(sorted((root / "lidar_2d" / ("train" if args.split == "training" else "test"))
                                        .glob("*.npy"))[: args.limit or None]))
@@ -121,4 +135,47 @@ def main(argv: list[str]) -> int:
         fmt = (lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
         table.add_row(key, fmt(synth[key]), fmt(real_stats[key]) if key in real_stats else "-")
     Console().print(table)
+    return _compare_scans(args, real)
+
+
+def _compare_scans(args, real: Path) -> int:
+    """Print (and optionally draw) the per-row and histogram comparison with the real full scans."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .scan_compare import comparison_rows, draw_comparison, profile_of_files, real_scan_paths, ScanProfile
+
+    t0 = time.perf_counter()
+    if args.generate:
+        from .generate import _renderer, object_scan
+
+        _renderer(True, 0, True).lidar.ring_dropout = not args.no_ring_dropout
+        synth = ScanProfile()
+        for i in range(args.generate):
+            scan = object_scan(args.seed, args.split, i)
+            synth.add(scan.points, scan.rows)
+        name = f"synthetic (seed {args.seed}, {args.generate} generated scans)"
+    else:
+        root = Path(args.root)
+        scans = sorted((root / "object" / args.split / "velodyne").glob("*.bin"))[: args.limit or None]
+        synth = profile_of_files(scans)
+        name = f"synthetic ({root}, {len(scans)} scans)"
+    real_paths = real_scan_paths(real)
+    if not real_paths or not synth.scans:
+        print(f"no scans to compare ({synth.scans} synthetic, {len(real_paths)} real in {real})")
+        return 1
+    real_profile = profile_of_files(real_paths)
+    table = Table(title=f"{name} vs real KITTI full scans ({len(real_paths)} in {real})")
+    for column, justify in (("statistic", "left"), ("synthetic", "right"), ("real", "right")):
+        table.add_column(column, justify=justify)
+    for row in comparison_rows(synth, real_profile):
+        table.add_row(*row)
+    Console().print(table)
+    if args.figure:
+        path = draw_comparison(synth, real_profile, Path(args.figure), "synthetic",
+                               f"real KITTI ({len(real_paths)} scans)")
+        print(f"figure: {path}")
+    print(f"compared in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -17,8 +17,9 @@ import numpy as np
 
 from ..interfaces import CLASS_IDS
 from .materials import Material
-from .meshes import (Mesh, box, car_mesh, cyclist_mesh, cylinder, merge, pedestrian_mesh, rot_z, sphere,
-                     truck_mesh)
+from .meshes import (Mesh, box, car_mesh, cyclist_mesh, cylinder, merge, pedestrian_mesh, rot_x, rot_y, rot_z,
+                     sphere, truck_mesh)
+from .terrain import Terrain, far_surroundings
 
 # kitti type -> (mean h, w, l), (std h, w, l)
 SIZE_STATS = {
@@ -163,6 +164,17 @@ class EgoState:
     y: float
     yaw: float
     speed: float
+    pitch: float = 0.0  # body attitude over the road (radians): braking, bumps, load, camber
+    roll: float = 0.0
+
+
+# The KITTI car's attitude wanders around level (suspension, road camber, bumps): a first-order
+# random process per angle with this standard deviation and correlation time, clipped to the limit,
+# so consecutive frames of a drive move smoothly and independent frames differ.
+EGO_PITCH_STD_DEG = 0.5
+EGO_ROLL_STD_DEG = 0.4
+EGO_ATTITUDE_LIMIT_STD = 2.5
+EGO_ATTITUDE_CORRELATION_S = 1.0
 
 
 class World:
@@ -196,9 +208,16 @@ class World:
                                           255),
                       "grass": np.clip(np.array([88, 118, 58]) * tone.uniform(0.75, 1.15)
                                        + np.array([1.0, 0.5, 0.0]) * tone.uniform(-10, 35), 0, 255)}
+        # Ground beyond the sidewalks and the middle distance, each from its own stream (nothing else moves).
+        self.terrain = Terrain(self.layout, np.random.default_rng([seed, 2]))
+        self._far_rng = np.random.default_rng([seed, 3])
         self.static_mesh = self._build_static()
         self.agents: list[Agent] = []
         self._spawn_agents(length)
+        self._attitude_rng = np.random.default_rng([seed, 4])
+        self.ego.pitch, self.ego.roll = self._attitude_rng.normal(0.0, 1.0, 2) * np.radians(
+            [EGO_PITCH_STD_DEG, EGO_ROLL_STD_DEG])
+        self._clip_attitude()
 
     # --------------------------------------------------------------------------------- static
     def _build_static(self) -> Mesh:
@@ -218,11 +237,11 @@ class World:
             parts.append(box((xl, lay.sidewalk_width, lay.curb_height - 0.01),
                              (xc, sw_c, (lay.curb_height - 0.01) / 2), Material.SIDEWALK, self.tones["sidewalk"]))
             outer = sw_in + side * lay.sidewalk_width
-            # Verge / lawn out to 160 m so far beams find ground (rural roads: grass right at the curb).
-            verge_w = 160.0
-            parts.append(box((xl, verge_w, 0.04), (xc, outer + side * verge_w / 2, 0.0), Material.GRASS,
-                             self.tones["grass"]))
-            parts += self._roadside(side, outer)
+            # Roadside objects stand on the terrain (which is level next to the sidewalk).
+            parts += self.terrain.settle(self._roadside(side, outer))
+        # Grass out to 160 m so far beams find ground (rural roads: grass right at the curb).
+        parts.append(self.terrain.mesh(self.tones["grass"]))
+        parts += far_surroundings(lay, self.terrain, self._far_rng, FACADE_COLOURS)
         return merge(parts)
 
     def _roadside(self, side: int, outer: float) -> list[Mesh]:
@@ -429,11 +448,25 @@ class World:
                 a.phase += dt * a.speed * 1.2
         self.ego.x += self.ego.speed * np.cos(self.ego.yaw) * dt
         self.ego.y += self.ego.speed * np.sin(self.ego.yaw) * dt
+        keep = np.exp(-dt / EGO_ATTITUDE_CORRELATION_S)
+        fresh = self._attitude_rng.normal(0.0, 1.0, 2) * np.radians([EGO_PITCH_STD_DEG, EGO_ROLL_STD_DEG])
+        self.ego.pitch = keep * self.ego.pitch + np.sqrt(1 - keep ** 2) * fresh[0]
+        self.ego.roll = keep * self.ego.roll + np.sqrt(1 - keep ** 2) * fresh[1]
+        self._clip_attitude()
+
+    def _clip_attitude(self) -> None:
+        limit = np.radians([EGO_PITCH_STD_DEG, EGO_ROLL_STD_DEG]) * EGO_ATTITUDE_LIMIT_STD
+        self.ego.pitch = float(np.clip(self.ego.pitch, -limit[0], limit[0]))
+        self.ego.roll = float(np.clip(self.ego.roll, -limit[1], limit[1]))
 
     # --------------------------------------------------------------------------------- views
     def sensor_pose(self, mount_height: float) -> tuple[np.ndarray, np.ndarray]:
-        """(rotation, origin) of the Velodyne frame in the world at the current ego state."""
-        return rot_z(self.ego.yaw), np.array([self.ego.x, self.ego.y, mount_height])
+        """(rotation, origin) of the Velodyne frame in the world at the current ego state.
+
+        The sensors are fixed to the car body, so its pitch and roll tilt the LiDAR and the camera
+        alike (about the sensor, whose height stays at the mount height)."""
+        rotation = rot_z(self.ego.yaw) @ rot_y(self.ego.pitch) @ rot_x(self.ego.roll)
+        return rotation, np.array([self.ego.x, self.ego.y, mount_height])
 
     def agents_near(self, radius: float) -> list[Agent]:
         return [a for a in self.agents if np.hypot(a.x - self.ego.x, a.y - self.ego.y) < radius]
