@@ -1,0 +1,139 @@
+"""`squeeze-perception bench graph`: play a bag through the perception graph and report, per
+output topic, the sensor-to-publish latency (p50/p95/p99/max), jitter and dropped frames, and
+CPU% and resident memory per node process; one process per node and all nodes in one process,
+side by side. Writes a JSON report (configuration, git revision, sha256 of the bag).
+
+    squeeze-perception bench graph                          # the bag at its own timing
+    squeeze-perception bench graph --rate-hz 10             # a fixed input rate
+    squeeze-perception bench graph --search --max-hz 40     # highest rate with < 5 % dropped frames
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import core
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    from ..paths import bags_dir
+
+    ap = argparse.ArgumentParser(prog="squeeze-perception bench graph", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bag", default=str(bags_dir() / "kitti_real_4frames"), help="rosbag2 folder or ROS 1 .bag")
+    rate = ap.add_mutually_exclusive_group()
+    rate.add_argument("--rate-hz", type=float, help="play the sensor frames at this rate (player rate scaled from "
+                      "the bag's own frame rate) instead of the recorded timing")
+    rate.add_argument("--search", action="store_true", help="search the highest rate with < 5%% dropped frames")
+    ap.add_argument("--max-hz", type=float, default=40.0, help="upper end of the rate search")
+    ap.add_argument("--graph", choices=("processes", "composed", "both"), default="both",
+                    help="one process per node, all nodes in one process, or both (default)")
+    ap.add_argument("--nodes", default="squeezedet_node,squeezeseg_node,tracker_node", help="nodes to run")
+    ap.add_argument("--plays", type=int, default=1, help="measured plays of the bag per setting")
+    ap.add_argument("--warmup", type=int, default=1, help="plays before measuring (first-frame costs)")
+    ap.add_argument("--drain-s", type=float, default=3.0, help="after a play, wait for late outputs until this long passes without a message")
+    ap.add_argument("--max-drain-s", type=float, default=120.0, help="longest wait for late outputs after a play")
+    ap.add_argument("--startup-timeout", type=float, default=300.0, help="seconds for the nodes to come up")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                    help="parameter for every node (e.g. num_threads:=1); repeatable")
+    ap.add_argument("--out", default="graph_bench.json", help="JSON report path")
+    ap.add_argument("--log-dir", default="", help="node logs (default: beside the report)")
+    return ap.parse_args(argv)
+
+
+def run_mode(args, mode: str, nodes: tuple[str, ...], monitor, bag_hz: float, env: dict, log_dir: Path) -> dict:
+    from . import ros
+
+    outputs = {t: v for t, v in ros.OUTPUTS.items() if v[2] in nodes}
+    graph = ros.start_graph(mode, nodes, args.param, log_dir, env)
+    out = {"mode": mode, "nodes": list(nodes), "trials": [], "search": None}
+    try:
+        t0 = time.monotonic()
+        if not monitor.wait_for_nodes(nodes, args.startup_timeout, alive=graph.alive):
+            out["error"] = (f"nodes not up after {time.monotonic() - t0:.0f} s (alive: {graph.alive()}); "
+                            f"subscribed: {sorted(monitor.subscribed_nodes())}; logs in {log_dir}")
+            print(f"bench graph: {mode}: {out['error']}", file=sys.stderr)
+            return out
+        out["startup_s"] = time.monotonic() - t0
+
+        def player_rate(hz):
+            return 1.0 if hz is None or math.isnan(bag_hz) else hz / bag_hz
+
+        def trial(hz, label):
+            return ros.run_trial(graph, monitor, args.bag, player_rate(hz), args.drain_s, log_dir, env, outputs, label,
+                                 max_drain_s=args.max_drain_s)
+
+        first = args.rate_hz if args.rate_hz else None
+        for k in range(args.warmup):
+            trial(first, f"warm-up {k + 1}")
+        if args.search:
+            def drop_at(hz):
+                worst = 0.0
+                for k in range(args.plays):
+                    t = trial(hz, f"search {hz:.2f} Hz play {k + 1}")
+                    out["trials"].append(t)
+                    worst = max(worst, t["worst_drop_fraction"])
+                return worst
+            best, steps = core.search_max_rate(drop_at, start_hz=bag_hz if not math.isnan(bag_hz) else 10.0,
+                                               max_hz=args.max_hz)
+            out["search"] = {"max_rate_hz": best, "drop_limit": core.DROP_LIMIT,
+                             "trials": [vars(s) for s in steps]}
+        else:
+            for k in range(args.plays):
+                label = f"{args.rate_hz:g} Hz" if args.rate_hz else "recorded timing"
+                out["trials"].append(trial(first, f"{label} play {k + 1}"))
+    finally:
+        graph.stop()
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "graph":
+        print("usage: squeeze-perception bench graph [options]  (see --help)", file=sys.stderr)
+        return 2
+    args = parse(argv[1:])
+    if not Path(args.bag).exists():
+        print(f"bench graph: bag '{args.bag}' not found", file=sys.stderr)
+        return 2
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from . import ros
+    from ..paths import project_root
+
+    env = ros.default_env()
+    os.environ.update({k: v for k, v in env.items() if k not in os.environ})
+    nodes = tuple(n.strip() for n in args.nodes.split(",") if n.strip())
+    out_path = Path(args.out)
+    log_dir = Path(args.log_dir) if args.log_dir else out_path.with_suffix("").parent / (out_path.stem + "_logs")
+    frames = ros.bag_frames(args.bag)
+    bag_hz = core.frame_rate_hz(frames.get(ros.itf.TOPIC_POINTS) or frames.get(ros.itf.TOPIC_IMAGE) or [])
+    report = {
+        "config": {**vars(args), "nodes": list(nodes), "bag_frames": {t: len(v) for t, v in frames.items()},
+                   "bag_frame_rate_hz": bag_hz, "python": sys.version.split()[0],
+                   "ros_domain_id": os.environ.get("ROS_DOMAIN_ID"), "cpu_count": os.cpu_count(),
+                   "definitions": core.__doc__},
+        "git": core.git_revision(project_root()), "bag_sha256": core.bag_hash(args.bag),
+        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "modes": [],
+    }
+    modes = ("processes", "composed") if args.graph == "both" else (args.graph,)
+    monitor = ros.Monitor({t: v for t, v in ros.OUTPUTS.items() if v[2] in nodes})
+    try:
+        for mode in modes:
+            report["modes"].append(run_mode(args, mode, nodes, monitor, bag_hz, env, log_dir))
+    finally:
+        monitor.close()
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2, default=str))
+    print(core.render(report))
+    print(f"report: {out_path}")
+    return 1 if any("error" in m for m in report["modes"]) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
