@@ -96,14 +96,25 @@ def model_workload(spec) -> Workload | None:
     per process and cached). None when the architecture cannot be built or counted."""
     key = (spec.name, spec.builder, tuple(sorted(spec.builder_kwargs.items())), tuple(spec.input_shape))
     if key not in _WORKLOADS:
-        try:
-            import torch
+        import torch
 
-            from .model_cost import count_workload
+        from .model_cost import count_workload
 
-            macs, values, params = count_workload(spec.build().eval(), torch.zeros((1, *spec.input_shape)))
-        except Exception:  # noqa: BLE001 - no estimate is better than a failed model load
+        counted = None
+        # On the meta device first: shapes only, no arithmetic and no weights in memory, so the
+        # count costs milliseconds instead of a forward pass; a model whose forward needs real
+        # values (numpy calls, data-dependent shapes) is counted on the CPU.
+        for device in ("meta", "cpu"):
+            try:
+                with torch.device(device):
+                    model, sample = spec.build().eval(), torch.zeros((1, *spec.input_shape))
+                counted = count_workload(model, sample)
+                break
+            except Exception:  # noqa: BLE001 - try the next device; none: no estimate
+                continue
+        if counted is None:
             return None
+        macs, values, params = counted
         if macs == 0:  # operators our counter does not see (e.g. quantized QConv): no estimate
             return None
         _WORKLOADS[key] = Workload(macs, 4 * (params + values))
