@@ -58,6 +58,14 @@ def test_output_with_unknown_stamp_is_not_a_latency():
     assert s["unmatched_stamps"] == 1 and s["latency"]["count"] == 3 and s["dropped"] == 0
 
 
+def test_output_before_its_frame_is_a_stale_one_from_the_previous_play():
+    rec = _recording([5, 5, 5], drop=(1,))
+    stamp1 = 1_000_000_000 + 100_000_000
+    rec.add("outputs", "tracks", stamp1, 49.0)  # before frame 1 was played in this run
+    s = core.topic_stats(rec, {"tracks": "points"})["tracks"]
+    assert s["stale_outputs"] == 1 and s["dropped"] == 1 and s["latency"]["count"] == 2
+
+
 def test_topic_with_no_output_drops_everything():
     s = core.topic_stats(_recording([5, 5], drop=(0, 1)), {"tracks": "points"})["tracks"]
     assert s["dropped"] == 2 and s["dropped_fraction"] == 1.0 and math.isnan(s["latency"]["p50_ms"])

@@ -42,7 +42,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--startup-timeout", type=float, default=300.0, help="seconds for the nodes to come up")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                     help="parameter for every node (e.g. num_threads:=1); repeatable")
-    ap.add_argument("--out", default="graph_bench.json", help="JSON report path")
+    ap.add_argument("--out", default="out/graph_bench.json", help="JSON report path (node logs beside it)")
     ap.add_argument("--log-dir", default="", help="node logs (default: beside the report)")
     return ap.parse_args(argv)
 

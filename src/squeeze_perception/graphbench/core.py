@@ -74,8 +74,11 @@ def topic_stats(rec: Recording, sources: dict[str, str]) -> dict:
         msgs = rec.outputs.get(topic, [])
         lat = []
         seen = set()
-        duplicates = unmatched = 0
+        duplicates = unmatched = stale = 0
         for stamp, t in msgs:
+            if stamp in sensor_time and t < sensor_time[stamp]:
+                stale += 1  # a late output of the previous play of the same bag (same stamps)
+                continue
             if stamp in seen:
                 duplicates += 1
                 continue
@@ -92,7 +95,7 @@ def topic_stats(rec: Recording, sources: dict[str, str]) -> dict:
         out[topic] = {
             "source": source, "frames": len(frames), "published": len(seen), "dropped": dropped,
             "dropped_fraction": dropped / len(frames) if frames else 0.0,
-            "duplicates": duplicates, "unmatched_stamps": unmatched,
+            "duplicates": duplicates, "unmatched_stamps": unmatched, "stale_outputs": stale,
             "latency": latency_summary(lat),
             "jitter_ms": std(intervals), "mean_interval_ms": (sum(intervals) / len(intervals)) if intervals else math.nan,
             "input_jitter_ms": std(in_intervals),
