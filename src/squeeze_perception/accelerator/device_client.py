@@ -148,8 +148,10 @@ class RosDeviceTransport:
             return
         if reply.get("client") != self.client_id:
             return
+        # Left in _pending for wait() to collect: the reply often comes while the client is
+        # still emulating its frame (the board takes 20 ms, the host emulation seconds).
         with self._lock:
-            waiter = self._pending.pop(int(reply.get("id", -1)), None)
+            waiter = self._pending.get(int(reply.get("id", -1)))
         if waiter is not None:
             waiter[1].append(reply)
             waiter[0].set()
@@ -173,6 +175,8 @@ class RosDeviceTransport:
         link = self.link
         while True:
             if event.wait(0.02):
+                with self._lock:
+                    self._pending.pop(rid, None)
                 return box[0], ""
             now = link.clock()
             why = ""
