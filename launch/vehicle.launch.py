@@ -119,6 +119,10 @@ def generate_launch_description():
                               description="segmentation model"),
         DeclareLaunchArgument("seg_backend", default_value=str(seg_default["backend"]),
                               description="segmentation backend"),
+        DeclareLaunchArgument("det_weights", default_value=str(det_default["weights"]),
+                              description="detection weights file ('' = models/<det_model>.pt)"),
+        DeclareLaunchArgument("seg_weights", default_value=str(seg_default["weights"]),
+                              description="segmentation weights file ('' = models/<seg_model>.pt)"),
         DeclareLaunchArgument("respawn", default_value="true",
                               description="restart a crashed squeezedet / squeezeseg / tracker node"),
         DeclareLaunchArgument("respawn_delay", default_value="2.0", description="seconds before a restart"),
@@ -142,9 +146,18 @@ def generate_launch_description():
         delay = float(cfg("respawn_delay").perform(context))
         retries = int(cfg("respawn_max_retries").perform(context)) if respawn else 0
         entities = []
+
+        def weights_override(argument: str) -> dict:
+            """Only a non-empty file is passed: an empty string substitution would reach the node
+            as a YAML null under ros2 launch, and '' is the node's own default anyway."""
+            path = cfg(argument).perform(context).strip()
+            return {"weights": path} if path else {}
+
         for executable, flag, params in (
-                ("squeezedet_node", "detector", [det, {"model": cfg("det_model"), "backend": cfg("det_backend")}]),
-                ("squeezeseg_node", "segmenter", [seg, {"model": cfg("seg_model"), "backend": cfg("seg_backend")}]),
+                ("squeezedet_node", "detector", [det, {"model": cfg("det_model"), "backend": cfg("det_backend"),
+                                                       **weights_override("det_weights")}]),
+                ("squeezeseg_node", "segmenter", [seg, {"model": cfg("seg_model"), "backend": cfg("seg_backend"),
+                                                        **weights_override("seg_weights")}]),
                 ("tracker_node", "tracker", [node_parameters("tracker.yaml", "tracker_node")])):
             node = Node(package=PACKAGE, executable=executable, name=executable, namespace=cfg("namespace"),
                         output="screen", condition=IfCondition(cfg(flag)), parameters=params,

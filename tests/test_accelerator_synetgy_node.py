@@ -170,12 +170,19 @@ def test_vehicle_launch_starts_synetgy_node_only_for_a_synetgy_backend(tmp_path)
     plan = plan_launch(load_launch_description(vehicle), {"tracker": "false"}, tmp_path / "a")
     assert "synetgy_node" not in [p.name for p in plan.processes]
     plan = plan_launch(load_launch_description(vehicle), {"tracker": "false", "seg_backend": "synetgy",
-                                                          "seg_model": "diracdeltaseg"}, tmp_path / "b")
-    board = next(p for p in plan.processes if p.name == "synetgy_node")
-    files = [board.cmd[i + 1] for i, a in enumerate(board.cmd) if a == "--params-file"]
-    params = {}
-    for f in files:
-        for section in (yaml.safe_load(Path(f).read_text()) or {}).values():
-            params.update(section.get("ros__parameters", {}))
-    assert params["models"] == ["diracdeltaseg"]  # the segmenter's model, compiled for the board
+                                                          "seg_model": "diracdeltaseg", "seg_weights": "/w/dds.pt"},
+                       tmp_path / "b")
+
+    def params(name):
+        proc = next(p for p in plan.processes if p.name == name)
+        out = {}
+        for f in [proc.cmd[i + 1] for i, a in enumerate(proc.cmd) if a == "--params-file"]:
+            for section in (yaml.safe_load(Path(f).read_text()) or {}).values():
+                out.update(section.get("ros__parameters", {}))
+        return proc, out
+
+    board, board_params = params("synetgy_node")
+    assert board_params["models"] == ["diracdeltaseg"]  # the segmenter's model, compiled for the board
     assert board.respawn  # its death does not end the run: the clients fall back meanwhile
+    assert params("squeezeseg_node")[1]["weights"] == "/w/dds.pt"
+    assert "weights" not in params("squeezedet_node")[1] or params("squeezedet_node")[1]["weights"] == ""

@@ -126,6 +126,10 @@ class RosDeviceTransport:
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, name=self.client_id, daemon=True)
         self._thread.start()
+        # Stop spinning when the process's ROS context shuts down (the model node's Ctrl-C): a
+        # thread still inside rclpy's C++ wait at interpreter exit aborts the process
+        # ("terminate called without an active exception").
+        self.node.context.on_shutdown(self._halt)
 
     def _spin(self) -> None:
         while not self._stop.is_set():
@@ -189,9 +193,13 @@ class RosDeviceTransport:
                     self._pending.pop(rid, None)
                 return None, why
 
-    def close(self) -> None:
+    def _halt(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=1.0)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=1.0)
+
+    def close(self) -> None:
+        self._halt()
         try:
             self.executor.shutdown(timeout_sec=0.5)
             self.node.destroy_node()
