@@ -31,6 +31,31 @@ TOPIC_INSTANCE_MARKERS = "perception/lidar/instance_markers"
 TOPIC_TRACKS = "perception/tracks"
 TOPIC_TRACK_MARKERS = "perception/track_markers"
 TOPIC_DIAGNOSTICS = "/diagnostics"
+# vision_msgs arrays beside the tables, published only where vision_msgs is installed (apt ROS 2).
+TOPIC_DETECTIONS_2D = "perception/camera/detections_2d"
+TOPIC_INSTANCES_3D = "perception/lidar/instances_3d"
+TOPIC_TRACKS_3D = "perception/tracks_3d"
+
+# Every output topic of the nodes and every sensor input -> its ROS 2 message type. RViz configs
+# and docs/interfaces.md are checked against this (tests/test_ros_user_rviz_contract.py).
+TOPIC_TYPES: dict[str, str] = {
+    TOPIC_IMAGE: "sensor_msgs/msg/Image",
+    TOPIC_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
+    TOPIC_POINTS: "sensor_msgs/msg/PointCloud2",
+    TOPIC_DETECTIONS: "sensor_msgs/msg/PointCloud2",
+    TOPIC_DETECTIONS_IMAGE: "sensor_msgs/msg/Image",
+    TOPIC_LABELLED_POINTS: "sensor_msgs/msg/PointCloud2",
+    TOPIC_INSTANCES: "sensor_msgs/msg/PointCloud2",
+    TOPIC_INSTANCE_MARKERS: "visualization_msgs/msg/MarkerArray",
+    TOPIC_TRACKS: "sensor_msgs/msg/PointCloud2",
+    TOPIC_TRACK_MARKERS: "visualization_msgs/msg/MarkerArray",
+    TOPIC_DIAGNOSTICS: "diagnostic_msgs/msg/DiagnosticArray",
+    TOPIC_DETECTIONS_2D: "vision_msgs/msg/Detection2DArray",
+    TOPIC_INSTANCES_3D: "vision_msgs/msg/Detection3DArray",
+    TOPIC_TRACKS_3D: "vision_msgs/msg/Detection3DArray",
+}
+# Topics that exist only when vision_msgs is importable.
+VISION_TOPICS: tuple[str, ...] = (TOPIC_DETECTIONS_2D, TOPIC_INSTANCES_3D, TOPIC_TRACKS_3D)
 
 # Raw Velodyne input: x, y, z, intensity (float32). Extra fields (ring, time) are allowed.
 POINT_FIELDS_REQUIRED = ("x", "y", "z", "intensity")

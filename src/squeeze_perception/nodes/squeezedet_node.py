@@ -17,6 +17,7 @@ from ..backends import ModelLoadError
 from ..msgs_conv import MessageFormatError, array_to_image, image_to_array, table_to_cloud
 from ..node_base import LATCHED_QOS, ParamSpec, PerceptionNode, run_node
 from ..registry import backend_names, model_names
+from ..vision_msgs_conv import detection2d_array, load_vision_msgs
 
 STAGE = "detect"
 # Box colours (RGB) per class id: unknown, car, pedestrian, cyclist.
@@ -91,6 +92,10 @@ class SqueezeDetNode(PerceptionNode):
                                     "'backend' to a loadable combination.")
         self.det_pub = self.advertise(PointCloud2, itf.TOPIC_DETECTIONS)
         self.image_pub = self.advertise(Image, itf.TOPIC_DETECTIONS_IMAGE)
+        # vision_msgs only exists on apt ROS 2 installs; without it the table is the only output
+        self.vision_msgs = load_vision_msgs()
+        self.det2d_pub = (self.advertise(self.vision_msgs.Detection2DArray, itf.TOPIC_DETECTIONS_2D)
+                          if self.vision_msgs is not None else None)
         self.subscribe(Image, itf.TOPIC_IMAGE, self.on_image, stage=STAGE)
         self.subscribe(CameraInfo, itf.TOPIC_CAMERA_INFO, self.on_camera_info, qos=LATCHED_QOS)
 
@@ -147,6 +152,8 @@ class SqueezeDetNode(PerceptionNode):
             pred = det.predict(rgb)
             self.record_inference(ctx, (STAGE,), pred)  # energy per frame, inference latency
             self.det_pub.publish(table_to_cloud(pred.detections, msg.header))
+            if self.det2d_pub is not None:
+                self.det2d_pub.publish(detection2d_array(pred.detections, msg.header, self.vision_msgs))
             ctx.published += 1
             if self.p["annotate"]:
                 self.image_pub.publish(array_to_image(draw_detections(rgb, pred.detections), "rgb8", msg.header))

@@ -19,6 +19,7 @@ from ..node_base import ParamSpec, PerceptionNode, run_node
 from ..plausibility import check_points
 from .limits import POINT_LIMIT_PARAMS, check_point_limit_change, point_limits
 from ..registry import backend_names, model_names
+from ..vision_msgs_conv import instances_detection3d_array, load_vision_msgs
 
 SUB_STAGES = ("projection", "network", "crf", "clustering", "boxfit")
 MODEL_KEYS = ("model", "backend", "weights")
@@ -61,6 +62,10 @@ class SqueezeSegNode(PerceptionNode):
         self.points_pub = self.advertise(PointCloud2, itf.TOPIC_LABELLED_POINTS)
         self.instances_pub = self.advertise(PointCloud2, itf.TOPIC_INSTANCES)
         self.markers_pub = self.advertise(MarkerArray, itf.TOPIC_INSTANCE_MARKERS)
+        # vision_msgs only exists on apt ROS 2 installs; without it the table is the only output
+        self.vision_msgs = load_vision_msgs()
+        self.instances3d_pub = (self.advertise(self.vision_msgs.Detection3DArray, itf.TOPIC_INSTANCES_3D)
+                                if self.vision_msgs is not None else None)
         self.subscribe(PointCloud2, itf.TOPIC_POINTS, self.on_points, stage="points")
 
     # ------------------------------------------------------------------ model loading
@@ -157,6 +162,8 @@ class SqueezeSegNode(PerceptionNode):
         self.points_pub.publish(array_to_cloud(out, header))
         self.instances_pub.publish(table_to_cloud(result.table, header))
         self.markers_pub.publish(instance_markers(result.table, header))
+        if self.instances3d_pub is not None:
+            self.instances3d_pub.publish(instances_detection3d_array(result.table, header, self.vision_msgs))
 
 
 def instance_markers(table: np.ndarray, header) -> MarkerArray:

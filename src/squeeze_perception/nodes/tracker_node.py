@@ -30,6 +30,7 @@ from ..tracking.kalman import MOTION_MODELS
 from ..tracking.pipeline import TrackingPipeline
 from ..tracking.sync import StampSync
 from ..tracking.tracker import TrackerConfig
+from ..vision_msgs_conv import load_vision_msgs, tracks_detection3d_array
 
 CLASS_COLOURS = ((0.6, 0.6, 0.6), (0.9, 0.2, 0.2), (0.2, 0.4, 0.95), (0.2, 0.85, 0.3))
 
@@ -112,6 +113,10 @@ class TrackerNode(PerceptionNode):
         self.last_instances_s: float | None = None
         self.tracks_pub = self.advertise(PointCloud2, itf.TOPIC_TRACKS)
         self.markers_pub = self.advertise(MarkerArray, itf.TOPIC_TRACK_MARKERS)
+        # vision_msgs only exists on apt ROS 2 installs; without it the table is the only output
+        self.vision_msgs = load_vision_msgs()
+        self.tracks3d_pub = (self.advertise(self.vision_msgs.Detection3DArray, itf.TOPIC_TRACKS_3D)
+                             if self.vision_msgs is not None else None)
         self.subscribe(PointCloud2, itf.TOPIC_INSTANCES, self.on_instances, stage="instances")
         self.subscribe(PointCloud2, itf.TOPIC_DETECTIONS, self.on_detections, stage="detections")
         self.subscribe(CameraInfo, itf.TOPIC_CAMERA_INFO, self.on_camera_info, qos=LATCHED_QOS)
@@ -261,6 +266,8 @@ class TrackerNode(PerceptionNode):
 
     def _publish(self, header: Header, tracks: np.ndarray) -> None:
         self.tracks_pub.publish(table_to_cloud(tracks, header))
+        if self.tracks3d_pub is not None:
+            self.tracks3d_pub.publish(tracks_detection3d_array(tracks, header, self.vision_msgs))
         if self.p["markers"]:
             trails = {t.track_id: list(t.trail) for t in self.pipeline.tracker.tracks}
             self.markers_pub.publish(track_markers(tracks, header, trails))
