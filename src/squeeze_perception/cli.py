@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "bench graph: latency, jitter, drops, CPU and memory of the node graph on a bag"),
     "offline": ("squeeze_perception.offline.cli:main",
                 "architecture search (dnas), mixed-precision search, Distill-Net; model manifests"),
+    "render": ("squeeze_perception.offline.render:main",
+               "PNG frames + MP4/GIF of a bag: camera boxes, bird's-eye points/instances/tracks, stage times"),
     "models": ("squeeze_perception.cli:list_models", "list registered models and backends"),
     "export": ("squeeze_perception.cli:export_models",
                "write models/<model>.onnx from the torch weights (what the onnxruntime backend loads)"),

@@ -1,0 +1,179 @@
+"""`squeeze-perception offline dnas | mixed-precision | distill ...`
+
+  offline dnas             FBNet-style search per latency target, sampled nets trained from scratch
+  offline mixed-precision  per-layer weight/activation bit-widths (--cost size | flops)
+  offline distill          Distill-Net for a few classes (--keep car)
+
+Each takes --tiny (the test-suite size: 16 x 64 toy grids, a 5-layer macro-architecture, a few
+epochs) and --data DIR (lidar_2d .npy grids; default toy scenes). Results go to --out as
+results.json (and models with manifests); a summary table ends every run. Under
+`torchrun --nproc_per_node N -m squeeze_perception.cli offline ...` the training is data-parallel.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+SUBCOMMANDS = ("dnas", "mixed-precision", "distill")
+
+
+def _common(ap: argparse.ArgumentParser, out: str) -> None:
+    ap.add_argument("--tiny", action="store_true", help="test-suite size (seconds to minutes on one core)")
+    ap.add_argument("--data", default="", help="folder of labelled lidar_2d .npy grids (default: toy scenes)")
+    ap.add_argument("--samples", type=int, help="grids to use")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    ap.add_argument("--out", default=out, help="results.json and the models with their manifests")
+    ap.add_argument("--no-save", action="store_true", help="do not write model files")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _apply(run, args, mapping: dict[str, str]):
+    """Options given on the command line override the run's (or its tiny size's) defaults."""
+    if args.tiny:
+        run = run.shrink()
+    names = {f.name for f in fields(run)}
+    for arg, field in mapping.items():
+        value = getattr(args, arg, None)
+        if value is not None and field in names:
+            setattr(run, field, tuple(value) if isinstance(value, list) else value)
+    run.tiny, run.data, run.out, run.seed, run.save_models = args.tiny, args.data, args.out, args.seed, not args.no_save
+    return run
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*r)
+    Console().print(table)
+
+
+def _write(out: str, results: dict) -> Path:
+    path = Path(out) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    return path
+
+
+def _dnas(argv: list[str], command: str) -> int:
+    from .dnas import DnasRun, run_dnas, summary_rows
+    from .latency import TARGETS
+
+    ap = argparse.ArgumentParser(prog="squeeze-perception offline dnas", description="FBNet-style DNAS (thesis 8.6)")
+    _common(ap, "out/offline/dnas")
+    ap.add_argument("--targets", nargs="+", choices=TARGETS, help="latency targets (default onnxruntime synetgy)")
+    ap.add_argument("--search-epochs", type=int)
+    ap.add_argument("--warmup", type=int)
+    ap.add_argument("--train-epochs", type=int)
+    ap.add_argument("--archs", type=int, help="architectures sampled per target")
+    ap.add_argument("--beta", type=float, help="exponent of the latency term (eq. 8.18)")
+    ap.add_argument("--theta-lr", type=float)
+    ap.add_argument("--repeats", type=int, help="timing repeats per block")
+    args = ap.parse_args(argv)
+    run = _apply(DnasRun(), args, {"targets": "targets", "samples": "samples", "batch_size": "batch_size",
+                                   "search_epochs": "search_epochs", "warmup": "warmup",
+                                   "train_epochs": "train_epochs", "archs": "archs_per_target", "beta": "beta",
+                                   "theta_lr": "theta_lr", "repeats": "repeats"})
+    res = run_dnas(run, show_progress=not args.quiet, command=command)
+    from . import ddp
+
+    if ddp.is_main():
+        path = _write(args.out, res)
+        kind = "lookup table" if run.tiny else "measured"
+        _table(f"DNAS: searched architectures, latency ({kind}) on every target [ms]",
+               ["searched for", "blocks", "mIoU", "params", "MMACs"] + list(res["targets"]), summary_rows(res))
+        print(f"results: {path}")
+    return 0
+
+
+def _mixed_precision(argv: list[str], command: str) -> int:
+    from .mixed_precision import MixedPrecisionRun, run_mixed_precision
+
+    ap = argparse.ArgumentParser(prog="squeeze-perception offline mixed-precision",
+                                 description="mixed-precision DNAS (thesis 8.4)")
+    _common(ap, "out/offline/mixed_precision")
+    ap.add_argument("--cost", choices=("size", "flops"), default="size",
+                    help="size: eq. 8.13 (weights only, 0-bit blocks allowed); flops: eq. 8.14")
+    ap.add_argument("--choices", nargs="+", help="base architecture, one block per layer (default k3_e3)")
+    ap.add_argument("--pretrain-epochs", type=int)
+    ap.add_argument("--search-epochs", type=int)
+    ap.add_argument("--finetune-epochs", type=int)
+    ap.add_argument("--archs", type=int)
+    ap.add_argument("--gamma", type=float, help="exponent of the cost term (eq. 8.15)")
+    args = ap.parse_args(argv)
+    run = _apply(MixedPrecisionRun(), args, {"cost": "cost", "choices": "choices", "samples": "samples",
+                                             "batch_size": "batch_size", "pretrain_epochs": "pretrain_epochs",
+                                             "search_epochs": "search_epochs", "finetune_epochs": "finetune_epochs",
+                                             "archs": "archs", "gamma": "gamma"})
+    res = run_mixed_precision(run, show_progress=not args.quiet, command=command)
+    from . import ddp
+
+    if ddp.is_main():
+        path = _write(args.out, res)
+        rows = [["full precision", f"{res['full']['mIoU']:.3f}", "1.0", "w32a32"]]
+        for label, a in (("most accurate", res["most_accurate"]), ("most efficient", res["most_efficient"])):
+            rows.append([label, f"{a['metrics']['mIoU']:.3f}", f"{a['compression']:.1f}", " ".join(a["bits"])])
+        _table(f"Mixed precision ({run.cost}: eq. {'8.13' if run.cost == 'size' else '8.14'}), as Table 8.1",
+               ["model", "mIoU", "compression", "bits per conv"], rows)
+        print(f"results: {path}")
+    return 0
+
+
+def _distill(argv: list[str], command: str) -> int:
+    from .distill import DistillRun, run_distill
+
+    ap = argparse.ArgumentParser(prog="squeeze-perception offline distill", description="Distill-Net (seed 004)")
+    _common(ap, "out/offline/distill")
+    ap.add_argument("--keep", nargs="+", choices=("car", "pedestrian", "cyclist"), help="classes to keep")
+    ap.add_argument("--weights", help="a searched/trained model saved with a manifest (default: train one)")
+    ap.add_argument("--threshold", type=float, help="dormant below this fraction of the layer's top activity")
+    ap.add_argument("--pretrain-epochs", type=int)
+    ap.add_argument("--finetune-epochs", type=int)
+    args = ap.parse_args(argv)
+    run = _apply(DistillRun(), args, {"keep": "keep", "weights": "weights", "threshold": "threshold",
+                                      "samples": "samples", "batch_size": "batch_size",
+                                      "pretrain_epochs": "pretrain_epochs", "finetune_epochs": "finetune_epochs"})
+    res = run_distill(run, show_progress=not args.quiet, command=command)
+    path = _write(args.out, res)
+    kept = ", ".join(run.keep)
+    rows = []
+    for label, key in (("original", "original"), ("distilled, no fine-tuning", "distilled_before_finetune"),
+                       ("distilled + fine-tuned", "distilled")):
+        m = res[key]
+        rows.append([label, f"{m['mIoU']:.3f}", f"{m['params']:,}", f"{2 * m['macs'] / 1e6:.2f}"])
+    _table(f"Distill-Net for {kept}: removed {sum(res['removed_channels'].values())} of "
+           f"{sum(res['hidden_channels'].values())} hidden channels", ["model", f"IoU ({kept})", "params", "MFLOPs"],
+           rows)
+    print(f"results: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    import torch
+
+    from . import ddp
+
+    command = "squeeze-perception offline " + " ".join(shlex.quote(a) for a in argv)
+    threads = next((int(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--threads"), 1)
+    torch.set_num_threads(max(threads, 1))
+    ddp.init_from_env()
+    sub, rest = argv[0], argv[1:]
+    return {"dnas": _dnas, "mixed-precision": _mixed_precision, "distill": _distill}[sub](rest, command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
