@@ -106,9 +106,9 @@ def model_workload(spec) -> Workload | None:
         # values (numpy calls, data-dependent shapes) is counted on the CPU.
         for device in ("meta", "cpu"):
             try:
-                with torch.device(device):
-                    model, sample = spec.build().eval(), torch.zeros((1, *spec.input_shape))
-                counted = count_workload(model, sample)
+                with torch.device(device):  # tensors the forward itself makes too
+                    # .to(): buffers made from numpy arrays (SqueezeDet's anchors) start on the CPU
+                    counted = count_workload(spec.build().eval().to(device), torch.zeros((1, *spec.input_shape)))
                 break
             except Exception:  # noqa: BLE001 - try the next device; none: no estimate
                 continue
