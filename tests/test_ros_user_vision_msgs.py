@@ -171,3 +171,60 @@ def test_tracker_node_without_vision_msgs_advertises_no_vision_topic(monkeypatch
         assert not {"/" + t for t in itf.VISION_TOPICS} & names
     finally:
         node.destroy_node()
+
+
+def test_squeezedet_node_publishes_detection2d_array_beside_the_table(vision_msgs, monkeypatch, ros, tmp_path):
+    from rclpy.parameter import Parameter
+
+    from squeeze_perception.msgs_conv import array_to_image
+    from squeeze_perception.nodes.squeezedet_node import SqueezeDetNode
+
+    published = _recording_advertise(monkeypatch, SqueezeDetNode, vision_msgs)
+    # missing weights: the node starts at once without a model; a stand-in detector answers instead
+    node = SqueezeDetNode(parameter_overrides=[Parameter("weights", value=str(tmp_path / "none.pt")),
+                                               Parameter("annotate", value=False)])
+    try:
+        dets = np.zeros(1, itf.DETECTION_DTYPE)
+        dets["u_min"], dets["v_min"], dets["u_max"], dets["v_max"] = 10, 20, 50, 60
+        dets["score"], dets["class_id"] = 0.9, 2
+        node.detector = types.SimpleNamespace(
+            input_width=64, input_height=32,
+            predict=lambda rgb: types.SimpleNamespace(detections=dets, latency_ms=None, energy_mj=None))
+        tables = []
+        node.det_pub.publish = tables.append
+        image = array_to_image(np.zeros((32, 64, 3), np.uint8))
+        image.header.frame_id = itf.FRAME_CAMERA
+        node.on_image(image)
+        assert list(published) == [itf.TOPIC_DETECTIONS_2D]
+        [arr] = published[itf.TOPIC_DETECTIONS_2D]
+        assert arr.header.frame_id == itf.FRAME_CAMERA
+        [det] = arr.detections
+        assert det.results[0].hypothesis.class_id == "pedestrian"
+        assert (det.bbox.center.position.x, det.bbox.size_y) == (30.0, 40.0)
+        assert len(tables) == 1
+    finally:
+        node.destroy_node()
+
+
+def test_squeezeseg_node_publishes_detection3d_array_beside_the_table(vision_msgs, monkeypatch, ros, tmp_path):
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+
+    from squeeze_perception.nodes.squeezeseg_node import SqueezeSegNode
+
+    published = _recording_advertise(monkeypatch, SqueezeSegNode, vision_msgs)
+    node = SqueezeSegNode(parameter_overrides=[Parameter("weights", value=str(tmp_path / "none.pt"))])
+    try:
+        for pub in (node.points_pub, node.instances_pub, node.markers_pub):
+            pub.publish = lambda msg: None
+        inst = np.zeros(2, itf.INSTANCE_DTYPE)
+        inst["instance_id"], inst["class_id"] = [1, 2], [1, 3]
+        inst["length"] = inst["width"] = inst["height"] = 1.0
+        result = types.SimpleNamespace(labels=np.zeros(0, np.int32), instances=np.zeros(0, np.int32), table=inst)
+        node.publish(Header(frame_id=itf.FRAME_VELODYNE), None, np.zeros((0, 4), np.float32), result)
+        assert list(published) == [itf.TOPIC_INSTANCES_3D]
+        [arr] = published[itf.TOPIC_INSTANCES_3D]
+        assert [d.id for d in arr.detections] == ["1", "2"]
+        assert [d.results[0].hypothesis.class_id for d in arr.detections] == ["car", "cyclist"]
+    finally:
+        node.destroy_node()
