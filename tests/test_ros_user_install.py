@@ -91,12 +91,13 @@ def test_data_files_install_every_committed_model_config_launch_file_and_bundled
 # ------------------------------------------------------------------ package.xml and rosdep keys
 # rosdep keys from rosdep/python.yaml (ros/rosdistro) that resolve to Debian/Ubuntu packages.
 VERIFIED_ROSDEP_KEYS = {"python3-numpy", "python3-scipy", "python3-sklearn", "python3-yaml", "python3-matplotlib",
-                        "python3-tqdm", "python3-pil", "python3-tabulate", "python3-pytest"}
+                        "python3-tqdm", "python3-pil", "python3-tabulate", "python3-pytest",
+                        "python3-psutil"}
 # import name -> rosdep key, or "pip:<distribution>" for what requirements-pip-only.txt installs
 THIRD_PARTY = {
     "numpy": "python3-numpy", "scipy": "python3-scipy", "sklearn": "python3-sklearn", "yaml": "python3-yaml",
     "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm", "PIL": "python3-pil",
-    "tabulate": "python3-tabulate",
+    "tabulate": "python3-tabulate", "psutil": "python3-psutil",
     "torch": "pip:torch", "onnxruntime": "pip:onnxruntime", "onnx": "pip:onnx", "open3d": "pip:open3d-cpu",
     "filterpy": "pip:filterpy", "rosbags": "pip:rosbags", "rich": "pip:rich",
     "trackeval": "nodeps:trackeval",  # metrics only (squeeze-perception track eval); requirements-nodeps.txt
