@@ -52,3 +52,17 @@ def ros():
     yield
     if rclpy.ok():
         rclpy.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _restore_stop_signal_handlers():
+    """A node run in-process (main() in a test) installs its stop handlers and, when it
+    finishes, ignores SIGINT/SIGTERM for good (shutdown.py says why). Restore them after every
+    test so that no later test, nor the processes it starts, inherits that state."""
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        if signal.getsignal(sig) != handler and handler is not None:
+            signal.signal(sig, handler)

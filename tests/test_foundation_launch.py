@@ -162,6 +162,21 @@ def test_required_node_exit_code_becomes_the_launch_exit_code(tmp_path):
         assert "[worker] got INT" in text  # the other node was stopped with SIGINT, not killed
 
 
+def test_nodes_stop_on_sigint_even_when_the_launcher_ignores_it(tmp_path):
+    """Started in the background of a script (`... &`), a launcher ignores SIGINT, and its
+    children would inherit that: they could not be stopped with SIGINT, only killed."""
+    lf = tmp_path / "shell.launch.py"
+    lf.write_text(SHELL_LAUNCH)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        out = io.StringIO()
+        plan = plan_launch(load_launch_description(lf), {"script": "sleep 0.5; exit 3"}, tmp_path / "ign")
+        code = run_plan(plan, out=out, sigint_timeout=3.0, install_signal_handlers=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 3 and "[worker] got INT" in out.getvalue(), out.getvalue()
+
+
 def test_ctrl_c_stops_every_node_cleanly(tmp_path):
     lf = tmp_path / "shell.launch.py"
     lf.write_text(SHELL_LAUNCH)

@@ -32,6 +32,25 @@ from .dds import apply_dds_defaults
 PACKAGE = "squeeze_perception"
 
 
+# An ignored signal stays ignored across exec, and a shell cannot even trap a signal ignored at
+# its start. A launcher started in the background of a non-interactive shell (`... &`), or one
+# whose own process already ignores SIGINT, would otherwise start nodes that our SIGINT cannot
+# stop cleanly: each would sit out the SIGINT timeout and then be killed with SIGTERM.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignored_stop_signals() -> bool:
+    return any(signal.getsignal(sig) == signal.SIG_IGN for sig in _STOP_SIGNALS)
+
+
+def _stop_signals_to_default() -> None:
+    """Runs in the child between fork and exec. preexec_fn is not safe in general with threads
+    (ours pump output), so it is used only when a stop signal is ignored, and does nothing but
+    two signal() calls, which are async-signal-safe."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @dataclass
 class ProcessSpec:
     name: str  # node name (label for output and the summary)
@@ -299,7 +318,8 @@ class ProcessGroup:
 
     def _spawn(self, spec: ProcessSpec) -> None:
         proc = subprocess.Popen(spec.cmd, env=spec.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_stop_signals_to_default if _ignored_stop_signals() else None)
         self.procs[spec.name] = proc
         again = f", respawn {spec.respawns}" if spec.respawns else ""
         self._print(f"[launch] started {spec.name} (pid {proc.pid}{again})")
