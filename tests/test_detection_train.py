@@ -167,3 +167,24 @@ def test_seeded_batchnorm_keeps_plain_weights_function_in_training_mode():
     # and folding the seeded BNs back gives the plain weights again
     folded = fold_batchnorm(bn_net.eval())
     torch.testing.assert_close(folded["convdet.weight"], plain.state_dict()["convdet.weight"], atol=1e-4, rtol=1e-3)
+
+
+def test_det_overfit_command_runs_and_ranks_frames_by_moderate_cars(tmp_path):
+    """The documented full-size overfit command must at least start, train and score (here one
+    step on tiny frames, so it reports FAIL with exit code 1), taking the densest frames first."""
+    import json as _json
+
+    from squeeze_perception.detection.cli import main as det_main
+    from squeeze_perception.detection.train import moderate_count, select_overfit_frames
+
+    split = _tiny_split(tmp_path / "training", n_images=4)
+    sparse = split / "label_2" / "000000.txt"  # drop its cars: it must be ranked last
+    sparse.write_text("".join(l + "\n" for l in sparse.read_text().splitlines() if not l.startswith("Car")))
+    ranked = select_overfit_frames(split, 4)
+    counts = [moderate_count(s.labels()) for s in ranked]
+    assert counts == sorted(counts, reverse=True) and counts[0] > 0 == counts[-1] and ranked[-1].name == "000000"
+    code = det_main(["overfit", "--split", str(split), "--frames", "3", "--steps", "1", "--batch-size", "1",
+                     "--threads", "1", "--eval-every", "0", "--out-dir", str(tmp_path / "of")])
+    result = _json.loads((tmp_path / "of" / "overfit_result.json").read_text())
+    assert code == (0 if result["passed"] else 1)
+    assert result["steps"] == 1 and result["moderate_cars"] == sum(counts[:3]) and "000000" not in result["frames"]

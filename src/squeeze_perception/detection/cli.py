@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if getattr(args, "split", None):
+    if isinstance(getattr(args, "split", None), list):  # `det eval --split` (repeatable; "real")
         expanded = []
         for s in args.split:
             if s == "real":

@@ -287,6 +287,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             "checkpoint": str(ckpt_path), "log": str(log_path), "anchors": meta_anchor}
 
 
+def moderate_count(labels, cls: str = "Car") -> int:
+    """Objects of a KITTI type that count at the moderate difficulty (level <= 1)."""
+    return sum(1 for lab in labels if lab.type == cls and 0 <= lab.difficulty() <= 1)
+
+
+def select_overfit_frames(split_dir: str | Path, n: int = 8) -> list:
+    """The n labelled frames with the most moderate cars. The devkit samples precision at one
+    threshold per true positive and 40 recall slots, so a set with fewer than 40 cars cannot
+    reach a high 40-point AP however well it is learnt; the densest frames avoid that cap."""
+    samples = list_samples(split_dir, require_labels=True)
+    ranked = sorted(samples, key=lambda s: -moderate_count(s.labels()))
+    return ranked[:n]
+
+
 def evaluate_module(module, samples, precision: str = "fp32", top_k: int = 64, nms_iou: float = 0.4) -> dict:
     """AP of an in-training module on labelled frames, through the same letterbox, decoding and
     evaluation as `det eval` (dropout off; the module is left in eval mode)."""
