@@ -17,21 +17,7 @@ def conv_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
 
 def count_macs(model: nn.Module, sample: torch.Tensor) -> int:
     """Multiply-accumulates of every convolution / transposed convolution in one forward."""
-    total = 0
-
-    def hook(mod, inp, out):
-        nonlocal total
-        total += conv_macs(mod, inp, out)
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in hooks:
-            h.remove()
-    return int(total)
+    return count_workload(model, sample)[0]
 
 
 def count_workload(model: nn.Module, sample: torch.Tensor) -> tuple[int, int, int]:
