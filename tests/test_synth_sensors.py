@@ -190,3 +190,20 @@ def test_value_noise_lookup_table_wraps_without_seams():
     n = value_noise(u, np.full_like(u, 5.5), seed=0)
     assert np.abs(np.diff(n)).max() < 0.02
     np.testing.assert_allclose(value_noise(u - NOISE_PERIOD, np.full_like(u, 5.5)), n, atol=1e-3)
+
+
+def test_lidar_2d_only_dataset_writes_the_full_runs_grids_and_nothing_else(frames, tmp_path):
+    from squeeze_perception.kitti.lidar_2d import scan_to_lidar_2d
+    from squeeze_perception.synth.generate import dataset_tasks, run_tasks
+
+    tasks = dataset_tasks(tmp_path, 0, object_train=2, object_test=0, sequences=1, frames=5, camera=False)
+    assert [t.kind for t in tasks] == ["object", "object"]  # no drives without a camera
+    run_tasks(tasks)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == \
+        ["lidar_2d/train/000000.npy", "lidar_2d/train/000001.npy"]
+    for i in range(2):
+        full = scan_to_lidar_2d(frames[i].scan.points, frames[i].scan.class_id, frames[i].scan.rows)
+        np.testing.assert_array_equal(np.load(tmp_path / "lidar_2d" / "train" / f"{i:06d}.npy"), full)
+    assert all(t.outputs_exist() for t in tasks)
+    with pytest.raises(ValueError, match="camera, the LiDAR or both"):
+        dataset_tasks(tmp_path, 0, 1, 0, 0, 1, lidar=False, camera=False)

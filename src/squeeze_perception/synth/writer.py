@@ -84,6 +84,12 @@ def write_object_frame(root: str | Path, split: str, index: int, frame: SynthFra
         write_lidar_2d(root / "lidar_2d" / lidar_2d_split / f"{name}.npy", tensor)
 
 
+def write_lidar_2d_scan(root: str | Path, split: str, index: int, scan) -> None:
+    """lidar_2d/<split>/NNNNNN.npy of one scan alone (`synth --lidar-2d-only`)."""
+    tensor = scan_to_lidar_2d(scan.points, scan.class_id, scan.rows)
+    write_lidar_2d(Path(root) / "lidar_2d" / split / f"{index:06d}.npy", tensor)
+
+
 def _stamp(seconds: float) -> str:
     t = SEQUENCE_START + dt.timedelta(seconds=seconds)
     return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond * 1000:09d}"
