@@ -47,6 +47,41 @@ def test_training_smoke_run_saves_loadable_weights_and_resumes(tmp_path, monkeyp
     assert len(log) == 3
 
 
+
+def test_training_logits_in_channels_last_equal_fp32_and_bf16_stays_close_with_crf_in_fp32():
+    from squeeze_perception.segmentation.train import segment_logits
+
+    torch.manual_seed(0)
+    model = build_squeezesegv2().eval()
+    x = torch.rand(1, 6, 64, 64) * 20 + 1
+    x[:, 5] = 1
+    x[:, 4, :8] = 0  # empty cells: the CRF mask
+    with torch.no_grad():
+        ref = model.segment(x, crf=True)
+        same = segment_logits(model, x, True, "fp32", False)
+        model.to(memory_format=torch.channels_last)
+        last = segment_logits(model, x, True, "fp32", True)
+        half = segment_logits(model, x, True, "bf16", True)
+    assert torch.equal(same, ref)
+    assert torch.allclose(last, ref, atol=1e-4)
+    assert half.dtype == torch.float32 and last.is_contiguous() and half.is_contiguous()
+    # bf16 keeps 8 mantissa bits in the CNN only: the labels barely move.
+    assert (half.argmax(1) == ref.argmax(1)).float().mean() > 0.97
+    with pytest.raises(ValueError, match="precision"):
+        train(TrainConfig(name="x", precision="fp16"), progress=False)
+
+
+def test_train_bench_times_every_variant_and_reports_the_loss_change():
+    from squeeze_perception.segmentation.bench import SEG_TRAIN_VARIANTS, format_train_throughput, train_throughput
+
+    r = train_throughput("squeezeseg", batch_size=1, width=32, repeats=1, threads=1)
+    assert [row["variant"] for row in r["rows"]] == list(SEG_TRAIN_VARIANTS)
+    rows = {row["variant"]: row for row in r["rows"]}
+    assert rows["fp32"]["loss_vs_fp32"] == 0.0 and rows["fp32"]["speedup_vs_fp32"] == 1.0
+    assert abs(rows["channels_last"]["loss_vs_fp32"]) < 1e-3 and abs(rows["bf16"]["loss_vs_fp32"]) < 0.1
+    assert all(row["ms_per_scan"] > 0 for row in r["rows"])
+    assert "bf16+channels_last" in format_train_throughput(r)
+
 def test_pdc_normalises_each_layer_input_on_real_data():
     torch.manual_seed(0)
     model = build_squeezesegv2()

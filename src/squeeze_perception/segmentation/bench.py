@@ -287,3 +287,80 @@ if __name__ == "__main__":
     import sys
 
     print(quick_bench(frames=int(sys.argv[1]) if len(sys.argv) > 1 else 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training throughput (issue 10): forward + backward + optimiser step per scan, per variant.
+
+SEG_TRAIN_VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
+
+
+def train_throughput(arch: str = "squeezesegv2", batch_size: int = 8, width: int = 512, repeats: int = 3,
+                     threads: int = 2, variants=SEG_TRAIN_VARIANTS, crf: bool = True, progress=None) -> dict:
+    """Milliseconds per scan of one `seg train` step (the same `segment_logits` + focal loss +
+    backward + Adam step) for each precision / layout variant, interleaved round by round so a
+    drifting machine load hits every variant alike; plus each variant's loss on the same batch
+    in fp32, so a variant that changes the numbers shows it (``loss_vs_fp32``)."""
+    from . import constants as K
+    from .losses import focal_loss
+    from .train import build_arch, segment_logits
+
+    torch.set_num_threads(threads)
+    say = progress or (lambda msg: None)
+    rng = np.random.default_rng(0)
+    grid = np.zeros((batch_size, 6, K.GRID_HEIGHT, width), np.float32)
+    grid[:, :3] = rng.normal(0.0, 10.0, (batch_size, 3, K.GRID_HEIGHT, width))
+    grid[:, 3] = rng.uniform(0.0, 1.0, (batch_size, K.GRID_HEIGHT, width))
+    grid[:, 4] = np.linalg.norm(grid[:, :3], axis=1)
+    grid[:, 5] = 1.0
+    x = torch.from_numpy(grid)
+    y = torch.from_numpy(rng.integers(0, 4, (batch_size, K.GRID_HEIGHT, width)))
+    valid = torch.ones(batch_size, K.GRID_HEIGHT, width)
+    weights = torch.tensor(K.CLASS_LOSS_WEIGHTS)
+    runners, first_loss = {}, {}
+    for variant in variants:
+        torch.manual_seed(0)
+        model = build_arch(arch).train()
+        channels_last, precision = "channels_last" in variant, "bf16" if variant.startswith("bf16") else "fp32"
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def run(model=model, opt=opt, cl=channels_last, prec=precision):
+            logits = segment_logits(model, x, crf, prec, cl)
+            loss = focal_loss(logits, y, valid, class_weights=weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return float(loss)
+
+        say(f"warming up {variant}")
+        first_loss[variant] = run()  # same seed, same batch: the variants' first losses are comparable
+        runners[variant] = run
+    times = {k: [] for k in runners}
+    for r in range(repeats):
+        say(f"round {r + 1}/{repeats}")
+        for k, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3 / batch_size)
+    rows = []
+    for k, ts in times.items():
+        ms = float(np.median(ts))
+        rows.append({"variant": k, "ms_per_scan": ms, "scans_per_hour": 3.6e6 / ms,
+                     "speedup_vs_fp32": (float(np.median(times["fp32"])) / ms) if "fp32" in times else None,
+                     "loss_vs_fp32": first_loss[k] - first_loss.get("fp32", first_loss[k])})
+    return {"arch": arch, "input": [K.GRID_HEIGHT, width], "batch_size": batch_size, "threads": threads,
+            "crf": crf, "repeats": repeats, "rows": rows, "load_average": os.getloadavg()[0]}
+
+
+def format_train_throughput(r: dict) -> str:
+    lines = [f"{r['arch']} training step, input {r['input'][0]}x{r['input'][1]}, batch {r['batch_size']}, "
+             f"{r['threads']} threads, CRF {'on' if r['crf'] else 'off'}, median of {r['repeats']} rounds, "
+             f"load average {r['load_average']:.1f}",
+             "| variant | ms / scan | scans / hour | speed-up vs fp32 | first-step loss - fp32's |",
+             "|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['variant']} | {row['ms_per_scan']:.0f} | {row['scans_per_hour']:,.0f} | "
+                     f"{row['speedup_vs_fp32'] or float('nan'):.2f}x | {row['loss_vs_fp32']:+.2e} |")
+    return "\n".join(lines)

@@ -26,8 +26,23 @@ def _train(args) -> int:
                       lr=args.lr, optimizer=args.optimizer, minutes=args.minutes, threads=args.threads,
                       loss=args.loss, crf=not args.no_crf, init=args.init, renderer=args.renderer,
                       real_grids=args.real_grids, gca_lambda=args.gca_lambda, max_files=args.max_files,
-                      seed=args.seed, crop_width=args.crop_width)
+                      seed=args.seed, crop_width=args.crop_width, precision=args.precision,
+                      channels_last=args.channels_last)
     train(cfg)
+    return 0
+
+
+def _train_bench(args) -> int:
+    import json
+
+    from .bench import format_train_throughput, train_throughput
+
+    r = train_throughput(args.arch, args.batch_size, args.width, args.repeats, args.threads,
+                         crf=not args.no_crf, progress=lambda msg: print(msg, flush=True))
+    print(format_train_throughput(r))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
     return 0
 
 
@@ -306,7 +321,21 @@ def main(argv: list[str]) -> int:
     t.add_argument("--max-files", type=int, default=0)
     t.add_argument("--crop-width", type=int, default=0, help="random width crops (multiple of 16); 0 = full 512")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16 autocast for the CNN (CRF and loss in fp32); see `seg train-bench`")
+    t.add_argument("--channels-last", action="store_true", help="channels_last layout for the CNN")
     t.set_defaults(func=_train)
+
+    tb = sub.add_parser("train-bench", help="training throughput per scan: fp32 / channels_last / bf16 / "
+                                            "bf16+channels_last, interleaved in one run")
+    tb.add_argument("--arch", default="squeezesegv2", choices=("squeezeseg", "squeezesegv2"))
+    tb.add_argument("--batch-size", type=int, default=8)
+    tb.add_argument("--width", type=int, default=512)
+    tb.add_argument("--repeats", type=int, default=3)
+    tb.add_argument("--threads", type=int, default=2)
+    tb.add_argument("--no-crf", action="store_true")
+    tb.add_argument("--out", default="", help="also write the result as JSON")
+    tb.set_defaults(func=_train_bench)
 
     a = sub.add_parser("adapt", help="domain adaptation: real grids, intensity renderer, PDC")
     a.add_argument("step", choices=("grids", "render", "pdc"))
