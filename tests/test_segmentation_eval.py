@@ -131,6 +131,31 @@ def test_van_points_are_neither_car_nor_background_in_segmentation_ground_truth(
         assert counts.gt_instances[1] == 1 and counts.instance_level()["IoU"][1] == 1.0
 
 
+
+def test_object_frames_of_two_folders_add_up_into_one_set(tmp_path):
+    """`seg eval`'s real_object set is 000000-000002 and 000134 from two folders: the counts of
+    the second folder are added to the first's, not replacing them."""
+    from squeeze_perception.kitti.calib import write_object_calib
+    from squeeze_perception.kitti.default_calib import kitti_calibration
+    from squeeze_perception.kitti.labels import write_labels, write_velodyne_bin
+
+    calib = kitti_calibration()
+    for folder, car_at in ((tmp_path / "a", 8.0), (tmp_path / "b", 12.0)):
+        for sub in ("velodyne", "label_2", "calib"):
+            (folder / sub).mkdir(parents=True)
+        write_labels(folder / "label_2" / "000000.txt", [_label_at_velo(calib, [car_at, 0.0, -1.73],
+                                                                        (4.0, 1.8, 1.5), "Car")])
+        write_object_calib(folder / "calib" / "000000.txt", calib)
+        pts = np.array([[car_at + dx, 0.0, -1.0, 0.5] for dx in (-0.5, 0.0, 0.5)]
+                       + [[40.0, 0.0, -1.0, 0.5]], np.float32)
+        write_velodyne_bin(folder / "velodyne" / "000000.bin", pts)
+    stub = StubPipeline([(7, 9)])  # finds the car of folder a only
+    first = evaluate_object_frames(stub, tmp_path / "a", progress=False)
+    assert first.gt[1] == 3 and first.tp[1] == 3
+    both = evaluate_object_frames(stub, tmp_path / "b", progress=False, counts=first)
+    assert both is first and both.gt[1] == 6 and both.tp[1] == 3 and both.class_level()["IoU"][1] == 0.5
+    assert both.gt_instances[1] == 2
+
 def _write_semantic_kitti(root):
     seq = root / "sequences" / "08"
     (seq / "velodyne").mkdir(parents=True)

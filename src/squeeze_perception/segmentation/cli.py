@@ -68,7 +68,9 @@ def _adapt(args) -> int:
     return 0
 
 
-STANDARD_DATASETS = ("synth_lidar_2d", "synth_object", "real_lidar_2d", "real_object_reduced")
+# real_object: the labelled real object frames together, 000000-000002 (object/, full scans) and 000134
+# (object_reduced/, the camera-view scan); real_object_reduced: 000134 alone (the earlier tables).
+STANDARD_DATASETS = ("synth_lidar_2d", "synth_object", "real_lidar_2d", "real_object", "real_object_reduced")
 
 
 def _eval(args) -> int:
@@ -115,6 +117,10 @@ def _eval(args) -> int:
                 res["synth_object"] = counts_to_json(evaluate_object_frames(pl, obj, max_frames=args.max_frames))
             if "real_lidar_2d" in wanted:
                 res["real_lidar_2d"] = counts_to_json(evaluate_grids(pl, list_grids(real / "lidar_2d")))
+            if "real_object" in wanted:
+                both = evaluate_object_frames(pl, real / "object" / "training", "velodyne")
+                res["real_object"] = counts_to_json(evaluate_object_frames(
+                    pl, real / "object_reduced" / "training", "velodyne_reduced", counts=both))
             if "real_object_reduced" in wanted:
                 res["real_object_reduced"] = counts_to_json(
                     evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced"))

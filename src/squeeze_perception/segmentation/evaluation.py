@@ -281,17 +281,17 @@ class _GridView:
 
 
 def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyne", max_frames: int = 0,
-                           progress: bool = True) -> SegCounts:
+                           progress: bool = True, counts: SegCounts | None = None) -> SegCounts:
     """Class- and instance-level metrics on KITTI-object-layout frames, over the points inside
     the pipeline's field of view. Ground truth: the simulator's exact per-point labels
     (velodyne_labels/) when present, else `label_points` on the 3D boxes (real KITTI), whose
-    ignored points are left out."""
+    ignored points are left out. `counts` adds these frames to an earlier set's totals."""
     from tqdm import tqdm
 
     from ..kitti.calib import load_object_calib
     from ..kitti.labels import read_labels, read_velodyne_bin
 
-    counts = SegCounts()
+    counts = SegCounts() if counts is None else counts
     frames = kitti_object_frames(root, velodyne_folder)
     if max_frames:
         frames = frames[:max_frames]
