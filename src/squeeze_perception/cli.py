@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("squeeze_perception.tracking.cli:main", "tracker: eval (MOT metrics), bench"),
     "bench": ("squeeze_perception.graphbench.cli:main",
               "bench graph: latency, jitter, drops, CPU and memory of the node graph on a bag"),
+    "soak": ("squeeze_perception.graphbench.soak_cli:main",
+             "long run of the stack on a looping bag: RSS growth, throughput per half, packets off loopback"),
     "offline": ("squeeze_perception.offline.cli:main",
                 "architecture search (dnas), mixed-precision search, Distill-Net; model manifests"),
     "render": ("squeeze_perception.offline.render:main",

@@ -41,7 +41,10 @@ def _msg_class(type_name: str):
 class Monitor:
     """An rclpy node in its own context and thread recording arrivals into a core.Recording."""
 
-    def __init__(self, outputs: dict):
+    def __init__(self, outputs: dict, inputs: dict | None = None, diagnostics: bool = False):
+        """inputs: sensor topics to record (default INPUTS; {} for none, as the soak wants: it
+        would copy every cloud for nothing); diagnostics: also keep every node's /diagnostics
+        counters over time (self.diagnostics, for the soak)."""
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -55,8 +58,18 @@ class Monitor:
         self.lock = threading.Lock()
         self.recording = False
         self.last_arrival = time.monotonic()
-        for topic, type_name in INPUTS.items():
+        for topic, type_name in (INPUTS if inputs is None else inputs).items():
             self.node.create_subscription(_msg_class(type_name), topic, self._cb("inputs", topic), qos, raw=True)
+        # (node, stage) -> [(monotonic time, {counter: value})], from the nodes' telemetry
+        self.diagnostics: dict[tuple[str, str], list[tuple[float, dict]]] = {}
+        if diagnostics:
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            # best effort matches the nodes' reliable publishers; a lost report costs nothing
+            # (the counters are cumulative)
+            diag_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
+                                  depth=50, durability=DurabilityPolicy.VOLATILE)
+            self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, diag_qos)
         for topic, (type_name, _, _) in outputs.items():
             self.node.create_subscription(_msg_class(type_name), topic, self._cb("outputs", topic), qos, raw=True)
         self.executor = SingleThreadedExecutor(context=self.ctx)
@@ -70,6 +83,13 @@ class Monitor:
                 self.executor.spin_once(timeout_sec=0.05)
             except Exception:  # noqa: BLE001 - shutting down
                 break
+
+    def _on_diagnostics(self, msg) -> None:
+        t = time.monotonic()
+        with self.lock:
+            for status in msg.status:
+                node, stage = parse_status_name(status.name)
+                self.diagnostics.setdefault((node, stage), []).append((t, parse_counters(status.values)))
 
     def _cb(self, kind: str, topic: str):
         def on_msg(data: bytes):
@@ -124,6 +144,23 @@ class Monitor:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
         self.thread.join(timeout=2.0)
+
+
+def parse_status_name(name: str) -> tuple[str, str]:
+    """'/ns/squeezedet_node: detect' (node_base.diagnostic_status) -> ('squeezedet_node', 'detect')."""
+    node, _, stage = name.rpartition(": ")
+    return (node.rsplit("/", 1)[-1], stage) if node else (name, "")
+
+
+def parse_counters(values) -> dict:
+    """Integer-valued KeyValues of a diagnostic status (the frame counters); floats are left out."""
+    out = {}
+    for kv in values:
+        try:
+            out[kv.key] = int(kv.value)
+        except ValueError:
+            pass
+    return out
 
 
 @dataclass
