@@ -32,6 +32,7 @@ ENTRY_POINTS = {
     "squeeze_perception.backends": [
         "torch = squeeze_perception.backends:TORCH",
         "onnxruntime = squeeze_perception.backends:ONNXRUNTIME",
+        "onnxruntime-int8 = squeeze_perception.backends:ONNXRUNTIME_INT8",
         "synetgy = squeeze_perception.accelerator.backend:SYNETGY",
     ],
 }
@@ -53,7 +54,9 @@ def data_files() -> list[tuple[str, list[str]]]:
         (share, ["package.xml", "README.md"]),
         (f"{share}/launch", _files("launch/*.py")),
         (f"{share}/config", _files("config/*.yaml") + _files("config/*.rviz")),
-        (f"{share}/models", _files("models/*.pt") + _files("models/*.md")),
+        # + the int8 graphs of `offline quantize-int8` and their manifests (onnxruntime-int8 backend)
+        (f"{share}/models", _files("models/*.pt") + _files("models/*.md") + _files("models/*.int8.onnx")
+         + _files("models/*.int8.manifest.json")),
     ]
     for bag in BUNDLED_BAGS:
         # a rosbag2 folder is flat: metadata.yaml, the storage file(s), our README.md

@@ -77,6 +77,7 @@ SOURCE_TREE_ENTRY_POINTS = {
     BACKEND_GROUP: (
         "torch = squeeze_perception.backends:TORCH",
         "onnxruntime = squeeze_perception.backends:ONNXRUNTIME",
+        "onnxruntime-int8 = squeeze_perception.backends:ONNXRUNTIME_INT8",
         "synetgy = squeeze_perception.accelerator.backend:SYNETGY",
     ),
 }

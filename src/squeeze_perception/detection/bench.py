@@ -34,6 +34,13 @@ class BenchResult:
     onnxruntime_ratio: float | None
     repeats: int
     load_average: float  # 1-min load average at the end (this CPU is shared)
+    # onnxruntime-int8 (models/<model>.int8.onnx), against the int8 bound: 2 x MACs / the best
+    # u8 x s8 MatMulInteger rate (MLAS, VNNI where the CPU has it), timed in the same rounds
+    int8_ms: float | None = None
+    int8_peak_gops: float | None = None
+    int8_bound_ms: float | None = None
+    int8_ratio: float | None = None  # latency / int8 bound, as torch_ratio
+    int8_skipped: str | None = None  # why int8 was not measured (no int8 file, ...)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +86,29 @@ def ort_matmul_runner(n: int = PEAK_N, threads: int = 0):
     return lambda: sess.run(None, feeds)
 
 
+def ort_int8_matmul_runner(n: int = PEAK_N, threads: int = 0):
+    """A callable running an n x n x n uint8 x int8 -> int32 MatMulInteger in ONNX Runtime: the
+    MLAS quantized GEMM (AVX512-VNNI / AVX-VNNI where present) that the QLinearConv kernels of
+    the int8 graphs use, so its best rate is the int8 peak (2 n^3 integer ops per call)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "peak_int8",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+                               helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION, 9)
+    opts = ort.SessionOptions()
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8), "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}
+    return lambda: sess.run(None, feeds)
+
+
 def _time(fn, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
@@ -91,12 +121,12 @@ def _time(fn, repeats: int, warmup: int = 2) -> float:
 
 
 def bench(model: str = "squeezedet", repeats: int = 10, threads: int = 2, onnx: bool = True,
-          progress=None) -> BenchResult:
+          progress=None, int8: bool = True) -> BenchResult:
     """Median batch-1 latency (ms) with torch and onnxruntime (the shipped weights when present,
     else random ones: latency does not depend on the values); peak = best matmul round."""
     import torch
 
-    from ..backends import OnnxRuntimeBackend, load_state_dict
+    from ..backends import ModelLoadError, OnnxRuntimeBackend, OnnxRuntimeInt8Backend, load_state_dict
 
     torch.set_num_threads(threads)
     spec = get_model(model, task="detection")
@@ -124,6 +154,15 @@ def bench(model: str = "squeezedet", repeats: int = 10, threads: int = 2, onnx: 
                               input_names=["input"], dynamic_axes={"input": {0: "batch"}})
             ort = OnnxRuntimeBackend(spec, weights=onnx_path, num_threads=threads)
             runners["onnxruntime"] = lambda: ort.infer(batch)
+        int8_skipped = None if int8 else "not asked for"
+        if int8:  # the committed int8 graph of the shipped weights (it holds its own weights)
+            try:
+                q = OnnxRuntimeInt8Backend(spec, num_threads=threads)
+                runners["onnxruntime-int8"] = lambda: q.infer(batch)
+                runners["ort_int8_matmul"] = ort_int8_matmul_runner(PEAK_N, threads)
+            except ModelLoadError as exc:
+                int8_skipped = str(exc)
+                step(f"int8 skipped: {exc}")
         # Interleaved rounds: on a shared machine the load drifts, so every round times the
         # peak kernel and each backend back to back and the ratios compare like with like.
         times = {k: [] for k in runners}
@@ -140,10 +179,17 @@ def bench(model: str = "squeezedet", repeats: int = 10, threads: int = 2, onnx: 
     bound_ms = 2 * stats.macs / peak * 1e3
     torch_ms = statistics.median(times["torch"])
     ort_ms = statistics.median(times["onnxruntime"]) if onnx else None
+    int8_fields = {"int8_skipped": int8_skipped}
+    if "onnxruntime-int8" in times:
+        int8_peak = 2 * PEAK_N ** 3 / (min(times["ort_int8_matmul"]) / 1e3)
+        int8_ms = statistics.median(times["onnxruntime-int8"])
+        int8_bound = 2 * stats.macs / int8_peak * 1e3
+        int8_fields.update(int8_ms=int8_ms, int8_peak_gops=int8_peak / 1e9, int8_bound_ms=int8_bound,
+                           int8_ratio=int8_ms / int8_bound)
     return BenchResult(model=model, threads=threads, macs=stats.macs, peak_gflops=peak / 1e9, bound_ms=bound_ms,
                        torch_ms=torch_ms, torch_ratio=torch_ms / bound_ms,
                        onnxruntime_ms=ort_ms, onnxruntime_ratio=None if ort_ms is None else ort_ms / bound_ms,
-                       repeats=repeats, load_average=os.getloadavg()[0])
+                       repeats=repeats, load_average=os.getloadavg()[0], **int8_fields)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -269,11 +269,18 @@ def _cmd_bench(args) -> int:
     for name in args.models:
         with console.status(f"{name}") as status:  # progress on stderr
             r = bench(name, repeats=args.repeats, threads=args.threads, onnx=not args.no_onnx,
-                      progress=lambda msg, n=name: status.update(f"{n}: {msg}"))
+                      progress=lambda msg, n=name: status.update(f"{n}: {msg}"), int8=not args.no_int8)
         rows.append(r.as_dict())
         ort = "-" if r.onnxruntime_ms is None else f"{r.onnxruntime_ms:9.1f} ms  x{r.onnxruntime_ratio:5.2f}"
         print(f"{name:18s} threads {r.threads}  GMACs {r.macs / 1e9:6.2f}  peak {r.peak_gflops:6.1f} GFLOP/s  "
               f"bound {r.bound_ms:7.1f} ms | torch {r.torch_ms:9.1f} ms  x{r.torch_ratio:5.2f} | onnxruntime {ort}")
+        if r.int8_ms is not None:
+            print(f"{'':18s} onnxruntime-int8 {r.int8_ms:9.1f} ms  x{r.int8_ratio:5.2f} of the int8 bound "
+                  f"{r.int8_bound_ms:7.1f} ms (peak {r.int8_peak_gops:6.1f} GOP/s, u8 x s8 MatMulInteger); "
+                  f"int8 / fp32 onnxruntime latency "
+                  + ("-" if r.onnxruntime_ms is None else f"{r.int8_ms / r.onnxruntime_ms:.2f}"))
+        elif not args.no_int8:
+            print(f"{'':18s} onnxruntime-int8 not measured: {r.int8_skipped}")
     print(f"batch 1, median of {args.repeats} interleaved rounds; ratio = latency / (2 x MACs / peak), peak = best "
           f"1024^3 fp32 matmul (torch or ORT) with the same threads; 1-min load average {rows[-1]['load_average']:.1f}")
     if args.json:
@@ -459,11 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--score-threshold", type=float, default=0.3)
     dm.set_defaults(func=_cmd_demo)
 
-    b = sub.add_parser("bench", help="batch-1 latency (torch, onnxruntime) vs the compute bound")
+    b = sub.add_parser("bench", help="batch-1 latency (torch, onnxruntime, onnxruntime-int8) vs the compute bound")
     b.add_argument("--models", nargs="+", default=["squeezedet"])
     b.add_argument("--repeats", type=int, default=10)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--no-onnx", action="store_true")
+    b.add_argument("--no-int8", action="store_true", help="skip onnxruntime-int8 (models/<model>.int8.onnx, made "
+                   "by `squeeze-perception offline quantize-int8`) and its int8 bound")
     b.add_argument("--json", default="")
     b.set_defaults(func=_cmd_bench)
 

@@ -3,6 +3,8 @@
   offline dnas             FBNet-style search per latency target, sampled nets trained from scratch
   offline mixed-precision  per-layer weight/activation bit-widths (--cost size | flops)
   offline distill          Distill-Net for a few classes (--keep car)
+  offline quantize-int8    models/<model>.int8.onnx for the onnxruntime-int8 backend: static QDQ int8,
+                           calibrated on synthetic frames (--model squeezedet|squeezesegv2|squeezeseg)
 
 Each takes --tiny (the test-suite size: 16 x 64 toy grids, a 5-layer macro-architecture, a few
 epochs) and --data DIR (lidar_2d .npy grids; default toy scenes). Results go to --out as
@@ -13,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-SUBCOMMANDS = ("dnas", "mixed-precision", "distill")
+SUBCOMMANDS = ("dnas", "mixed-precision", "distill", "quantize-int8")
 
 
 def _common(ap: argparse.ArgumentParser, out: str) -> None:
@@ -158,11 +161,62 @@ def _distill(argv: list[str], command: str) -> int:
     return 0
 
 
+def _quantize_int8(argv: list[str], command: str) -> int:
+    from ..backends import ModelLoadError
+    from ..registry import RegistryError
+    from .quantize import CALIB_DIRS, METHODS, QuantOptions, quantize_model, summary_line
+
+    ap = argparse.ArgumentParser(
+        prog="squeeze-perception offline quantize-int8",
+        description="Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations) of a model's "
+                    "ONNX graph, calibrated on synthetic frames only; writes models/<model>.int8.onnx and "
+                    "models/<model>.int8.manifest.json (what the onnxruntime-int8 backend loads).")
+    ap.add_argument("--model", action="append", required=True,
+                    help="registry model (repeatable): squeezedet, squeezesegv2, squeezeseg, ...")
+    ap.add_argument("--calib-frames", type=int, default=32, help="synthetic frames, spread evenly over the set")
+    ap.add_argument("--calib-dir", default="", help="synthetic calibration folder (default: detection "
+                    f"{CALIB_DIRS['detection']}, segmentation {CALIB_DIRS['segmentation']}); never real data")
+    ap.add_argument("--weights", default="", help="checkpoint instead of models/<model>.pt (one model)")
+    ap.add_argument("--out", default="", help="int8 ONNX file instead of models/<model>.int8.onnx (one model)")
+    ap.add_argument("--method", choices=METHODS, default="minmax", help="activation range calibration")
+    ap.add_argument("--activations", choices=("uint8", "int8"), default="uint8",
+                    help="uint8: the u8 x s8 form MLAS runs natively on x86 (VNNI); int8: symmetric")
+    ap.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default per channel)")
+    ap.add_argument("--reduce-range", action="store_true", help="7-bit weights, for x86 CPUs without VNNI")
+    ap.add_argument("--int8-head-conv", action="store_true",
+                    help="quantize the last convolution too (SqueezeDet's ConvDet, SqueezeSeg's conv14: faster, "
+                         "its outputs then carry int8 steps into decoding / the CRF); default: kept fp32")
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads (export, calibration)")
+    args = ap.parse_args(argv)
+    if (args.weights or args.out) and len(args.model) != 1:
+        ap.error("--weights and --out apply to exactly one model")
+    import torch
+
+    torch.set_num_threads(max(args.threads, 1))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(args.threads, 1)))
+    failed = 0
+    for name in args.model:
+        opts = QuantOptions(per_channel=not args.per_tensor, activation_type=args.activations,
+                            method=args.method, reduce_range=args.reduce_range,
+                            head_conv_fp32=not args.int8_head_conv)
+        try:
+            manifest = quantize_model(name, args.calib_frames, weights=args.weights or None, out=args.out or None,
+                                      calib_dir=args.calib_dir or None, options=opts, command=command)
+        except (RegistryError, ModelLoadError, FileNotFoundError, ValueError, OSError) as exc:
+            print(f"quantize-int8: {name}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(summary_line(manifest))
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
         print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    if argv[0] == "quantize-int8":  # no training: no torch thread / DDP set-up here
+        return _quantize_int8(argv[1:], "squeeze-perception offline " + " ".join(shlex.quote(a) for a in argv))
     import torch
 
     from . import ddp

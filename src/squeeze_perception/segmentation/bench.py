@@ -175,6 +175,18 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
     macs = count_macs(pl.spec.build().eval(), sample)
     crf = crf_macs(4, 64, 512, pl.crf.window, pl.crf.iterations)
     peak = peak_flops()
+    int8 = {}
+    if backend == "onnxruntime-int8":  # the int8 network against the int8 bound (u8 x s8 GEMM peak)
+        from ..detection.bench import PEAK_N, ort_int8_matmul_runner
+
+        run = ort_int8_matmul_runner(PEAK_N, threads)
+        run()
+        best = min(_timed(run) for _ in range(10))
+        int8_peak = 2.0 * PEAK_N ** 3 / best
+        bound = 2.0 * macs * (1 if fov == "front" else 4) / int8_peak * 1e3
+        net = float(np.mean(times["network"]))
+        int8 = {"int8_peak_gops": int8_peak / 1e9, "network_int8_bound_ms": bound,
+                "network_ratio_to_int8_bound": net / bound}
     tiles = 1 if fov == "front" else 4
     net_ms = float(np.mean(times["network"]))
     crf_ms = float(np.mean(times["crf"]))
@@ -186,7 +198,7 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
         "stages_ms": {k: _summary(v) for k, v in times.items()},
         "network_gmacs": macs / 1e9, "crf_gmacs": crf / 1e9, "peak_gflops": peak / 1e9,
         "network_bound_ms": bound_net_ms, "network_ratio_to_bound": net_ms / bound_net_ms,
-        "crf_bound_ms": bound_crf_ms, "crf_ratio_to_bound": crf_ms / bound_crf_ms,
+        "crf_bound_ms": bound_crf_ms, "crf_ratio_to_bound": crf_ms / bound_crf_ms, **int8,
         "load_average": list(os.getloadavg()),
         "crf_compare": crf_cmp,
         "dbscan": {"sklearn_ms": _summary(db["sklearn"]), "fast_ms": _summary(db["fast"]),
@@ -200,6 +212,12 @@ def run_bench(model: str = "squeezesegv2", weights: str = "", frames: int = 16, 
     }
 
 
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def format_bench(r: dict) -> str:
     lines = [f"SqueezeSeg pipeline benchmark: model {r['model']}, backend {r['backend']}, fov {r['fov']}, {r['threads']} thread(s), "
              f"{r['frames']} frames (real KITTI scans, {r['points_per_frame']:.0f} points on average)",
@@ -208,6 +226,9 @@ def format_bench(r: dict) -> str:
         lines.append(f"{k:12s} {v['mean']:9.2f} {v['p99']:9.2f} {v['std']:9.2f}")
     lines.append(f"network: {r['network_gmacs']:.3f} GMAC/tile, peak {r['peak_gflops']:.1f} GFLOP/s (fp32 matmul) -> "
                  f"bound {r['network_bound_ms']:.2f} ms, measured/bound = {r['network_ratio_to_bound']:.1f}x")
+    if "network_int8_bound_ms" in r:
+        lines.append(f"network int8: peak {r['int8_peak_gops']:.1f} GOP/s (u8 x s8 MatMulInteger) -> int8 bound "
+                     f"{r['network_int8_bound_ms']:.2f} ms, measured/bound = {r['network_ratio_to_int8_bound']:.1f}x")
     lines.append(f"crf: {r['crf_gmacs']:.4f} GMAC/tile -> bound {r['crf_bound_ms']:.3f} ms, "
                  f"measured/bound = {r['crf_ratio_to_bound']:.1f}x")
     d = r["dbscan"]

@@ -1,0 +1,333 @@
+"""Static int8 quantization of the exported ONNX graphs: what the `onnxruntime-int8` backend runs.
+
+`squeeze-perception offline quantize-int8 --model squeezedet|squeezesegv2|squeezeseg` reads the
+fp32 graph the `onnxruntime` backend runs (models/<name>.onnx, exported from the checkpoint when
+missing or stale), calibrates it on SYNTHETIC frames only, and writes models/<name>.int8.onnx
+with its manifest models/<name>.int8.manifest.json (calibration set, frame count, options).
+
+Choices (ONNX Runtime 1.x, CPU execution provider):
+
+* QDQ format, per-channel symmetric int8 weights: ORT's graph optimiser fuses
+  DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv (MLAS int8 GEMM), and per-channel
+  scales keep the narrow filters of the 1x1 squeeze layers from being crushed by the widest one.
+* uint8 activations (asymmetric), int8 weights ("U8S8"): on x86 MLAS runs its int8 GEMM as
+  u8 x s8 (AVX512-VNNI `vpdpbusd` / AVX-VNNI, AVX2 `vpmaddubsw` without), the native form of
+  the instruction; s8 activations are shifted to u8 inside the kernel (an extra pass). Activations
+  after ReLU are non-negative, so the asymmetric u8 range loses nothing. With VNNI there is no
+  16-bit intermediate that could saturate, so reduce_range stays off (turn it on, --reduce-range,
+  only for pre-VNNI AVX2 CPUs).
+* What stays fp32 (nodes_to_exclude, found from the graph's structure, not from names):
+  - everything before the first convolution: the segmentation networks' input normalisation
+    ((x - mean) / std * mask, mask channel), raw metres and intensities whose range is not a
+    feature map's;
+  - the last convolution(s), whose outputs are the network's result, and every node after
+    them: SqueezeDet's ConvDet layer and its decoding (anchor deltas through exp, sigmoid
+    confidence, class softmax); SqueezeSeg's conv14 logits, which the recurrent CRF turns into
+    probabilities with a softmax. A quantization step there moves box edges by whole pixels
+    times exp() and shifts the CRF's softmax; it is one layer of ~30, so it costs little.
+* Calibration: MinMax over the synthetic frames (fast and deterministic; --method percentile
+  or entropy are available). Never the real KITTI data under ../shared/data: those are the
+  evaluation set.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..backends import (INT8_SOURCE_KEY, ONNX_MODEL_KEY, export_onnx, exported_model, int8_path_for,
+                        onnx_is_fresh, onnx_path_for, sha256_file)
+from ..paths import project_root
+from ..registry import ModelSpec, get_model
+
+CALIB_DIRS = {  # synthetic data only (docs/synthetic.md); paths relative to the project root
+    "detection": Path("data/synth_det/object/training/image_2"),
+    "segmentation": Path("data/synth/lidar_2d/train"),
+}
+METHODS = ("minmax", "percentile", "entropy")
+CONV_TYPES = ("Conv", "ConvTranspose")
+
+
+@dataclass
+class QuantOptions:
+    per_channel: bool = True
+    activation_type: str = "uint8"  # "uint8" (U8S8, the x86 fast path) or "int8"
+    weight_type: str = "int8"
+    method: str = "minmax"
+    reduce_range: bool = False
+    head_conv_fp32: bool = True  # False (--int8-head-conv): the last conv in int8 too, only what follows in fp32
+    keep_fp32: list[str] = field(default_factory=list)  # filled in: the excluded node names
+
+
+# ------------------------------------------------------------------------- graph analysis
+def fp32_nodes(model, head_conv: bool = True) -> tuple[list[str], dict[str, list[str]]]:
+    """Names of the nodes to keep in fp32 (see the module docstring) and why, by group:
+    'input' (no convolution upstream: input normalisation) and 'head' (the last convolutions,
+    those with no convolution downstream, and everything after them)."""
+    graph = model.graph
+    nodes = list(graph.node)
+    for i, n in enumerate(nodes):
+        if not n.name:
+            n.name = f"{n.op_type}_{i}"
+    producer = {out: n for n in nodes for out in n.output}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for inp in n.input:
+            consumers.setdefault(inp, []).append(n)
+
+    def upstream(node) -> set[str]:
+        seen, stack = set(), [node]
+        while stack:
+            for inp in stack.pop().input:
+                p = producer.get(inp)
+                if p is not None and p.name not in seen:
+                    seen.add(p.name)
+                    stack.append(p)
+        return seen
+
+    def downstream(node) -> set[str]:
+        seen, stack = set(), [node]
+        while stack:
+            for out in stack.pop().output:
+                for c in consumers.get(out, ()):
+                    if c.name not in seen:
+                        seen.add(c.name)
+                        stack.append(c)
+        return seen
+
+    by_name = {n.name: n for n in nodes}
+    convs = [n for n in nodes if n.op_type in CONV_TYPES]
+    if not convs:
+        return [], {"input": [], "head": []}
+    below = {n.name: downstream(n) for n in convs}
+    conv_names = {c.name for c in convs}
+    last = [c for c in convs if not (below[c.name] & conv_names)]
+    head = set()
+    for c in last:
+        head |= ({c.name} if head_conv else set()) | below[c.name]
+    after_a_conv = set().union(*below.values()) | conv_names
+    pre = {n.name for n in nodes if n.name not in after_a_conv}
+    # only what feeds a convolution is "input normalisation"; constants' producers are harmless
+    feeding = set().union(*(upstream(c) for c in convs))
+    pre &= feeding
+    order = {n.name: i for i, n in enumerate(nodes)}
+    groups = {"input": sorted(pre, key=order.get), "head": sorted(head, key=order.get)}
+    assert all(name in by_name for g in groups.values() for name in g)
+    return groups["input"] + groups["head"], groups
+
+
+# ------------------------------------------------------------------------- calibration data
+def detection_calibration(spec: ModelSpec, folder: Path, count: int) -> tuple[list[np.ndarray], list[str]]:
+    """(1, 3, H, W) batches of `count` images spread evenly over the folder, preprocessed as the
+    runtime Detector does (letterbox + normalise, detection/data.preprocess)."""
+    from ..detection.data import load_rgb, preprocess
+
+    files = sorted(Path(folder).glob("*.png"))
+    picked = _spread(files, count)
+    _, h, w = spec.input_shape
+    return [preprocess(load_rgb(f), w, h)[0] for f in picked], [f.name for f in picked]
+
+
+def segmentation_calibration(spec: ModelSpec, folder: Path, count: int) -> tuple[list[np.ndarray], list[str]]:
+    """(1, C, 64, 512) batches from lidar_2d grids, the network input the runtime pipeline builds
+    from a projected cloud (segmentation/data.to_input, as SegmentationPipeline.network_input)."""
+    from ..segmentation.data import load_grid, to_input
+
+    files = sorted(Path(folder).glob("*.npy"))
+    picked = _spread(files, count)
+    c, h, w = spec.input_shape
+    out = []
+    for f in picked:
+        grid = load_grid(f)
+        if grid.shape[1] != w:  # wider grids (full view): the front columns, as a front tile
+            start = (grid.shape[1] - w) // 2
+            grid = grid[:, start:start + w]
+        out.append(to_input(grid, c)[None])
+    return out, [f.name for f in picked]
+
+
+def _spread(files: Sequence[Path], count: int) -> list[Path]:
+    if not files:
+        return []
+    if count >= len(files):
+        return list(files)
+    idx = np.linspace(0, len(files) - 1, count).round().astype(int)
+    return [files[i] for i in sorted(set(idx.tolist()))]
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over a list of batches."""
+
+    def __init__(self, input_name: str, batches: Iterable[np.ndarray]):
+        self.input_name = input_name
+        self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
+        self._it = iter(self.batches)
+
+    def get_next(self):
+        b = next(self._it, None)
+        return None if b is None else {self.input_name: b}
+
+    def rewind(self):
+        self._it = iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:  # CalibStridedMinMax
+        self._it = iter(self.batches[start_index:end_index])
+
+
+def _stride(n: int, most: int = 4) -> int:
+    """Frames per MinMax chunk: at most `most`, dividing n (ORT requires it)."""
+    return max(d for d in range(1, most + 1) if n % d == 0)
+
+
+# ------------------------------------------------------------------------- quantization
+def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options: QuantOptions | None = None,
+                  metadata: dict[str, str] | None = None) -> QuantOptions:
+    """Quantize the fp32 ONNX file `fp32` into `out` (QDQ, static) calibrated on `batches`.
+    Returns the options with `keep_fp32` filled in. The graph's metadata (the model name stamp)
+    is kept and `metadata` added."""
+    import onnx
+
+    from ..backends import import_onnxruntime
+
+    import_onnxruntime()  # telemetry off before the quantization tool imports onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    options = options or QuantOptions()
+    if not batches:
+        raise ValueError("no calibration inputs")
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source_meta = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
+    tmp_pre = out.with_name(f".{out.name}.{os.getpid()}.pre.onnx")
+    tmp_out = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        # symbolic shape inference + ORT's constant folding / fusions, as the ORT docs advise
+        # before static quantization (the optimiser renames nodes: exclusions come after)
+        quant_pre_process(str(fp32), str(tmp_pre))
+        pre = onnx.load(str(tmp_pre))
+        keep, _ = fp32_nodes(pre, head_conv=options.head_conv_fp32)
+        onnx.save(pre, str(tmp_pre))  # with the node names fp32_nodes may have filled in
+        input_name = pre.graph.input[0].name
+        options.keep_fp32 = keep
+        quantize_static(
+            str(tmp_pre), str(tmp_out), _Reader(input_name, batches), quant_format=QuantFormat.QDQ,
+            per_channel=options.per_channel, reduce_range=options.reduce_range,
+            activation_type=types[options.activation_type], weight_type=types[options.weight_type],
+            nodes_to_exclude=keep, calibrate_method=methods[options.method],
+            extra_options={"ActivationSymmetric": options.activation_type == "int8", "WeightSymmetric": True,
+                           # MinMax folds the ranges every few frames instead of holding every
+                           # intermediate tensor of every frame (GBs for SqueezeDet at 1242x375)
+                           **({"CalibStridedMinMax": _stride(len(batches))} if options.method == "minmax"
+                              else {})})
+        model = onnx.load(str(tmp_out))
+        del model.metadata_props[:]
+        for key, value in {**source_meta, **(metadata or {})}.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+        onnx.save(model, str(tmp_out))
+        os.replace(tmp_out, out)
+    finally:
+        tmp_pre.unlink(missing_ok=True)
+        tmp_out.unlink(missing_ok=True)
+        for extra in out.parent.glob(f".{out.name}.{os.getpid()}*"):  # augmented-model leftovers
+            extra.unlink(missing_ok=True)
+    return options
+
+
+def ensure_fp32_onnx(spec: ModelSpec, weights: Path) -> Path:
+    """The fp32 graph the onnxruntime backend runs for these weights, exported when missing/stale."""
+    path = onnx_path_for(weights)
+    if not (onnx_is_fresh(path, weights) and exported_model(path) == spec.name):
+        export_onnx(spec, path, weights=weights)
+    return path
+
+
+def quantize_model(name: str, calib_frames: int = 32, weights: str | Path | None = None,
+                   out: str | Path | None = None, calib_dir: str | Path | None = None,
+                   options: QuantOptions | None = None, command: str = "") -> dict:
+    """models/<name>.int8.onnx (+ manifest) from the registry model's checkpoint. Returns the manifest."""
+    spec = get_model(name)
+    weights = Path(weights) if weights else spec.weights_path()
+    if weights is None or not weights.exists():
+        raise FileNotFoundError(f"weights file '{weights}' not found; train it (models/README.md) or pass --weights")
+    folder = Path(calib_dir) if calib_dir else project_root() / CALIB_DIRS[spec.task]
+    _refuse_real_data(folder)
+    loader = detection_calibration if spec.task == "detection" else segmentation_calibration
+    batches, names = loader(spec, folder, calib_frames)
+    if not batches:
+        raise FileNotFoundError(f"no calibration frames in '{folder}'; make the synthetic set first "
+                                "(squeeze-perception synth ..., docs/synthetic.md) or pass --calib-dir")
+    fp32 = ensure_fp32_onnx(spec, weights)
+    out = Path(out) if out else int8_path_for(weights, for_writing=True)
+    options = options or QuantOptions()
+    t0 = time.perf_counter()
+    source_sha = sha256_file(weights)
+    options = quantize_onnx(fp32, out, batches, options,
+                            metadata={ONNX_MODEL_KEY: spec.name, INT8_SOURCE_KEY: source_sha})
+    seconds = time.perf_counter() - t0
+    manifest = int8_manifest(spec, out, weights, source_sha, folder, names, options, seconds, command)
+    from .manifest import write_manifest
+
+    write_manifest(out, manifest)
+    return manifest
+
+
+def _refuse_real_data(folder: Path) -> None:
+    """Calibration must never see the evaluation data (real KITTI under ../shared/data)."""
+    from ..paths import shared_data_dir
+
+    real = Path(shared_data_dir()).resolve()
+    resolved = Path(folder).resolve()
+    if resolved == real or real in resolved.parents:
+        raise ValueError(f"'{folder}' is real evaluation data ({real}); calibrate on synthetic frames only")
+
+
+def int8_manifest(spec: ModelSpec, out: Path, weights: Path, source_sha: str, folder: Path, names: list[str],
+                  options: QuantOptions, seconds: float, command: str) -> dict:
+    import onnxruntime
+
+    try:
+        calib = str(Path(folder).resolve().relative_to(project_root()))
+    except ValueError:
+        calib = str(folder)
+    return {
+        "manifest_version": 1,
+        "name": spec.name,
+        "task": spec.task,
+        "kind": "onnx-int8-static-qdq",
+        "input": {"shape": list(spec.input_shape), "dtype": "float32", "layout": "NCHW"},
+        "classes": list(spec.classes),
+        "weights": {"file": out.name, "sha256": sha256_file(out), "bytes": out.stat().st_size},
+        "source": {"checkpoint": weights.name, "sha256": source_sha},
+        "calibration": {"set": calib, "synthetic_only": True, "count": len(names), "frames": names,
+                        "method": options.method},
+        "quantization": {"format": "QDQ", "per_channel": options.per_channel,
+                         "weights": options.weight_type, "activations": options.activation_type,
+                         "reduce_range": options.reduce_range, "head_conv_fp32": options.head_conv_fp32,
+                         "kept_fp32": options.keep_fp32},
+        "metrics": {},  # TODO-measure: det eval / seg eval against fp32 (docs/performance.md)
+        "latency_ms": {},
+        "seconds": round(seconds, 1),
+        "command": command,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"onnxruntime": onnxruntime.__version__},
+    }
+
+
+def summary_line(manifest: dict) -> str:
+    q, c = manifest["quantization"], manifest["calibration"]
+    return (f"{manifest['name']}: wrote {manifest['weights']['file']} ({manifest['weights']['bytes'] / 1e6:.1f} MB) "
+            f"in {manifest['seconds']:.0f} s; calibration {c['count']} synthetic frames from {c['set']} "
+            f"({c['method']}); QDQ, {'per-channel ' if q['per_channel'] else ''}{q['weights']} weights, "
+            f"{q['activations']} activations; {len(q['kept_fp32'])} nodes kept fp32")
+
