@@ -38,9 +38,8 @@ def test_sensor_frames_pair_each_scan_with_its_image():
 def test_gif_when_no_mp4_writer(tmp_path, monkeypatch):
     from PIL import Image
 
-    monkeypatch.setitem(sys.modules, "imageio", None)  # as if not installed
-    monkeypatch.setitem(sys.modules, "imageio.v2", None)
-    monkeypatch.setattr(rd.shutil, "which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if not installed
+    monkeypatch.setattr(rd.shutil, "which", lambda name: None)  # and no ffmpeg on PATH
     pngs = []
     for i, shade in enumerate((0, 255)):
         p = tmp_path / f"frame_{i:04d}.png"
@@ -49,6 +48,24 @@ def test_gif_when_no_mp4_writer(tmp_path, monkeypatch):
     video, how = rd.write_video(pngs, tmp_path, fps=10)
     assert video.suffix == ".gif" and "GIF" in how
     assert Image.open(video).n_frames == 2
+
+
+def test_mp4_with_the_bundled_ffmpeg(tmp_path):
+    """imageio-ffmpeg (requirements-pip-only.txt) brings an ffmpeg binary: an H.264 MP4 with one
+    frame per PNG, odd sizes padded to even."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    from PIL import Image
+
+    pngs = []
+    for i in range(3):
+        p = tmp_path / f"frame_{i:04d}.png"
+        Image.fromarray(np.full((31, 45, 3), 80 * i, np.uint8)).save(p)
+        pngs.append(p)
+    video, how = rd.write_video(pngs, tmp_path, fps=10)
+    assert video.name == "render.mp4" and how.startswith("mp4"), how
+    assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == 3
+    meta = next(imageio_ffmpeg.read_frames(str(video)))
+    assert tuple(meta["size"]) == (46, 32) and meta["codec"] == "h264"
 
 
 def _has_colour(region: np.ndarray, rgb: tuple[int, int, int], tol: int = 12) -> int:
@@ -65,6 +82,10 @@ def test_render_two_scans_of_the_real_bag(tmp_path):
     assert video.exists() and video.stat().st_size > 0
     if video.suffix == ".gif":
         assert Image.open(video).n_frames == 2
+    else:
+        import imageio_ffmpeg
+
+        assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == 2
 
     saved = json.loads((tmp_path / "render.json").read_text())
     assert len(saved["frames"]) == 2

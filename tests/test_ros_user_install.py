@@ -100,6 +100,7 @@ THIRD_PARTY = {
     "tabulate": "python3-tabulate", "psutil": "python3-psutil",
     "torch": "pip:torch", "onnxruntime": "pip:onnxruntime", "onnx": "pip:onnx", "open3d": "pip:open3d-cpu",
     "filterpy": "pip:filterpy", "rosbags": "pip:rosbags", "rich": "pip:rich",
+    "imageio_ffmpeg": "pip:imageio-ffmpeg",  # render's MP4 (bundled ffmpeg binary)
     "trackeval": "nodeps:trackeval",  # metrics only (squeeze-perception track eval); requirements-nodeps.txt
 }
 

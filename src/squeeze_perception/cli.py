@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "offline": ("squeeze_perception.offline.cli:main",
                 "architecture search (dnas), mixed-precision search, Distill-Net; model manifests"),
     "render": ("squeeze_perception.offline.render:main",
-               "PNG frames + MP4/GIF of a bag: camera boxes, bird's-eye points/instances/tracks, stage times"),
+               "PNG frames + MP4 of a bag or a live run (--live): camera boxes, bird's-eye points/instances/"
+               "tracks, stage times"),
     "models": ("squeeze_perception.cli:list_models", "list registered models and backends"),
     "export": ("squeeze_perception.cli:export_models",
                "write models/<model>.onnx from the torch weights (what the onnxruntime backend loads)"),

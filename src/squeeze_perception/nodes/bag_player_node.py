@@ -144,11 +144,15 @@ class BagPlayerNode(PerceptionNode):
 
     # ------------------------------------------------------------------ playback thread
     def _subscriber_nodes(self) -> set[tuple[str, str]]:
+        """Nodes subscribed to the played topics, except this one and hidden nodes (name starting
+        with `_`, ROS 2's convention for tools such as `render --live`'s `_render_live`): an
+        observer must not make playback start before the processing nodes are up."""
         me = (self.get_namespace(), self.get_name())
         found = set()
         for pub in self.publishers_by_topic.values():
             for info in self.get_subscriptions_info_by_topic(pub.topic_name):
-                found.add((info.node_namespace, info.node_name))
+                if not info.node_name.startswith("_"):
+                    found.add((info.node_namespace, info.node_name))
         return found - {me}
 
     def _wait_for_subscribers(self) -> None:

@@ -5,16 +5,21 @@ segmentation.pipeline.SegmentationPipeline, tracking.pipeline.TrackingPipeline) 
 and draws one PNG per LiDAR scan: the camera image with SqueezeDet boxes on top, a bird's-eye
 view of the labelled points, the LiDAR instance boxes and the confirmed tracks (id, velocity
 arrow) below, and the per-stage processing times beside it. The frames are then joined into an
-MP4 when a writer exists (imageio with ffmpeg, or an `ffmpeg` binary), else into an animated GIF
-(Pillow), which the command says. `render.json` holds the per-frame counts and times.
+MP4 with the ffmpeg binary that `imageio-ffmpeg` bundles (requirements-pip-only.txt), or an
+`ffmpeg` on PATH; without either, into an animated GIF (Pillow), which the command says.
+`render.json` holds the per-frame counts and times.
 
 Latencies here are this process's wall times per stage, measured on the machine that renders;
 they are not the sensor-to-publish latencies of the ROS graph (docs/performance.md).
+
+`squeeze-perception render --live --out DIR [--frames N | --seconds S]` draws the same frames
+from a running stack instead (offline/render_live.py): it subscribes to the nodes' outputs and
+shows their own telemetry (per-stage latency and processing time) beside the drawing. One
+drawing path (draw_frame, write_video), two sources.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shutil
 import subprocess
@@ -53,6 +58,8 @@ class FrameResult:
     tracks: np.ndarray  # TRACK_DTYPE
     image: np.ndarray | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # live runs: the nodes' telemetry, "node: stage" -> {"latency": ms, "processing": ms} (means)
+    telemetry: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _stamp_ns(msg) -> int:
@@ -165,6 +172,26 @@ def _bev_xy(x, y):
     return -np.asarray(y), np.asarray(x)
 
 
+def telemetry_lines(telemetry: dict[str, dict[str, float]], max_rows: int = 18) -> list[str]:
+    """The info panel of a live frame: per node, each stage's mean latency (sensor stamp -> output,
+    the node's clock) and processing time, as the nodes report them on /diagnostics."""
+    lines = ["node telemetry (ms, mean)", f"{'':<14s}{'latency':>9s}{'proc.':>9s}"]
+    node = None
+    for key in sorted(telemetry, key=lambda k: k.partition(": ")[0]):  # by node; stages in the node's order
+        if len(lines) >= max_rows:
+            lines.append("  ...")
+            break
+        name, _, stage = key.partition(": ")
+        if name != node:
+            node = name
+            lines.append(name[:23])
+        vals = telemetry[key]
+        cells = "".join(f"{vals[k]:9.1f}" if vals.get(k) is not None else f"{'-':>9s}"
+                        for k in ("latency", "processing"))
+        lines.append(f"  {stage[:12]:<12s}{cells}")
+    return lines
+
+
 def draw_frame(result: FrameResult, title: str, bev_range_m: float = 50.0, dpi: int = 80):
     """A matplotlib figure of one frame: camera with boxes, bird's-eye view, stage times."""
     import matplotlib
@@ -231,7 +258,7 @@ def draw_frame(result: FrameResult, title: str, bev_range_m: float = 50.0, dpi: 
 
     info = fig.add_subplot(grid[1, 1])
     info.set_axis_off()
-    lines = ["stage times (ms, this process)"]
+    lines = telemetry_lines(result.telemetry) if result.telemetry else ["stage times (ms, this process)"]
     for stage, ms in result.timings_ms.items():
         indent = "    " if "." in stage else ""
         lines.append(f"{indent}{stage.split('.')[-1]:<12s} {ms:8.1f}")
@@ -246,30 +273,54 @@ def draw_frame(result: FrameResult, title: str, bev_range_m: float = 50.0, dpi: 
     return fig
 
 
-def write_video(pngs: list[Path], out_dir: Path, fps: float) -> tuple[Path, str]:
-    """MP4 when a writer is installed, else an animated GIF; returns (file, how it was made)."""
-    mp4 = out_dir / "render.mp4"
+def ffmpeg_binary() -> str | None:
+    """The ffmpeg that imageio-ffmpeg bundles (a pip requirement), else one on PATH, else None."""
     try:
-        # optional writer, not a dependency (no pin, no rosdep key): used only where installed
-        imageio = importlib.import_module("imageio.v2")
-        with imageio.get_writer(mp4, fps=fps, codec="libx264") as writer:
-            for p in pngs:
-                writer.append_data(imageio.imread(p))
-        return mp4, "mp4 (imageio)"
-    except Exception:  # noqa: BLE001 - imageio or its ffmpeg plug-in missing: try the next writer
-        pass
-    ffmpeg = shutil.which("ffmpeg")
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):  # not installed / no binary for this platform
+        return shutil.which("ffmpeg")
+
+
+def write_video(pngs: list[Path], out_dir: Path, fps: float) -> tuple[Path, str]:
+    """MP4 (H.264) of `pngs` (frame_0000.png, frame_0001.png, ... in `out_dir`) when an ffmpeg
+    binary exists, else an animated GIF; returns (file, how it was made)."""
+    mp4 = out_dir / "render.mp4"
+    ffmpeg = ffmpeg_binary()
     if ffmpeg:
         cmd = [ffmpeg, "-y", "-loglevel", "error", "-framerate", str(fps), "-i", str(out_dir / "frame_%04d.png"),
-               "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p", "-c:v", "libx264", str(mp4)]
-        if subprocess.run(cmd, check=False).returncode == 0:
-            return mp4, "mp4 (ffmpeg)"
+               "-frames:v", str(len(pngs)), "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p",
+               "-c:v", "libx264", str(mp4)]
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if done.returncode == 0:
+            return mp4, f"mp4 ({Path(ffmpeg).name})"
+        print(f"render: ffmpeg failed ({done.stderr.strip()[-300:]}); writing a GIF instead", file=sys.stderr)
     from PIL import Image
 
     gif = out_dir / "render.gif"
     images = [Image.open(p).convert("RGB").quantize(colors=255) for p in pngs]
     images[0].save(gif, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
-    return gif, "animated GIF (no MP4 writer here: install imageio[ffmpeg] or an ffmpeg binary for MP4)"
+    return gif, "animated GIF (no ffmpeg here: pip install imageio-ffmpeg, or install an ffmpeg binary, for MP4)"
+
+
+def save_frame(result: FrameResult, title: str, png: Path, bev_range_m: float = 50.0,
+               dpi: int = 80) -> tuple[Path, dict]:
+    """Draw `result`, save it as `png`; returns the file and its render.json record."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_frame(result, title, bev_range_m, dpi)
+    fig.savefig(png, dpi=dpi)
+    plt.close(fig)
+    record = {"frame": result.index, "stamp_ns": int(result.stamp_ns), "points": int(len(result.points)),
+              "object_points": int(np.count_nonzero(result.labels > 0)),
+              "instances": int(len(result.instances)), "detections": int(len(result.detections)),
+              "tracks": [int(t) for t in result.tracks["track_id"]],
+              "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}}
+    if result.telemetry:
+        record["telemetry_ms"] = {k: {n: (None if v is None else round(v, 3)) for n, v in vals.items()}
+                                  for k, vals in result.telemetry.items()}
+    return png, record
 
 
 def render(bag: str | Path, out_dir: str | Path, max_frames: int | None = None, start: int = 0,
@@ -279,8 +330,6 @@ def render(bag: str | Path, out_dir: str | Path, max_frames: int | None = None, 
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = read_sensor_frames(bag, max_frames, start)
@@ -290,17 +339,11 @@ def render(bag: str | Path, out_dir: str | Path, max_frames: int | None = None, 
     pngs, per_frame = [], []
     for i, frame in enumerate(frames):
         result = cores.process(start + i, frame)
-        fig = draw_frame(result, f"{Path(bag).name}  frame {start + i}  stamp {frame.stamp_ns / 1e9:.2f} s  "
-                                 f"({backend}, {seg_model} {fov}, {det_model})", bev_range_m, dpi)
-        png = out / f"frame_{i:04d}.png"
-        fig.savefig(png, dpi=dpi)
-        plt.close(fig)
+        png, record = save_frame(result, f"{Path(bag).name}  frame {start + i}  stamp {frame.stamp_ns / 1e9:.2f} s  "
+                                         f"({backend}, {seg_model} {fov}, {det_model})",
+                                 out / f"frame_{i:04d}.png", bev_range_m, dpi)
         pngs.append(png)
-        per_frame.append({"frame": start + i, "stamp_ns": frame.stamp_ns, "points": int(len(result.points)),
-                          "object_points": int(np.count_nonzero(result.labels > 0)),
-                          "instances": int(len(result.instances)), "detections": int(len(result.detections)),
-                          "tracks": [int(t) for t in result.tracks["track_id"]],
-                          "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}})
+        per_frame.append(record)
         log(f"frame {start + i}: {len(result.detections)} detections, {len(result.instances)} instances, "
             f"{len(result.tracks)} tracks -> {png}")
     video, how = write_video(pngs, out, fps)
@@ -314,13 +357,14 @@ def render(bag: str | Path, out_dir: str | Path, max_frames: int | None = None, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="squeeze-perception render",
-        description="PNG frames and an MP4 (GIF without an MP4 writer) of a bag: camera with SqueezeDet boxes, "
-                    "bird's-eye view of labelled points, instances and tracks, per-stage times. No ROS needed.")
-    parser.add_argument("bag", help="rosbag2 folder or ROS 1 .bag (kitti2bag topics)")
+        description="PNG frames and an MP4 (GIF without ffmpeg) of a bag, or of a live run with --live: camera "
+                    "with SqueezeDet boxes, bird's-eye view of labelled points, instances and tracks, per-stage "
+                    "times. A bag needs no ROS; --live subscribes to the running stack's topics.")
+    parser.add_argument("bag", nargs="?", help="rosbag2 folder or ROS 1 .bag (kitti2bag topics); omit with --live")
     parser.add_argument("--out", required=True, help="output folder (frame_NNNN.png, render.mp4/.gif, render.json)")
     parser.add_argument("--frames", type=int, default=None, help="render at most this many scans")
-    parser.add_argument("--start", type=int, default=0, help="skip this many scans first")
-    parser.add_argument("--backend", default="onnxruntime", help="inference backend (as the nodes: onnxruntime)")
+    parser.add_argument("--start", type=int, default=0, help="bag: skip this many scans first")
+    parser.add_argument("--backend", default="onnxruntime", help="bag: inference backend (as the nodes: onnxruntime)")
     parser.add_argument("--det-model", default="squeezedet")
     parser.add_argument("--seg-model", default="squeezesegv2")
     parser.add_argument("--fov", default="front", choices=("front", "full"))
@@ -328,9 +372,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=10.0, help="video frame rate (KITTI scans: 10 Hz)")
     parser.add_argument("--range", type=float, default=50.0, dest="bev_range_m", help="bird's-eye range (m)")
     parser.add_argument("--dpi", type=int, default=80, help="80: 992x832 px frames")
+    live = parser.add_argument_group("live run (--live)")
+    live.add_argument("--live", action="store_true",
+                      help="render the running stack's outputs (one frame per labelled scan) instead of a bag")
+    live.add_argument("--seconds", type=float, default=None,
+                      help="stop collecting after this many seconds (else at --frames, or Ctrl-C)")
+    live.add_argument("--namespace", default="", help="the stack's namespace (vehicle.launch.py namespace:=)")
+    live.add_argument("--idle-timeout", type=float, default=60.0,
+                      help="give up (exit 1) after this many seconds without a labelled scan (0 = wait forever)")
+    live.add_argument("--grace", type=float, default=2.0,
+                      help="seconds a scan waits for its instances, tracks, image and detections before it is "
+                           "drawn with what arrived")
     args = parser.parse_args(argv)
     if args.frames is not None and args.frames < 1:
         parser.error("--frames must be at least 1")
+    if args.live:
+        if args.bag:
+            parser.error("give a bag or --live, not both")
+        if args.seconds is not None and args.seconds <= 0:
+            parser.error("--seconds must be positive")
+        from .render_live import render_live
+
+        return render_live(args.out, frames=args.frames, seconds=args.seconds, namespace=args.namespace,
+                           idle_timeout_s=args.idle_timeout, grace_s=args.grace, fps=args.fps,
+                           bev_range_m=args.bev_range_m, dpi=args.dpi)
+    if not args.bag:
+        parser.error("a bag is required (or --live)")
     from ..bag.source import BagError
 
     try:
