@@ -163,11 +163,26 @@ def test_counts_split_into_leaks_and_unrelated_flows_by_the_stacks_ports():
               _ether(_ipv4(6, "192.0.2.2", "198.51.100.1", _tcp(41001, 443)))]
     kinds = [counts.add(packets.parse_frame(f), "eth0") for f in frames]
     assert kinds == ["dns", "rtps", "flow", "flow", "flow"]
-    report = counts.report(stack_ports={("udp", 43210), ("tcp", 7000)})
+    report = counts.report(stack_ports={("udp", 43210), ("udp", 7412), ("tcp", 7000)})
     assert report["leaks"] == {"dns": 1, "rtps": 1, "stack_port": 1}
+    # DNS and RTPS count whoever sent them; their flows say whether the source port was the stack's
+    flows = {f["kind"]: f for f in report["leak_flows"]}
+    assert flows["rtps"] == {"kind": "rtps", "key": "ipv4/udp :7412 -> 239.255.0.1:7400", "frames": 1,
+                             "from_stack": True}
+    assert not flows["dns"]["from_stack"] and flows["stack_port"]["from_stack"]
     assert report["unrelated_total"] == 2 and report["total_outgoing"] == 5
     assert report["unrelated_flows"] == [{"key": "ipv4/tcp :41001 -> 198.51.100.1:443", "frames": 2}]
     assert report["interfaces_seen"] == ["eth0"]
+    # RTPS of another DDS domain from a port not the stack's is someone else's: listed, not judged
+    other = packets.parse_frame(_ether(_ipv4(17, "192.0.2.2", "239.255.0.1", _udp(38637, 49400, RTPS_HEADER))))
+    counts.add(other, "eth0")
+    assert packets.rtps_domain(49400) == 168 and packets.rtps_domain(7400) == 0 and packets.rtps_domain(53) is None
+    report = counts.report(stack_ports={("udp", 43210)}, domain_id=152)  # both RTPS flows: other domains
+    assert report["leaks"]["rtps"] == 0 and report["rtps_other_domains"] == 2
+    assert any(f["key"].startswith("rtps of domain 168") for f in report["unrelated_flows"])
+    assert counts.report(stack_ports=set(), domain_id=168)["leaks"]["rtps"] == 1  # to domain 168's ports
+    assert counts.report(stack_ports={("udp", 7412)}, domain_id=152)["leaks"]["rtps"] == 1  # from a stack port
+    assert counts.report(stack_ports=set())["leaks"]["rtps"] == 2  # no domain given: every RTPS frame counts
     # a port of the stack counts for its own transport only
     assert counts.report(stack_ports={("tcp", 43210)})["leaks"]["stack_port"] == 0
 

@@ -10,7 +10,10 @@ What is counted (docs/reliability.md, "No packet leaves the machine"):
   than loopback, from any process on the machine (a packet socket cannot tell processes apart);
 - `dns`: UDP or TCP to port 53, from anyone (a lookup by onnxruntime's telemetry or a DDS
   locator by host name would be one);
-- `rtps`: UDP whose payload starts with b"RTPS" (DDS discovery or data), from anyone;
+- `rtps`: UDP whose payload starts with b"RTPS" (DDS discovery or data), from anyone, except
+  what provably is another program's DDS: neither from a stack port nor to a port of the
+  stack's domain (RTPS port mapping 7400 + 250 x domain); those are listed as unrelated
+  (`rtps_other_domains`), since other users of this machine run ROS in other domains;
 - `stack_port`: any other UDP or TCP frame whose source port is a port held by a socket of one of
   the stack's processes (read from /proc/<pid>/fd and /proc/net/{udp,tcp}{,6} during the run);
 - everything else is *unrelated*, listed by protocol and ports: this machine has background
@@ -103,6 +106,15 @@ def parse_frame(frame: bytes, link_type: int = ARPHRD_ETHER) -> FrameInfo:
     return FrameInfo(f"ethertype 0x{ethertype:04x}", "")
 
 
+def rtps_domain(port: int | None) -> int | None:
+    """The DDS domain whose well-known ports contain `port` (RTPS default port mapping: 7400 +
+    250 x domain + offsets below 250); None outside the mapped range."""
+    if port is None or port < 7400:
+        return None
+    domain = (port - 7400) // 250
+    return domain if domain <= 232 else None
+
+
 def flow_key(info: FrameInfo) -> str:
     """How an unrelated frame is listed: protocol, source port, destination and port."""
     if info.transport in ("udp", "tcp"):
@@ -115,7 +127,7 @@ class PacketCounts:
     """Outgoing frames per flow, classified at the end against the stack's ports (which are
     only all known once the run is over)."""
     kinds: dict[str, int] = field(default_factory=lambda: {"dns": 0, "rtps": 0})
-    flows: dict[tuple, int] = field(default_factory=dict)  # (key, transport, src_port) -> frames
+    flows: dict[tuple, int] = field(default_factory=dict)  # (kind, key, transport, src_port) -> frames
     interfaces_seen: set[str] = field(default_factory=set)
     total: int = 0
 
@@ -124,28 +136,45 @@ class PacketCounts:
         self.total += 1
         if interface:
             self.interfaces_seen.add(interface)
-        if info.dns:
-            self.kinds["dns"] += 1
-            return "dns"
-        if info.rtps:
-            self.kinds["rtps"] += 1
-            return "rtps"
-        key = (flow_key(info), info.transport, info.src_port)
+        kind = "dns" if info.dns else "rtps" if info.rtps else "flow"
+        if kind != "flow":
+            self.kinds[kind] += 1
+        key = (kind, flow_key(info), info.transport, info.src_port, info.dst_port)
         if key not in self.flows and len(self.flows) >= MAX_FLOWS:
-            key = ("(more flows)", "", None)
+            key = (kind, "(more flows)", "", None, None)
         self.flows[key] = self.flows.get(key, 0) + 1
-        return "flow"
+        return kind
 
-    def report(self, stack_ports: set[tuple[str, int]]) -> dict:
-        """{'leaks': {dns, rtps, stack_port}, 'stack_port_flows', 'unrelated_total', 'unrelated_flows'}.
-        stack_ports: (transport, local port) of the stack's sockets."""
-        stack, unrelated = [], []
-        for (key, transport, sport), n in self.flows.items():
-            (stack if (transport, sport) in stack_ports else unrelated).append({"key": key, "frames": n})
-        stack.sort(key=lambda f: -f["frames"])
+    def report(self, stack_ports: set[tuple[str, int]], domain_id: int | None = None) -> dict:
+        """{'leaks': {dns, rtps, stack_port}, 'leak_flows', 'unrelated_total', 'unrelated_flows', ...}.
+        stack_ports: (transport, local port) of the stack's sockets. DNS counts whoever sent it.
+        RTPS counts unless it provably is another program's DDS: neither from a stack port nor
+        to a port of the stack's domain `domain_id` (those go to `rtps_other_domains`, listed).
+        Each flow says whether its source port was the stack's (`from_stack`)."""
+        leak_flows, unrelated = [], []
+        stack_port_frames = other_domain_rtps = 0
+        kinds = dict(self.kinds)
+        for (kind, key, transport, sport, dport), n in self.flows.items():
+            from_stack = (transport, sport) in stack_ports
+            if kind == "flow" and not from_stack:
+                unrelated.append({"key": key, "frames": n})
+                continue
+            if kind == "rtps" and not from_stack and domain_id is not None:
+                domain = rtps_domain(dport)
+                if domain is not None and domain != domain_id:
+                    kinds["rtps"] -= n
+                    other_domain_rtps += n
+                    unrelated.append({"key": f"rtps of domain {domain} {key}", "frames": n})
+                    continue
+            if kind == "flow":
+                stack_port_frames += n
+            leak_flows.append({"kind": kind if kind != "flow" else "stack_port", "key": key, "frames": n,
+                               "from_stack": from_stack})
+        leak_flows.sort(key=lambda f: -f["frames"])
         unrelated.sort(key=lambda f: -f["frames"])
-        return {"leaks": {**self.kinds, "stack_port": sum(f["frames"] for f in stack)},
-                "stack_port_flows": stack, "unrelated_total": sum(f["frames"] for f in unrelated),
+        return {"leaks": {**kinds, "stack_port": stack_port_frames}, "rtps_other_domains": other_domain_rtps,
+                "domain_id": domain_id,
+                "leak_flows": leak_flows[:50], "unrelated_total": sum(f["frames"] for f in unrelated),
                 "unrelated_flows": unrelated[:50], "total_outgoing": self.total,
                 "interfaces_seen": sorted(self.interfaces_seen)}
 
@@ -255,14 +284,14 @@ class OutgoingSniffer:
         with self.lock:
             return {"dns": self.counts.kinds["dns"], "rtps": self.counts.kinds["rtps"], "total": self.counts.total}
 
-    def stop(self, stack_ports: set[tuple[str, int]]) -> dict:
+    def stop(self, stack_ports: set[tuple[str, int]], domain_id: int | None = None) -> dict:
         self._stop.set()
         if self.thread is not None:
             self.thread.join(timeout=2.0)
         self._read_drops()
         self.close()
         with self.lock:
-            report = self.counts.report(stack_ports)
+            report = self.counts.report(stack_ports, domain_id)
         report.update({"interfaces": self.interfaces, "socket_drops": self.socket_drops,
                        "stack_ports": sorted(f"{t}/{p}" for t, p in stack_ports)})
         return report
@@ -303,10 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     while time.monotonic() < deadline:  # sockets come and go: collect their ports all along
         ports |= process_ports(processes_matching(args.stack_pattern))
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-    report = sniffer.stop(ports)
+    report = sniffer.stop(ports, domain_id=int(os.environ.get("ROS_DOMAIN_ID", "0") or 0))
     print(f"outgoing frames on {', '.join(report['interfaces'])} in {args.seconds:g} s: "
           + ", ".join(f"{k} {v}" for k, v in report["leaks"].items())
           + f"; unrelated {report['unrelated_total']}; socket drops {report['socket_drops']}")
+    for flow in report["leak_flows"][:10]:
+        print(f"  {flow['frames']:6d} x {flow['kind']} {flow['key']}{' (a stack port)' if flow['from_stack'] else ''}")
     for flow in report["unrelated_flows"][:10]:
         print(f"  {flow['frames']:6d} x {flow['key']}")
     return 1 if any(report["leaks"].values()) else 0

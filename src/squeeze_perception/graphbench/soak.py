@@ -192,7 +192,11 @@ def render(report: dict) -> str:
         if packets.get("error"):
             lines.append(f"  capture error: {packets['error']}")
         lines.append("  " + ", ".join(f"{k} {v}" for k, v in packets.get("leaks", {}).items())
-                     + f"; unrelated (not the stack's ports) {packets.get('unrelated_total', 0)}")
+                     + f"; unrelated (not the stack's ports) {packets.get('unrelated_total', 0)}"
+                     + f", of which RTPS of other DDS domains {packets.get('rtps_other_domains', 0)}")
+        for flow in packets.get("leak_flows", [])[:8]:
+            lines.append(f"    {flow['frames']:6d} x {flow['kind']} {flow['key']}"
+                         f" ({'a stack port' if flow['from_stack'] else 'not a port of the stack'})")
         for flow in packets.get("unrelated_flows", [])[:8]:
             lines.append(f"    {flow['frames']:6d} x {flow['key']}")
     failures = report["verdict"]["failures"]

@@ -262,7 +262,8 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(plan.tmpdir, ignore_errors=True)
         log.close()
         monitor.close()
-    packet_report = sniffer.stop(stack_ports) if sniffer is not None else None
+    packet_report = (sniffer.stop(stack_ports, domain_id=int(os.environ.get("ROS_DOMAIN_ID", "0") or 0))
+                     if sniffer is not None else None)
 
     nodes = {}
     for name in sorted(set(tracker.samples) | set(group.summaries)):
