@@ -90,6 +90,17 @@ def exit_policy(what: str, allowed: int, delay: float):
     return on_exit
 
 
+def player_exit(event, context):
+    """OnProcessExit callable for the bag player: the end of the bag ends the run; a player that
+    failed (missing or corrupt bag) ends it too, and says so in the last lines it prints, because
+    `ros2 launch` itself may still exit 0 (docs/foundation.md: how scripts detect a failed run)."""
+    if event.returncode == 0:
+        reason = "bag finished"
+    else:
+        reason = f"bag player failed with exit code {event.returncode} (see its log above)"
+    return [LogInfo(msg=f"{reason}; shutting down"), EmitEvent(event=Shutdown(reason=reason))]
+
+
 def generate_launch_description():
     cfg = LaunchConfiguration
     det = node_parameters("squeezedet.yaml", "squeezedet_node")
@@ -191,8 +202,6 @@ def generate_launch_description():
         SetParameter(name="use_sim_time", value=cfg("use_sim_time")),
         LogInfo(msg=["playing ", cfg("bag"), " at rate ", cfg("rate")]),
         bag_player, OpaqueFunction(function=processing_nodes), passthrough, rviz,
-        # End of the bag ends the run, with exit code 0.
-        RegisterEventHandler(OnProcessExit(target_action=bag_player, on_exit=[
-            LogInfo(msg="bag finished; shutting down"),
-            EmitEvent(event=Shutdown(reason="bag finished"))])),
+        # End of the bag ends the run (exit code 0); a failed player ends it as a failure.
+        RegisterEventHandler(OnProcessExit(target_action=bag_player, on_exit=player_exit)),
     ])

@@ -87,6 +87,20 @@ def test_vehicle_launch_default_plan(tmp_path):
     assert player.action in targets and seg.action in targets
 
 
+
+@pytest.mark.parametrize("code, reason", [(0, "bag finished"),
+                                          (1, "bag player failed with exit code 1 (see its log above)")])
+def test_vehicle_launch_ends_on_the_players_exit_and_names_a_failure(tmp_path, code, reason):
+    """A missing bag makes the player exit 1: the launch's last words must say so, not "bag finished"
+    (ros2 launch may still exit 0; scripts read the reason, docs/foundation.md)."""
+    plan = plan_launch(load_launch_description(VEHICLE), {"detector": "false", "tracker": "false"}, tmp_path)
+    player = plan.processes[0]
+    event = c.ProcessExited(action=player.action, name=player.name, cmd=player.cmd, pid=1, returncode=code)
+    (handler,) = [h for h in plan.handlers if h.target_action is player.action]
+    log, shutdown = handler.actions_for(event, plan.context)
+    assert c.perform_substitutions(plan.context, log.msg) == f"{reason}; shutting down"
+    assert shutdown.event.reason == reason
+
 def test_vehicle_launch_arguments_reach_the_nodes(tmp_path):
     args = {"namespace": "car1", "rate": "2", "loop": "true", "use_sim_time": "false", "passthrough": "true",
             "seg_model": "squeezeseg", "seg_backend": "onnx", "detector": "false", "tracker": "false",

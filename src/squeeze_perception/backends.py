@@ -267,10 +267,12 @@ class OnnxRuntimeBackend:
                 raise ModelLoadError(
                     f"weights file '{base}' not found, so no ONNX file can be exported from it; restore it "
                     f"(a colcon build installs models/*.pt into share/squeeze_perception/models) or train it "
-                    f"(models/README.md), then run `squeeze-perception export {spec.name}`")
+                    f"(models/README.md), then run `squeeze-perception export {spec.name}` (in a colcon workspace: "
+                    f"`ros2 run squeeze_perception squeeze-perception export {spec.name}`)")
         if not path.exists():
             raise ModelLoadError(f"ONNX file '{path}' not found (squeeze-perception export {spec.name} "
-                                 f"--weights WEIGHTS.pt --out {path})")
+                                 f"--weights WEIGHTS.pt --out {path}; in a colcon workspace: ros2 run "
+                                 f"squeeze_perception squeeze-perception export ...)")
         opts = ort.SessionOptions()
         if num_threads > 0:
             opts.intra_op_num_threads = num_threads
