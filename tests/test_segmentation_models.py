@@ -124,7 +124,21 @@ def test_intensity_hybrid_loss_and_rendering_recover_exact_values():
     out[0, 10, 0, 0] = 0.07 - 0.05  # deviation from bin 0 centre
     out[0, 19, 0, 1] = 0.93 - 0.95
     assert torch.allclose(render_intensity(out), intensity, atol=1e-6)
+    assert torch.allclose(render_intensity(out, mode="argmax"), intensity, atol=1e-6)
     assert intensity_hybrid_loss(out, intensity, torch.ones(1, 1, 2)).item() < 1e-6
+
+
+def test_expected_rendering_is_the_mean_of_the_predicted_bins_and_argmax_their_mode():
+    out = torch.zeros(1, 20, 1, 1)
+    out[0, 2, 0, 0] = np.log(3.0)  # bin 2 (centre 0.25) three times as likely as bin 7 (centre 0.75)
+    out[0, 7, 0, 0] = 0.0
+    out[0, :10, 0, 0] += torch.tensor([-50.0 if b not in (2, 7) else 0.0 for b in range(10)])
+    out[0, 12, 0, 0] = 0.02  # deviation in bin 2
+    expected = 0.75 * (0.25 + 0.02) + 0.25 * 0.75
+    assert render_intensity(out).item() == pytest.approx(expected, abs=1e-5)
+    assert render_intensity(out, mode="argmax").item() == pytest.approx(0.27, abs=1e-6)
+    with pytest.raises(ValueError, match="expected"):
+        render_intensity(out, mode="median")
 
 
 def test_registry_lists_both_models_with_expected_inputs():

@@ -249,8 +249,9 @@ def train_renderer(name: str, real_grids: np.ndarray, steps: int = 300, batch_si
     net.eval()
     with torch.no_grad():
         valid = inputs[:, 4] > 0
-        rendered = torch.cat([render_intensity(net(inputs[i:i + 4])) for i in range(0, len(inputs), 4)])
-        mse = float(((rendered - inputs[:, 3])[valid] ** 2).mean())
+        raw = torch.cat([net(inputs[i:i + 4]) for i in range(0, len(inputs), 4)])
+        mse = float(((render_intensity(raw) - inputs[:, 3])[valid] ** 2).mean())
+        mse_argmax = float(((render_intensity(raw, mode="argmax") - inputs[:, 3])[valid] ** 2).mean())
         mse_mean = float(((inputs[:, 3][valid] - inputs[:, 3][valid].mean()) ** 2).mean())
     history = []
     if init:
@@ -258,7 +259,7 @@ def train_renderer(name: str, real_grids: np.ndarray, steps: int = 300, batch_si
         history = prev.get("history") or [f"{prev.get('steps', '?')} steps SGD lr 0.01, batch 4, full width"]
     history.append(f"{step} steps Adam lr {lr:g}, batch {batch_size}, width {crop_width or 512}")
     meta = {"arch": "intensity_renderer", "steps": prior_steps + step, "crop_width": crop_width, "history": history, "real_grids": int(len(real_grids)),
-            "train_mse": mse, "predict_mean_mse": mse_mean, "last_loss": losses[-1] if losses else None}
+            "train_mse": mse, "train_mse_argmax": mse_argmax, "predict_mean_mse": mse_mean, "last_loss": losses[-1] if losses else None}
     out = save_weights(net, name, meta)
     print(f"saved {out}: rendering MSE {mse:.4f} on its own real grids (constant-mean MSE {mse_mean:.4f})")
     return out
