@@ -137,3 +137,73 @@ def test_positive_iou_assignment_adds_overlapping_anchors_owned_by_their_best_ob
     np.testing.assert_allclose(loose.boxes[extra], gt[1])
     # its regression target moves anchor 2 onto object 1: eq. 3.3 deltas
     np.testing.assert_allclose(loose.deltas[extra], [(64 - 50) / 20, 0.0, 0.0, 0.0], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- issue 17: mutation gaps
+# Close the mutmut survivors of detection/decode.py (docs/testing.md, "decode").
+def _row_of_boxes(scores, classes=None) -> np.ndarray:
+    """One 10x10 box per score, 20 px apart (no overlap), as (A, 8) predictions."""
+    classes = np.zeros(len(scores), int) if classes is None else classes
+    return _pred([(20.0 * i, 0.0, 20.0 * i + 10.0, 10.0, s, c) for i, (s, c) in enumerate(zip(scores, classes))])
+
+
+def _anchor_of(dets) -> list[int]:
+    return (dets["u_min"] / 20.0).round().astype(int).tolist()
+
+
+def test_equal_scores_in_different_classes_come_out_in_anchor_order():
+    # Ties are broken by anchor index (tests/test_mutation_survivors.py), across classes too:
+    # the per-class NMS must not leave the output grouped by class.
+    pred = _row_of_boxes([0.5, 0.5, 0.9, 0.5], classes=[2, 0, 1, 1])
+    dets = decode(pred, DecodeConfig(top_k=64, nms_iou=0.4))
+    assert _anchor_of(dets) == [2, 0, 1, 3]
+    assert dets["class_id"].tolist() == [2, 3, 1, 2]
+
+
+def test_equal_scores_keep_anchor_order_when_top_k_is_below_the_anchor_count():
+    # The deployed case: top_k = 64 of thousands of anchors, where top_boxes partitions instead of
+    # sorting everything. The kept boxes still come best first, equal scores in anchor order.
+    rng = np.random.default_rng(3)
+    scores = rng.choice(np.array([0.3, 0.5, 0.7, 0.9], np.float32), 400)
+    for classes in (np.zeros(400, int), rng.integers(0, 3, 400)):
+        dets = decode(_row_of_boxes(scores, classes), DecodeConfig(top_k=64, nms_iou=0.4))
+        anchors = _anchor_of(dets)
+        assert len(anchors) == 64
+        assert anchors == sorted(anchors, key=lambda i: (-scores[i], i))
+        assert scores[anchors].min() >= np.sort(scores)[::-1][63]  # a valid top 64
+        idx = top_boxes(_row_of_boxes(scores, classes), 64)
+        assert idx.tolist() == sorted(idx.tolist(), key=lambda i: (-scores[i], i))
+
+
+@pytest.mark.parametrize("num", [5, 300])
+def test_top_k_at_its_boundaries_keeps_exactly_the_best(num):
+    # top_k of 1, 2, all but one, all, and more than all anchors.
+    rng = np.random.default_rng(num)
+    for _ in range(3):
+        scores = (rng.permutation(num).astype(np.float32) + 1) / (num + 1)
+        pred = _row_of_boxes(scores)
+        for n in (1, 2, num - 1, num, num + 1):
+            best = np.argsort(-scores)[:n].tolist()
+            assert top_boxes(pred, n).tolist() == best
+            if n <= 5:
+                assert _anchor_of(decode(pred, DecodeConfig(top_k=n, nms_iou=0.4))) == best
+
+
+def test_no_anchors_or_top_k_zero_give_no_detections():
+    # A (0, 5 + C) prediction and top_k = 0 are valid inputs: nothing to keep, no error.
+    empty = decode(np.zeros((0, 8), np.float32))
+    assert len(empty) == 0 and empty.dtype == decode(_row_of_boxes([0.5])).dtype
+    assert top_boxes(np.zeros((0, 8), np.float32), 64).tolist() == []
+    assert len(decode(_row_of_boxes([0.5, 0.7]), DecodeConfig(top_k=0))) == 0
+
+
+def test_half_precision_predictions_decode_like_float32():
+    # A half-precision export (ONNX fp16) hands decode float16 arrays: the scores are computed
+    # in float32 all the same, so the detections equal those of the same values in float32.
+    rng = np.random.default_rng(7)
+    pred = _row_of_boxes(rng.uniform(0.05, 0.95, 30), rng.integers(0, 3, 30))
+    pred[:, 5:] = rng.dirichlet(np.ones(3), 30)
+    p16 = pred.astype(np.float16)
+    a = decode(p16, DecodeConfig(top_k=64, nms_iou=0.4))
+    b = decode(p16.astype(np.float32), DecodeConfig(top_k=64, nms_iou=0.4))
+    assert len(a) == 30 and np.array_equal(a, b)

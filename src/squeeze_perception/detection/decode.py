@@ -43,16 +43,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 def top_boxes(pred: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the n most confident boxes (by class score), best first."""
+    """Indices of the n most confident boxes (by class score), best first, equal scores in
+    anchor order."""
     scores, _ = scores_and_classes(pred)
     n = min(n, len(scores))
-    idx = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    # argpartition leaves its n picks in no particular order: put them back in anchor order
+    # before the stable sort, so that ties come out by anchor index.
+    idx = np.sort(np.argpartition(-scores, n - 1)[:n]) if n < len(scores) else np.arange(len(scores))
     return idx[np.argsort(-scores[idx], kind="stable")]
 
 
 def decode(pred: np.ndarray, config: DecodeConfig = DecodeConfig()) -> np.ndarray:
     """One image's (A, 5+C) predictions -> DETECTION_DTYPE rows in the model-input pixels,
-    sorted by score. class_id = class index + 1 (car 1, pedestrian 2, cyclist 3)."""
+    sorted by score (equal scores in anchor order). class_id = class index + 1 (car 1,
+    pedestrian 2, cyclist 3)."""
     pred = np.asarray(pred, dtype=np.float32)
     idx = top_boxes(pred, config.top_k)
     scores, cls = scores_and_classes(pred[idx])
@@ -61,7 +65,9 @@ def decode(pred: np.ndarray, config: DecodeConfig = DecodeConfig()) -> np.ndarra
     for c in np.unique(cls):
         members = np.flatnonzero(cls == c)
         keep_all.extend(members[nms(boxes[members], scores[members], config.nms_iou)])
-    keep = np.asarray(sorted(keep_all, key=lambda i: -scores[i]), dtype=np.int64)
+    # Positions in idx run best first, ties in anchor order: sorting the kept positions orders
+    # the detections the same way across classes (sorting by score alone would group ties by class).
+    keep = np.asarray(sorted(keep_all), dtype=np.int64)
     keep = keep[scores[keep] >= config.score_threshold] if len(keep) else keep
     out = np.zeros(len(keep), dtype=DETECTION_DTYPE)
     if len(keep):
