@@ -147,7 +147,7 @@ def unproject_labels(proj: SphericalProjection, cell_labels: np.ndarray, outside
     predicted on the range image reaches the whole cloud.
     """
     labels = np.asarray(cell_labels)
-    if labels.shape[:2] != proj.mask.shape:
+    if labels.shape != proj.mask.shape:  # one label per cell: (H, W), not (H, W, K) scores
         raise ValueError(f"cell_labels shape {labels.shape} does not match the projection {proj.mask.shape}")
     out = np.full(len(proj.rows), outside, dtype=labels.dtype if labels.dtype.kind in "iu" else np.int64)
     inside = proj.in_fov
