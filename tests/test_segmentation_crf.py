@@ -190,3 +190,33 @@ def test_window_offsets_are_row_major_like_unfold():
     assert np.array_equal(off, _window_offsets((3, 5)))
     assert off.shape == (15, 2) and tuple(off[0]) == (-1, -2) and tuple(off[7]) == (0, 0)
     assert tuple(off[14]) == (1, 2)
+
+
+# ---------------------------------------------------------------- issue 17: mutation gaps
+def test_num_classes_is_kept_for_the_benchmark_reference():
+    # `seg bench --crf-compare` builds the reference CRF from crf.num_classes.
+    assert RecurrentCRF(num_classes=5).num_classes == 5
+    assert RecurrentCRF().num_classes == K.NUM_CLASSES
+
+
+@pytest.mark.parametrize("window", [(3, 5), (3, 3), (5, 7)])
+def test_bilateral_kernel_is_evaluated_for_half_of_the_offsets(window, monkeypatch):
+    # Module docstring: the bilateral weights are computed only for 7 of the 14 offsets of the
+    # 3x5 window (half of the kh*kw - 1 neighbours); the other half are the same numbers shifted,
+    # "no second exp".
+    crf = RecurrentCRF(num_classes=3, window=window)
+    calls = []
+    real_exp = torch.exp
+
+    def counting_exp(x, *a, **k):
+        calls.append(tuple(x.shape))
+        return real_exp(x, *a, **k)
+
+    monkeypatch.setattr(torch, "exp", counting_exp)
+    torch.manual_seed(0)
+    xyz = torch.randn(1, 3, 6, 9)
+    mask = torch.ones(1, 1, 6, 9)
+    weights = crf.pair_weights(xyz, mask)
+    kh, kw = window
+    assert len(calls) == (kh * kw - 1) // 2
+    assert sorted(weights) == [p for p in range(kh * kw) if p != (kh * kw) // 2]
