@@ -12,7 +12,8 @@ mutated function, only the tests that call it.
     python scripts/mutation.py --list
 
 mutmut caches verdicts in out/mutation/<group>/mutants/: a rerun after a time-out continues
-where it stopped (a changed source or test file is re-tested). Per group it writes
+where it stopped (mutmut re-tests a mutant only when the function it mutates changed: after adding tests, reset
+the survivors first, see docs/testing.md). Per group it writes
 stats.json (counts per verdict), results.txt (every mutant and its verdict) and survivors.txt
 (the diff of each surviving mutant); out/mutation/summary.md sums them up.
 """
