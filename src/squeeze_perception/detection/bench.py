@@ -64,23 +64,30 @@ def measure_peak_flops(n: int = PEAK_N, repeats: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
-def ort_matmul_runner(n: int = PEAK_N, threads: int = 0):
-    """A callable running an n x n x n fp32 MatMul in ONNX Runtime (MLAS GEMM), which on this
-    CPU is faster than torch.mm; the peak is the best of both kernels."""
+def _ort_single_op_session(op: str, a_type, b_type, c_type, n: int, threads: int):
+    """An ONNX Runtime session of one n x n x n matrix op (the peak measurements below)."""
     import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import helper
 
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "peak",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], f"peak_{op}",
+                              [helper.make_tensor_value_info("a", a_type, [n, n]),
+                               helper.make_tensor_value_info("b", b_type, [n, n])],
+                              [helper.make_tensor_value_info("c", c_type, [n, n])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, onnx.IR_VERSION, 9)
     opts = ort.SessionOptions()
     if threads > 0:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_matmul_runner(n: int = PEAK_N, threads: int = 0):
+    """A callable running an n x n x n fp32 MatMul in ONNX Runtime (MLAS GEMM), which on this
+    CPU is faster than torch.mm; the peak is the best of both kernels."""
+    from onnx import TensorProto
+
+    sess = _ort_single_op_session("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, n, threads)
     rng = np.random.default_rng(0)
     feeds = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
     return lambda: sess.run(None, feeds)
@@ -90,20 +97,9 @@ def ort_int8_matmul_runner(n: int = PEAK_N, threads: int = 0):
     """A callable running an n x n x n uint8 x int8 -> int32 MatMulInteger in ONNX Runtime: the
     MLAS quantized GEMM (AVX512-VNNI / AVX-VNNI where present) that the QLinearConv kernels of
     the int8 graphs use, so its best rate is the int8 peak (2 n^3 integer ops per call)."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "peak_int8",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
-                               helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, onnx.IR_VERSION, 9)
-    opts = ort.SessionOptions()
-    if threads > 0:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = _ort_single_op_session("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, n, threads)
     rng = np.random.default_rng(0)
     feeds = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8), "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}
     return lambda: sess.run(None, feeds)
