@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from squeeze_perception.graphbench.packets import socket_inodes
+
 TALK = """
 import rclpy, time
 from std_msgs.msg import String
@@ -39,24 +41,12 @@ print('received', len(got), flush=True)
 """
 
 
-def socket_inodes(pid: int) -> set[str]:
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target[8:-1])
-    return out
-
-
-def bound_udp(inodes: set[str]) -> list[tuple[str, int]]:
+def bound_udp(inodes: set[int]) -> list[tuple[str, int]]:
     found = []
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         for line in open(table).read().splitlines()[1:]:
             f = line.split()
-            if f[9] in inodes:
+            if int(f[9]) in inodes:
                 addr, port = f[1].split(":")
                 ip = socket.inet_ntoa(struct.pack("<I", int(addr, 16))) if len(addr) == 8 else f"[{addr}]"
                 found.append((ip, int(port, 16)))
