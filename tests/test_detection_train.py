@@ -188,3 +188,56 @@ def test_det_overfit_command_runs_and_ranks_frames_by_moderate_cars(tmp_path):
     result = _json.loads((tmp_path / "of" / "overfit_result.json").read_text())
     assert code == (0 if result["passed"] else 1)
     assert result["steps"] == 1 and result["moderate_cars"] == sum(counts[:3]) and "000000" not in result["frames"]
+
+
+def test_photometric_on_the_device_matches_the_loader_version():
+    """Training on an accelerator applies the loader's photometric draw with torch: the same
+    tone curve and saturation (to a grey level), noise of the drawn strength, a blur that
+    smooths like PIL's."""
+    from dataclasses import replace
+
+    from squeeze_perception.detection.data import (PhotometricDraw, apply_photometric, apply_photometric_torch,
+                                                   draw_photometric, normalise, normalise_torch)
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    img[:, :45] = (200, 120, 30)  # a flat half, so the blur comparison sees an edge and a plateau
+    for seed in range(6):
+        draw = replace(draw_photometric(np.random.default_rng(seed), 1.0), noise_sigma=0.0, blur_sigma=0.0)
+        cpu = apply_photometric(img, draw, np.random.default_rng(0))
+        dev = apply_photometric_torch(torch.from_numpy(img)[None], [draw])[0].numpy()
+        assert np.abs(cpu.astype(int) - dev.astype(int)).max() <= 1
+    noisy = PhotometricDraw((1.0, 1.0, 1.0), 1.0, 1.0, 1.0, noise_sigma=3.0, blur_sigma=0.0)
+    flat = np.full((80, 80, 3), 128, np.uint8)
+    out = apply_photometric_torch(torch.from_numpy(flat)[None], [noisy], torch.Generator().manual_seed(0))[0]
+    assert abs(float(out.float().std()) - 3.0) < 0.3
+    blurred = replace(noisy, noise_sigma=0.0, blur_sigma=1.0)
+    cpu = apply_photometric(img, blurred, np.random.default_rng(0)).astype(int)
+    dev = apply_photometric_torch(torch.from_numpy(img)[None], [blurred])[0].numpy().astype(int)
+    assert np.abs(cpu - dev)[2:-2, 2:-2].mean() < 1.5  # PIL's box approximation vs a true Gaussian
+    assert apply_photometric_torch(torch.from_numpy(img)[None], [None])[0].numpy().tolist() == img.tolist()
+    np.testing.assert_allclose(normalise_torch(torch.from_numpy(img)[None])[0].numpy(), normalise(img), atol=1e-5)
+
+
+def test_batch_stream_is_the_same_from_a_thread_or_loader_processes_and_after_resume(tmp_path):
+    """Batch k comes from a generator seeded by (seed, k): the batches do not depend on how many
+    processes load them, and a run resumed at step k continues the same stream."""
+    from squeeze_perception.detection.train import BatchStream, _batches
+
+    split = _tiny_split(tmp_path / "training", n_images=4)
+    anchors = np.tile(np.array([[80, 48, 30, 30]], np.float32), (12, 1))
+    anchors[:, 0] += np.arange(12) * 5
+    cfg = TrainConfig(steps=4, batch_size=2, seed=7, max_shift=(20, 10), photometric=1.0, positive_iou=0.3)
+    for defer in (False, True):
+        stream = BatchStream(list_samples(split), cfg, (200, 120), anchors, (160, 96), defer)
+        by_thread = list(_batches(stream, 0, 0))
+        by_processes = list(_batches(stream, 0, 2))
+        resumed = list(_batches(stream, 2, 0))
+        assert len(by_thread) == len(by_processes) == 4 and len(resumed) == 2
+        for a, b in zip(by_thread, by_processes):
+            np.testing.assert_array_equal(a[0], np.asarray(b[0]))
+            assert [t.anchor_index.tolist() for t in a[1]] == [t.anchor_index.tolist() for t in b[1]]
+            assert a[2] == b[2]
+        np.testing.assert_array_equal(resumed[0][0], by_thread[2][0])
+        assert by_thread[0][0].dtype == (np.uint8 if defer else np.float32)
+        assert not np.array_equal(by_thread[0][0], by_thread[1][0])

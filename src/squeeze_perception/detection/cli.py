@@ -59,7 +59,8 @@ def _cmd_train(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, lr_decay_steps=args.lr_decay_steps,
                       weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad_norm,
                       warmup_steps=args.warmup_steps, crop_width=args.crop[0], crop_height=args.crop[1],
-                      threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      threads=args.threads, device=args.device, loader_workers=args.loader_workers,
+                      seed=args.seed, checkpoint_every=args.checkpoint_every,
                       log_file=args.log_file, resume=args.resume, init_weights=args.init_weights, max_minutes=args.max_minutes,
                       precision=args.precision, channels_last=not args.no_channels_last, compile=args.compile,
                       flip=not args.no_flip, max_shift=tuple(args.max_shift), eval_dir=args.eval_dir,
@@ -353,7 +354,9 @@ def _cmd_overfit(args) -> int:
     print(f"{len(frames)} frames ({', '.join(s.name for s in frames)}) with {n_cars} moderate cars")
     cfg = TrainConfig(model=args.model, train_dir=str(work / "frames"), out=str(work / "overfit.pt"), steps=args.steps,
                       batch_size=args.batch_size, optimizer="adam", lr=args.lr, max_shift=(0, 0), flip=False,
-                      photometric=0.0, dropout=0.0, threads=args.threads, checkpoint_every=100, resume=args.resume,
+                      photometric=0.0, dropout=0.0, threads=args.threads, device=args.device,
+                      loader_workers=args.loader_workers,
+                      checkpoint_every=100, resume=args.resume,
                       eval_dir=str(work / "frames"), eval_every=args.eval_every, eval_limit=len(frames))
     train(cfg)
     from .adapt import load_training_checkpoint
@@ -404,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop", type=int, nargs=2, default=(0, 0), metavar=("W", "H"),
                    help="train on random W x H crops of the model-size image (0 0 = full size)")
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--device", default=TrainConfig.device, help="torch device to train on (cpu, cuda, cuda:1, ...)")
+    t.add_argument("--loader-workers", type=int, default=TrainConfig.loader_workers,
+                   help="data-loading processes (0: one background thread, enough for a 2-core CPU)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=50)
     t.add_argument("--log-file", default="")
@@ -485,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--batch-size", type=int, default=8)
     of.add_argument("--lr", type=float, default=0.002)
     of.add_argument("--threads", type=int, default=2)
+    of.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
+    of.add_argument("--loader-workers", type=int, default=0, help="data-loading processes (0: one thread)")
     of.add_argument("--eval-every", type=int, default=50)
     of.add_argument("--target", type=float, default=90.0)
     of.add_argument("--resume", action="store_true")

@@ -161,30 +161,113 @@ def _noise_slice(size: int, rng: np.random.Generator) -> np.ndarray:
     return _NOISE_BANK[start:start + size]
 
 
-def photometric(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
-    """Random exposure, colour balance, contrast, gamma, saturation, blur and sensor noise:
-    what a detector must not rely on (the synthetic renderer's lighting is narrower than a real
-    camera's). strength 0 returns the image unchanged.
+@dataclass(frozen=True)
+class PhotometricDraw:
+    """One image's random photometric change, drawn by `draw_photometric` and applied by
+    `apply_photometric` (numpy, in a loader) or `apply_photometric_torch` (on the training device)."""
+
+    gain: tuple[float, float, float]  # exposure x colour balance, per channel
+    contrast: float  # about the image's mean level
+    gamma: float
+    saturation: float
+    noise_sigma: float  # sensor noise, grey levels
+    blur_sigma: float  # defocus blur, pixels (0: none)
+
+
+def draw_photometric(rng: np.random.Generator, strength: float = 1.0) -> PhotometricDraw | None:
+    """The random exposure, colour balance, contrast, gamma, saturation, noise and blur of one
+    image: what a detector must not rely on (the synthetic renderer's lighting is narrower than a
+    real camera's). None when strength is 0."""
+    if strength <= 0:
+        return None
+    gain = np.exp(rng.normal(0.0, 0.25 * strength)) * np.exp(rng.normal(0.0, 0.08 * strength, 3))
+    contrast = float(np.exp(rng.normal(0.0, 0.2 * strength)))
+    gamma = float(np.exp(rng.normal(0.0, 0.15 * strength)))
+    saturation = float(np.exp(rng.normal(0.0, 0.3 * strength)))
+    noise_sigma = float(rng.uniform(0, 4 * strength))
+    blur_sigma = float(rng.uniform(0.3, 1.2)) if rng.random() < 0.3 * strength else 0.0
+    return PhotometricDraw(tuple(float(g) for g in gain), contrast, gamma, saturation, noise_sigma, blur_sigma)
+
+
+def _mean_level(rgb_levels_mean: np.ndarray | float, gain) -> float:
+    return float((np.asarray(rgb_levels_mean) / 255.0 * np.asarray(gain)).mean())
+
+
+def apply_photometric(rgb: np.ndarray, draw: PhotometricDraw | None, rng: np.random.Generator) -> np.ndarray:
+    """`draw` applied to an (H,W,3) uint8 image (rng gives the noise).
 
     The per-channel tone changes (exposure x balance, contrast about the image mean, gamma) are
     one 256-entry lookup table per channel, so a 1242x375 frame costs a few milliseconds."""
-    if strength <= 0:
+    if draw is None:
         return rgb
     from PIL import Image, ImageFilter
 
-    gain = np.exp(rng.normal(0.0, 0.25 * strength)) * np.exp(rng.normal(0.0, 0.08 * strength, 3))
-    contrast = np.exp(rng.normal(0.0, 0.2 * strength))
-    gamma = np.exp(rng.normal(0.0, 0.15 * strength))
-    saturation = np.exp(rng.normal(0.0, 0.3 * strength))
     levels = np.arange(256, dtype=np.float64) / 255.0
-    mean = float((rgb[::4, ::4, :3].reshape(-1, 3).mean(0) / 255.0 * gain).mean())
-    luts = [np.clip((levels * g - mean) * contrast + mean, 0.0, 1.0) ** gamma * 255.0 for g in gain]
+    mean = _mean_level(rgb[::4, ::4, :3].reshape(-1, 3).mean(0), draw.gain)
+    luts = [np.clip((levels * g - mean) * draw.contrast + mean, 0.0, 1.0) ** draw.gamma * 255.0 for g in draw.gain]
     img = np.stack([np.take(luts[c].astype(np.float32), rgb[..., c]) for c in range(3)], axis=-1)
     grey = (img[..., 0] + img[..., 1] + img[..., 2])[..., None] * np.float32(1.0 / 3.0)
-    img = grey + (img - grey) * np.float32(saturation)
-    noise_sigma = np.float32(rng.uniform(0, 4 * strength))
-    img += _noise_slice(img.size, rng).reshape(img.shape) * noise_sigma
+    img = grey + (img - grey) * np.float32(draw.saturation)
+    img += _noise_slice(img.size, rng).reshape(img.shape) * np.float32(draw.noise_sigma)
     out = np.clip(img, 0, 255).astype(np.uint8)
-    if rng.random() < 0.3 * strength:  # defocus blur
-        out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))))
+    if draw.blur_sigma > 0:
+        out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(draw.blur_sigma)))
     return out
+
+
+def photometric(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """A random photometric change (`draw_photometric`) applied to an (H,W,3) uint8 image;
+    strength 0 returns the image unchanged."""
+    return apply_photometric(rgb, draw_photometric(rng, strength), rng)
+
+
+def gaussian_kernel_1d(sigma: float):
+    """Normalised 1-D Gaussian taps out to 3 sigma (torch float32)."""
+    import torch
+
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def apply_photometric_torch(images, draws: list[PhotometricDraw | None], generator=None):
+    """The GPU twin of `apply_photometric` for a batch: images (N,H,W,3) uint8 tensor on any
+    device -> (N,H,W,3) uint8 on that device. Same tone curve, saturation and noise maths (the
+    numpy path evaluates the curve on the 256 levels, this one on the pixels: the same numbers);
+    the blur is a separable Gaussian out to 3 sigma where PIL approximates one with box filters,
+    written here because torchvision is not a dependency. Used when training on an accelerator,
+    where the loader's photometric step was the largest per-image CPU cost."""
+    import torch
+    import torch.nn.functional as F
+
+    out = images.clone()
+    for i, draw in enumerate(draws):
+        if draw is None:
+            continue
+        x = images[i].float()
+        gain = torch.tensor(draw.gain, dtype=torch.float32, device=x.device)
+        mean = (x[::4, ::4].reshape(-1, 3).mean(0) / 255.0 * gain).mean()
+        img = (((x / 255.0) * gain - mean) * draw.contrast + mean).clamp(0.0, 1.0) ** draw.gamma * 255.0
+        grey = img.mean(-1, keepdim=True)
+        img = grey + (img - grey) * draw.saturation
+        noise = torch.randn(img.shape, generator=generator, device=img.device, dtype=img.dtype)
+        img = (img + noise * draw.noise_sigma).clamp(0, 255).to(torch.uint8)
+        if draw.blur_sigma > 0:
+            k = gaussian_kernel_1d(draw.blur_sigma).to(img.device)
+            r = (len(k) - 1) // 2
+            chw = img.permute(2, 0, 1)[None].float()
+            chw = F.conv2d(F.pad(chw, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+            chw = F.conv2d(F.pad(chw, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+            img = chw[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+        out[i] = img
+    return out
+
+
+def normalise_torch(images):
+    """(N,H,W,3) uint8 tensor -> (N,3,H,W) float32 normalised like `normalise` (on images' device)."""
+    import torch
+
+    mean = torch.as_tensor(PIXEL_MEAN, device=images.device)
+    std = torch.as_tensor(PIXEL_STD, device=images.device)
+    return ((images.float() - mean) / std).permute(0, 3, 1, 2)

@@ -5,6 +5,11 @@ Resumable: a checkpoint (model, optimiser, step, RNG) is written every `checkpoi
 steps beside the output weights; `resume=True` continues from it. Each checkpoint also
 writes the weights file itself, so an interrupted run still leaves usable weights. Progress
 goes to a JSON-lines log (one line per `log_every` steps) and to a tqdm bar.
+
+Batch k is drawn from its own generator, seeded by (seed, k): the stream of batches is the same
+whether one background thread or `loader_workers` processes load it, and a resumed run
+continues it. On an accelerator (`device="cuda"`) the loaders hand over uint8 crops and the
+photometric change and normalisation run on the device (`apply_photometric_torch`).
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ import numpy as np
 
 from ..registry import get_model
 from .anchors import kmeans_anchors
-from .data import augment, letterbox, list_samples, load_rgb, normalise, photometric, training_boxes
+from .data import (apply_photometric, apply_photometric_torch, augment, draw_photometric, letterbox, list_samples,
+                   load_rgb, normalise, normalise_torch, training_boxes)
 from .loss import build_targets
 from .models import LAYOUTS, grid_geometry
 
@@ -42,6 +48,12 @@ class TrainConfig:
     crop_height: int = 0
     max_shift: tuple[int, int] = (150, 50)
     threads: int = 2
+    # "cpu" | "cuda" (any torch device): where the network trains. Checkpoints and weights are
+    # always written with CPU tensors, so a run may resume on another device.
+    device: str = "cpu"
+    # 0: one background thread loads the next batch (2-core machines); N: N loader processes
+    # (torch DataLoader) for machines whose accelerator outruns one thread.
+    loader_workers: int = 0
     seed: int = 0
     checkpoint_every: int = 50
     log_every: int = 5
@@ -110,25 +122,96 @@ def dataset_anchor_shapes(samples, input_width: int, input_height: int, k: int =
     return centroids, mean_iou, len(shapes)
 
 
-def load_batch(samples, indices, module, crop_w: int, crop_h: int, rng, max_shift, flip: bool = True,
-               photometric_strength: float = 0.0, positive_iou: float = 0.0):
-    images, targets = [], []
-    anchors = input_anchors(module, crop_w, crop_h)
+def load_batch(samples, indices, input_size: tuple[int, int], anchors: np.ndarray, crop_w: int, crop_h: int, rng,
+               max_shift, flip: bool = True, photometric_strength: float = 0.0, positive_iou: float = 0.0,
+               defer_photometric: bool = False, cache: dict | None = None):
+    """Images, targets and photometric draws of one batch. The images are (N,3,H,W) float32
+    normalised, or with defer_photometric (N,H,W,3) uint8 crops whose draws the caller applies
+    (`apply_photometric_torch`, then `normalise_torch`). anchors: `input_anchors` of the crop.
+    cache: a dict that keeps each decoded, letterboxed frame (for small sets such as overfit checks)."""
+    input_w, input_h = input_size
+    images, targets, draws = [], [], []
     for i in indices:
         for _ in range(10):  # a frame still being written by the generator is skipped
             s = samples[i]
             try:
-                rgb, lb = letterbox(load_rgb(s.image_path), module.input_width, module.input_height)
-                boxes, classes = training_boxes(s.labels())
+                if cache is not None and s.name in cache:
+                    rgb, lb, boxes, classes = cache[s.name]
+                else:
+                    rgb, lb = letterbox(load_rgb(s.image_path), input_w, input_h)
+                    boxes, classes = training_boxes(s.labels())
+                    if cache is not None:
+                        cache[s.name] = (rgb, lb, boxes, classes)
                 break
             except (OSError, ValueError):
                 i = int(rng.integers(len(samples)))
         else:
             raise RuntimeError(f"cannot read training frames in {samples[0].image_path.parent}")
         img, boxes, kept = augment(rgb, boxes * lb.scale, rng, crop_w, crop_h, max_shift=max_shift, flip=flip)
-        images.append(normalise(photometric(img, rng, photometric_strength)))
+        draw = draw_photometric(rng, photometric_strength)
+        if defer_photometric:
+            images.append(img)
+        else:
+            images.append(normalise(apply_photometric(img, draw, rng)))
+        draws.append(draw)
         targets.append(build_targets(anchors, boxes, classes[kept] - 1, positive_iou))
-    return np.stack(images), targets, anchors
+    return np.stack(images), targets, draws
+
+
+class BatchStream:
+    """Batch k of a run, from a generator seeded by (seed, k). Indexable, so a torch DataLoader
+    can spread the batches over processes (it holds no torch module: safe to fork)."""
+
+    CACHE_FRAMES = 64
+
+    def __init__(self, samples, cfg: "TrainConfig", input_size: tuple[int, int], anchors: np.ndarray,
+                 crop: tuple[int, int], defer_photometric: bool):
+        self.samples, self.cfg, self.input_size, self.anchors = samples, cfg, input_size, anchors
+        self.crop, self.defer_photometric = crop, defer_photometric
+        # Up to this many frames are kept decoded (per loader process): the overfit check's 8
+        # frames would otherwise be decoded again for every step.
+        self.cache = {} if len(samples) <= self.CACHE_FRAMES else None
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int):
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, int(step)])
+        idx = rng.integers(len(self.samples), size=cfg.batch_size)
+        return load_batch(self.samples, idx, self.input_size, self.anchors, self.crop[0], self.crop[1], rng,
+                          cfg.max_shift, cfg.flip, cfg.photometric, cfg.positive_iou, self.defer_photometric,
+                          self.cache)
+
+
+def _as_loaded(batch):
+    """DataLoader collate function: the images leave the loader process as a tensor (which the
+    DataLoader passes through shared memory; a numpy array would be pickled), the rest as made."""
+    import torch
+
+    images, targets, draws = batch
+    return torch.from_numpy(images), targets, draws
+
+
+def _batches(stream: BatchStream, first_step: int, workers: int):
+    """Yield stream[first_step], stream[first_step + 1], ... loaded ahead of use: by one thread
+    (workers 0) or by a torch DataLoader with `workers` processes."""
+    if workers <= 0:
+        # The next batch is decoded and augmented in a thread while the network computes (PIL
+        # and numpy release the GIL): data loading was half of a step on this 2-core machine.
+        with ThreadPoolExecutor(max_workers=1) as loader:
+            pending = loader.submit(stream.__getitem__, first_step)
+            for step in range(first_step, len(stream)):
+                batch = pending.result()
+                if step + 1 < len(stream):
+                    pending = loader.submit(stream.__getitem__, step + 1)
+                yield batch
+        return
+    import torch
+
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, sampler=range(first_step, len(stream)),
+                                         num_workers=workers, prefetch_factor=4, collate_fn=_as_loaded)
+    yield from loader
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -139,10 +222,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     spec = get_model(cfg.model, task="detection")
     from .models import fold_batchnorm, seed_batchnorm_as_identity
 
-    module = build_training_module(spec, cfg.batchnorm, cfg.dropout)
+    module = build_training_module(spec, cfg.batchnorm, cfg.dropout).to(device)
     samples = list_samples(cfg.train_dir, require_labels=True)
     crop_w = cfg.crop_width or module.input_width
     crop_h = cfg.crop_height or module.input_height
@@ -157,13 +243,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         raise ValueError(f"unknown optimizer '{cfg.optimizer}' (sgd | adam)")
-    step, rng, meta_anchor = 0, np.random.default_rng(cfg.seed), {}
+    step, meta_anchor = 0, {}
     if cfg.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         module.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         step, meta_anchor = ck["step"], ck.get("anchor_info", {})
-        rng.bit_generator.state = ck["rng"]
     elif cfg.init_weights:
         from ..backends import load_state_dict
 
@@ -181,9 +266,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             # In training mode fresh BNs would re-normalise every layer by its batch statistics;
             # seed them from the plain network's own activations so step 0 computes its function.
             seed_rng = np.random.default_rng(cfg.seed + 1)
+            crop_anchors = input_anchors(module, crop_w, crop_h)
             seed_batches = [torch.from_numpy(load_batch(samples, seed_rng.integers(len(samples), size=cfg.batch_size),
-                                                        module, crop_w, crop_h, seed_rng, cfg.max_shift, cfg.flip,
-                                                        cfg.photometric, cfg.positive_iou)[0])
+                                                        (module.input_width, module.input_height), crop_anchors,
+                                                        crop_w, crop_h, seed_rng, cfg.max_shift, cfg.flip,
+                                                        cfg.photometric, cfg.positive_iou)[0]).to(device)
                             for _ in range(BN_SEED_BATCHES)]
             meta_anchor["batchnorm_seeded"] = seed_batchnorm_as_identity(module, seed_batches)
         log_path.write_text("")
@@ -204,13 +291,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         return lr
 
     def save(final: bool = False):
-        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
         was_training = module.training
         module.eval()
-        deployed = fold_batchnorm(module)
+        deployed = {k: v.cpu() for k, v in fold_batchnorm(module).items()}
         module.train(was_training)
-        torch.save({"state_dict": state, "optimizer": opt.state_dict(), "step": step,
-                    "rng": rng.bit_generator.state, "anchor_info": meta_anchor, "config": asdict(cfg)}, ckpt_path)
+        opt_state = opt.state_dict()
+        if device.type != "cpu":
+            opt_state = {**opt_state, "state": {k: {n: (t.cpu() if torch.is_tensor(t) else t) for n, t in v.items()}
+                                                for k, v in opt_state["state"].items()}}
+        torch.save({"state_dict": state, "optimizer": opt_state, "step": step,
+                    "anchor_info": meta_anchor, "config": asdict(cfg)}, ckpt_path)
         meta = {"steps": step, "config": asdict(cfg), "anchors": meta_anchor, "train_images": len(samples),
                 "images_seen": step * cfg.batch_size,
                 "crop": [crop_w, crop_h], "finished": final,
@@ -227,28 +318,29 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     t_start = time.time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.model}")
     history = []
-    def next_batch():
-        idx = rng.integers(len(samples), size=cfg.batch_size)
-        return load_batch(samples, idx, module, crop_w, crop_h, rng, cfg.max_shift, cfg.flip, cfg.photometric,
-                          cfg.positive_iou)
-
-    # The next batch is decoded and augmented in a thread while the network computes (PIL and
-    # numpy release the GIL): data loading was half of a step on this 2-core machine. Only the
-    # loader thread draws from `rng` (a checkpoint's RNG state may be one batch ahead).
-    loader = ThreadPoolExecutor(max_workers=1)
-    pending = loader.submit(next_batch)
+    defer_photometric = device.type != "cpu"
+    crop_anchors = input_anchors(module, crop_w, crop_h)
+    anchors_t = torch.from_numpy(crop_anchors).to(device)
+    stream = BatchStream(samples, cfg, (module.input_width, module.input_height), crop_anchors, (crop_w, crop_h),
+                         defer_photometric)
+    noise = torch.Generator(device=device)
+    noise.manual_seed(cfg.seed * 1_000_003 + step)
+    batches = _batches(stream, step, cfg.loader_workers)
     with log_path.open("a") as log:
         while step < cfg.steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            images, targets, anchors = pending.result()
-            pending = loader.submit(next_batch)
-            batch = torch.from_numpy(images)
+            images, targets, draws = next(batches)
+            if defer_photometric:
+                crops = torch.as_tensor(images).to(device, non_blocking=True)
+                batch = normalise_torch(apply_photometric_torch(crops, draws, noise))
+            else:
+                batch = torch.as_tensor(images)
             if cfg.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 deltas, conf, cls = forward_raw(batch)
-            loss, parts = squeezedet_loss(deltas.float(), conf.float(), cls.float(), torch.from_numpy(anchors), targets)
+            loss, parts = squeezedet_loss(deltas.float(), conf.float(), cls.float(), anchors_t, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if not torch.isfinite(loss):
@@ -266,7 +358,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) > cfg.max_minutes * 60
-            if eval_samples and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if eval_samples and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps or out_of_time):
                 ev = evaluate_module(module, eval_samples, precision=cfg.precision)
                 module.train()
                 ev_rec = {"step": step, "eval": ev, "elapsed_s": round(time.time() - t_start, 1)}
@@ -276,13 +368,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                           f"mean {ev['map40_moderate']}, recall@64 {ev['recall_at_64']:.2f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
                 save(final=step >= cfg.steps)
-                # A dataset still being generated grows between checkpoints: pick up new frames.
-                samples = list_samples(cfg.train_dir, require_labels=True)
+                # A dataset still being generated grows between checkpoints: the thread loader
+                # picks up new frames (loader processes keep the list they started with).
+                stream.samples = list_samples(cfg.train_dir, require_labels=True)
+                if stream.cache is not None and len(stream.samples) > stream.CACHE_FRAMES:
+                    stream.cache = None
             if out_of_time:
                 break
     bar.close()
-    pending.cancel()
-    loader.shutdown(wait=True)
+    batches.close()
     return {"steps": step, "final_loss": history[-1]["loss"] if history else None, "weights": str(out),
             "checkpoint": str(ckpt_path), "log": str(log_path), "anchors": meta_anchor}
 
@@ -311,12 +405,13 @@ def evaluate_module(module, samples, precision: str = "fp32", top_k: int = 64, n
     from .data import preprocess
 
     module.eval()
+    device = next(module.parameters()).device
     dets, labels, ranks = [], [], []
     cfg = DecodeConfig(top_k=top_k, nms_iou=nms_iou)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for s in samples:
             batch, lb = preprocess(load_rgb(s.image_path), module.input_width, module.input_height)
-            raw = module(torch.from_numpy(batch))[0].float().numpy()
+            raw = module(torch.from_numpy(batch).to(device))[0].float().cpu().numpy()
             d = decode(raw, cfg)
             if len(d):
                 boxes = np.stack([d["u_min"], d["v_min"], d["u_max"], d["v_max"]], 1)
