@@ -353,7 +353,8 @@ def _cmd_overfit(args) -> int:
     n_cars = sum(moderate_count(s.labels()) for s in frames)
     print(f"{len(frames)} frames ({', '.join(s.name for s in frames)}) with {n_cars} moderate cars")
     cfg = TrainConfig(model=args.model, train_dir=str(work / "frames"), out=str(work / "overfit.pt"), steps=args.steps,
-                      batch_size=args.batch_size, optimizer="adam", lr=args.lr, max_shift=(0, 0), flip=False,
+                      batch_size=args.batch_size, optimizer="adam", lr=args.lr, lr_decay_steps=args.lr_decay_steps,
+                      max_shift=(0, 0), flip=False,
                       photometric=0.0, dropout=0.0, threads=args.threads, device=args.device,
                       loader_workers=args.loader_workers,
                       checkpoint_every=100, resume=args.resume,
@@ -490,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--steps", type=int, default=600)
     of.add_argument("--batch-size", type=int, default=8)
     of.add_argument("--lr", type=float, default=0.002)
+    of.add_argument("--lr-decay-steps", type=int, default=TrainConfig.lr_decay_steps,
+                    help="halve the learning rate every this many steps")
     of.add_argument("--threads", type=int, default=2)
     of.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
     of.add_argument("--loader-workers", type=int, default=0, help="data-loading processes (0: one thread)")
