@@ -1,8 +1,8 @@
 """Training loop for SqueezeDet: the thesis recipe (SGD, momentum 0.9, lr 0.01 halved every
 10k steps, batch 20, random crop and flip, eq. 3.2 loss) with knobs for a CPU budget.
 
-Resumable: a checkpoint (model, optimiser, step, RNG) is written every `checkpoint_every`
-steps beside the output weights; `resume=True` continues from it. Each checkpoint also
+Resumable: a checkpoint (model, optimiser, step; the batch stream needs no RNG state) is
+written every `checkpoint_every` steps beside the output weights; `resume=True` continues from it. Each checkpoint also
 writes the weights file itself, so an interrupted run still leaves usable weights. Progress
 goes to a JSON-lines log (one line per `log_every` steps) and to a tqdm bar.
 
