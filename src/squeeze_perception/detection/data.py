@@ -189,10 +189,6 @@ def draw_photometric(rng: np.random.Generator, strength: float = 1.0) -> Photome
     return PhotometricDraw(tuple(float(g) for g in gain), contrast, gamma, saturation, noise_sigma, blur_sigma)
 
 
-def _mean_level(rgb_levels_mean: np.ndarray | float, gain) -> float:
-    return float((np.asarray(rgb_levels_mean) / 255.0 * np.asarray(gain)).mean())
-
-
 def apply_photometric(rgb: np.ndarray, draw: PhotometricDraw | None, rng: np.random.Generator) -> np.ndarray:
     """`draw` applied to an (H,W,3) uint8 image (rng gives the noise).
 
@@ -203,7 +199,7 @@ def apply_photometric(rgb: np.ndarray, draw: PhotometricDraw | None, rng: np.ran
     from PIL import Image, ImageFilter
 
     levels = np.arange(256, dtype=np.float64) / 255.0
-    mean = _mean_level(rgb[::4, ::4, :3].reshape(-1, 3).mean(0), draw.gain)
+    mean = float((rgb[::4, ::4, :3].reshape(-1, 3).mean(0) / 255.0 * np.asarray(draw.gain)).mean())
     luts = [np.clip((levels * g - mean) * draw.contrast + mean, 0.0, 1.0) ** draw.gamma * 255.0 for g in draw.gain]
     img = np.stack([np.take(luts[c].astype(np.float32), rgb[..., c]) for c in range(3)], axis=-1)
     grey = (img[..., 0] + img[..., 1] + img[..., 2])[..., None] * np.float32(1.0 / 3.0)

@@ -2,9 +2,10 @@
 10k steps, batch 20, random crop and flip, eq. 3.2 loss) with knobs for a CPU budget.
 
 Resumable: a checkpoint (model, optimiser, step; the batch stream needs no RNG state) is
-written every `checkpoint_every` steps beside the output weights; `resume=True` continues from it. Each checkpoint also
-writes the weights file itself, so an interrupted run still leaves usable weights. Progress
-goes to a JSON-lines log (one line per `log_every` steps) and to a tqdm bar.
+written every `checkpoint_every` steps beside the output weights; `resume=True` continues
+from it. Each checkpoint also writes the weights file itself, so an interrupted run still
+leaves usable weights. Progress goes to a JSON-lines log (one line per `log_every` steps)
+and to a tqdm bar.
 
 Batch k is drawn from its own generator, seeded by (seed, k): the stream of batches is the same
 whether one background thread or `loader_workers` processes load it, and a resumed run
