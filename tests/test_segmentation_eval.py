@@ -247,3 +247,22 @@ def test_counts_json_round_trip_and_rendered_tables():
     text = render_tables({"squeezeseg": {"real_lidar_2d": counts_to_json(c)}})
     assert "| car | squeezeseg | 50.0 | 100.0 | 50.0 | 50.0 | 100.0 | 50.0 | n=1 |" in text
     assert "30.0 / 2.1" in text  # the thesis figure printed beside ours
+
+
+def test_model_card_states_the_protocol_counts_and_na(tmp_path, monkeypatch):
+    """The card's IoU table: protocol line, n/a for a class without truth, true counts beside each IoU."""
+    import torch
+
+    from squeeze_perception.segmentation import cli as seg_cli
+    from squeeze_perception.segmentation.evaluation import counts_to_json
+
+    c = SegCounts()  # car: 1 true point predicted right and 1 false car point -> IoU 50; no pedestrian truth
+    c.add_class_level(np.array([1, 1, 0, 3]), np.array([1, 0, 0, 3]))
+    (tmp_path / "eval.json").write_text(json.dumps({"toy": {"real_lidar_2d": counts_to_json(c)}}))
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "model": "toy", "meta": {}}, tmp_path / "toy.pt")
+    monkeypatch.setenv("SQUEEZE_PERCEPTION_MODELS", str(tmp_path))
+    args = SimpleNamespace(models="toy", eval=str(tmp_path / "eval.json"))
+    assert seg_cli._cards(args) == 0
+    card = (tmp_path / "toy.md").read_text()
+    assert "Protocol:" in card and "label_points" in card
+    assert "| real_lidar_2d | 1 | 50.0 (1 pts) | n/a (0 pts) | 100.0 (1 pts) |" in card

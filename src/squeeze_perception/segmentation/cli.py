@@ -250,8 +250,19 @@ CARD_PURPOSE = {
 }
 
 
+SEG_EVAL_PROTOCOL = (
+    "Protocol: per class, counts summed over every frame of a data set (lidar_2d grid cells; object-scan "
+    "points in the front 90 deg view). Real object frames are labelled from their KITTI 3D boxes by "
+    "`kitti.pointwise.label_points` (Van, Person_sitting and DontCare regions ignored; Truck, Tram, Misc "
+    "background; a point in two boxes goes to the nearest centre); synthetic scans carry the simulator's exact "
+    "labels. n/a = no ground truth (left out of averages); in brackets the true instances (n=) or, where the "
+    "data has no instance ids, the true points.")
+
+
 def _cards(args) -> int:
     import torch
+
+    from .evaluation import OBJECT_CLASSES, counts_from_json, format_percent
 
     results = {}
     eval_path = project_root() / args.eval
@@ -300,10 +311,13 @@ def _cards(args) -> int:
                          f"(predicting the mean: {meta['predict_mean_mse']:.4f}; thesis: 0.011 with the hybrid loss)")
         if name in results:
             lines += ["", "## Evaluation (IoU %, `squeeze-perception seg eval`; details in docs/segmentation.md)", "",
-                      "| data set | car | pedestrian | cyclist |", "|---|---|---|---|"]
+                      SEG_EVAL_PROTOCOL, "",
+                      "| data set | frames | car | pedestrian | cyclist |", "|---|---|---|---|---|"]
             for ds, r in results[name].items():
-                iou = r["class"]["IoU"]
-                lines.append(f"| {ds} | " + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in iou[1:]) + " |")
+                counts = counts_from_json(r)
+                iou = counts.class_level()["IoU"]
+                lines.append(f"| {ds} | {r['frames']} | " + " | ".join(
+                    f"{format_percent(iou[c])} ({counts.support(c)})" for c in OBJECT_CLASSES) + " |")
         lines += ["", "## Limits", "",
                   "Trained for minutes on a shared 2-core CPU on a small synthetic data set, far from the thesis's "
                   "schedule; treat the numbers as a working baseline, not a reproduction. Real KITTI frames were "

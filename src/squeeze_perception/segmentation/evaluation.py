@@ -205,7 +205,8 @@ def _add_frame(counts: "SegCounts", res, gt: np.ndarray, gt_inst: np.ndarray, ig
 
 
 # --------------------------------------------------------------------- tables
-def _fmt(v: float) -> str:
+def format_percent(v: float) -> str:
+    """A metric in [0, 1] as a percentage with one decimal; "n/a" where it is undefined (NaN)."""
     return "n/a" if not np.isfinite(v) else f"{100 * v:.1f}"
 
 
@@ -217,9 +218,9 @@ def table_class_instance(rows: list[tuple[str, SegCounts]], classes=OBJECT_CLASS
     for c in classes:
         for name, counts in rows:
             cl, il = counts.class_level(), counts.instance_level()
-            inst = [_fmt(il[k][c]) for k in ("P", "R", "IoU")] if counts.instance_frames else ["n/a"] * 3
-            lines.append(f"| {CLASS_NAMES[c]} | {name} | " + " | ".join(_fmt(cl[k][c]) for k in ("P", "R", "IoU"))
-                         + " | " + " | ".join(inst) + f" | {counts.support(c)} |")
+            inst = [format_percent(il[k][c]) for k in ("P", "R", "IoU")] if counts.instance_frames else ["n/a"] * 3
+            cls = [format_percent(cl[k][c]) for k in ("P", "R", "IoU")]
+            lines.append(f"| {CLASS_NAMES[c]} | {name} | " + " | ".join(cls + inst) + f" | {counts.support(c)} |")
     return "\n".join(lines)
 
 
@@ -233,8 +234,8 @@ def table_iou(rows: list[tuple[str, SegCounts]], classes=OBJECT_CLASSES, referen
         iou = counts.class_level()["IoU"]
         avg = counts.mean_iou(classes)
         ref = f" {reference.get(name, '')} |" if reference else ""
-        lines.append(f"| {name} | " + " | ".join(f"{_fmt(iou[c])} ({counts.support(c)})" for c in classes)
-                     + f" | {_fmt(avg)} |" + ref)
+        lines.append(f"| {name} | " + " | ".join(f"{format_percent(iou[c])} ({counts.support(c)})" for c in classes)
+                     + f" | {format_percent(avg)} |" + ref)
     return "\n".join(lines)
 
 
