@@ -297,7 +297,7 @@ def evaluate_real_instances(pipeline, root: Path, iou_threshold: float = 0.5, mi
 
 
 def _pct(v) -> str:
-    return "-" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
 
 
 def table_instances(rows: list[tuple[str, dict]], classes=OBJECT_CLASSES) -> str:
