@@ -191,6 +191,12 @@ def _register() -> None:
         "diracdeltaseg", "segmentation", "squeeze_perception.accelerator.models:build_diracdeltaseg",
         "diracdeltaseg.pt", (6, K.GRID_HEIGHT, K.GRID_WIDTH), tuple(CLASS_NAMES),
         "DiracDeltaNet-style (shift + 1x1 only, w4a4) LiDAR segmentation for the Synetgy accelerator"))
+    # The float stage of the same progressive training (seg train --arch diracdeltaseg writes both),
+    # so `seg eval --models diracdeltaseg,diracdeltaseg_fp32` reports w4a4 against its own fp32.
+    register_model(ModelSpec(
+        "diracdeltaseg_fp32", "segmentation", "squeeze_perception.accelerator.models:build_diracdeltaseg",
+        "diracdeltaseg_fp32.pt", (6, K.GRID_HEIGHT, K.GRID_WIDTH), tuple(CLASS_NAMES),
+        "diracdeltaseg before quantization (its fp32 stage): the float reference of the w4a4 model"))
 
 
 _register()

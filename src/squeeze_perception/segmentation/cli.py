@@ -27,7 +27,8 @@ def _train(args) -> int:
                       loss=args.loss, crf=not args.no_crf, init=args.init, renderer=args.renderer,
                       real_grids=args.real_grids, gca_lambda=args.gca_lambda, max_files=args.max_files,
                       seed=args.seed, crop_width=args.crop_width, precision=args.precision,
-                      channels_last=args.channels_last)
+                      channels_last=args.channels_last, device=args.device, loader_workers=args.loader_workers,
+                      quant_schedule=args.quant_schedule, work_dir=args.work_dir)
     train(cfg)
     return 0
 
@@ -331,8 +332,10 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="squeeze-perception seg", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("train", help="train SqueezeSeg / SqueezeSegV2 on lidar_2d grids")
-    t.add_argument("--arch", default="squeezeseg", choices=("squeezeseg", "squeezesegv2"))
+    t = sub.add_parser("train", help="train SqueezeSeg / SqueezeSegV2 / DiracDeltaSeg on lidar_2d grids")
+    t.add_argument("--arch", default="squeezeseg", choices=("squeezeseg", "squeezesegv2", "diracdeltaseg"),
+                   help="diracdeltaseg: the Synetgy accelerator's model, trained progressively to low precision "
+                        "(--quant-schedule); also writes its float stage as models/<name>_fp32.pt")
     t.add_argument("--name", required=True, help="output weights models/<name>.pt")
     t.add_argument("--data", default=f"{DEFAULT_SYNTH}/lidar_2d/train")
     t.add_argument("--steps", type=int, default=2000)
@@ -353,6 +356,21 @@ def main(argv: list[str]) -> int:
     t.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="bf16 autocast for the CNN (CRF and loss in fp32); see `seg train-bench`")
     t.add_argument("--channels-last", action="store_true", help="channels_last layout for the CNN")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the model, batches, loss and CRF run; checkpoints hold CPU tensors either way, "
+                        "so a run resumes on the other device")
+    t.add_argument("--loader-workers", type=int, default=0, metavar="N",
+                   help="make the batches in N DataLoader processes (keeps a GPU fed; the file list is fixed at "
+                        "start); 0: in the training loop, which also picks up grids a running generator adds")
+    t.add_argument("--quant-schedule", default="", metavar="W/A:STEPS[@LR],...",
+                   help="diracdeltaseg: comma list of stages WBITS/ABITS:STEPS[@LR] trained in order, each from the "
+                        "previous stage's weights (thesis 7.4), e.g. '32/32:3000,8/8:1000,4/4:1000@3e-4'; bits 2-8 "
+                        "or 32 (float), never increasing from one stage to the next; LR defaults to --lr; each "
+                        "stage has its own optimiser and step decay; replaces --steps (default: 32/32, 8/8, 4/4 "
+                        "with 3/5, 1/5, 1/5 of --steps). --minutes is shared by the stages in proportion to their "
+                        "steps, so a run cut short still ends at the last precision; the checkpoint records the "
+                        "stage, and a resumed run needs the same schedule")
+    t.add_argument("--work-dir", default="out/seg", help="checkpoint and train.log in <work-dir>/<name>/")
     t.set_defaults(func=_train)
 
     tb = sub.add_parser("train-bench", help="training throughput per scan: fp32 / channels_last / bf16 / "
