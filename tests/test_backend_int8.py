@@ -106,6 +106,10 @@ def test_fp32_nodes_are_the_input_normalisation_and_the_last_conv(tiny, tmp_path
     assert [types[n] for n in groups["head"]] == ["Conv"]  # the logits layer, nothing after it here
     last_conv = [n.name for n in model.graph.node if n.op_type == "Conv"][-1]
     assert groups["head"] == [last_conv] and set(keep) == set(groups["input"]) | set(groups["head"])
+    assert groups["first"] == []  # only on request
+    keep_first, with_first = fp32_nodes(model, first_conv=True)
+    first_conv = [n.name for n in model.graph.node if n.op_type == "Conv"][0]
+    assert with_first["first"] == [first_conv] and set(keep_first) == set(keep) | {first_conv}
 
 
 def test_quantize_command_writes_an_int8_graph_close_to_fp32(tiny, tmp_path, capsys):

@@ -186,6 +186,8 @@ def _quantize_int8(argv: list[str], command: str) -> int:
     ap.add_argument("--int8-head-conv", action="store_true",
                     help="quantize the last convolution too (SqueezeDet's ConvDet, SqueezeSeg's conv14: faster, "
                          "its outputs then carry int8 steps into decoding / the CRF); default: kept fp32")
+    ap.add_argument("--fp32-first-conv", action="store_true",
+                    help="keep the first convolution (on the raw, normalised input) in fp32 too")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads (export, calibration)")
     args = ap.parse_args(argv)
     if (args.weights or args.out) and len(args.model) != 1:
@@ -198,7 +200,7 @@ def _quantize_int8(argv: list[str], command: str) -> int:
     for name in args.model:
         opts = QuantOptions(per_channel=not args.per_tensor, activation_type=args.activations,
                             method=args.method, reduce_range=args.reduce_range,
-                            head_conv_fp32=not args.int8_head_conv)
+                            head_conv_fp32=not args.int8_head_conv, first_conv_fp32=args.fp32_first_conv)
         try:
             manifest = quantize_model(name, args.calib_frames, weights=args.weights or None, out=args.out or None,
                                       calib_dir=args.calib_dir or None, options=opts, command=command)

@@ -60,14 +60,16 @@ class QuantOptions:
     method: str = "minmax"
     reduce_range: bool = False
     head_conv_fp32: bool = True  # False (--int8-head-conv): the last conv in int8 too, only what follows in fp32
+    first_conv_fp32: bool = False  # True (--fp32-first-conv): the first convolution(s), on the raw input, in fp32
     keep_fp32: list[str] = field(default_factory=list)  # filled in: the excluded node names
 
 
 # ------------------------------------------------------------------------- graph analysis
-def fp32_nodes(model, head_conv: bool = True) -> tuple[list[str], dict[str, list[str]]]:
+def fp32_nodes(model, head_conv: bool = True, first_conv: bool = False) -> tuple[list[str], dict[str, list[str]]]:
     """Names of the nodes to keep in fp32 (see the module docstring) and why, by group:
-    'input' (no convolution upstream: input normalisation) and 'head' (the last convolutions,
-    those with no convolution downstream, and everything after them)."""
+    'input' (no convolution upstream: input normalisation), 'head' (the last convolutions,
+    those with no convolution downstream, and everything after them) and, with `first_conv`,
+    'first' (the convolutions with no convolution upstream, which see the raw input)."""
     graph = model.graph
     nodes = list(graph.node)
     for i, n in enumerate(nodes):
@@ -114,10 +116,12 @@ def fp32_nodes(model, head_conv: bool = True) -> tuple[list[str], dict[str, list
     # only what feeds a convolution is "input normalisation"; constants' producers are harmless
     feeding = set().union(*(upstream(c) for c in convs))
     pre &= feeding
+    first = {c.name for c in convs if not (upstream(c) & conv_names)} if first_conv else set()
     order = {n.name: i for i, n in enumerate(nodes)}
-    groups = {"input": sorted(pre, key=order.get), "head": sorted(head, key=order.get)}
+    groups = {"input": sorted(pre, key=order.get), "first": sorted(first - head, key=order.get),
+              "head": sorted(head, key=order.get)}
     assert all(name in by_name for g in groups.values() for name in g)
-    return groups["input"] + groups["head"], groups
+    return groups["input"] + groups["first"] + groups["head"], groups
 
 
 # ------------------------------------------------------------------------- calibration data
@@ -215,7 +219,7 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
         # before static quantization (the optimiser renames nodes: exclusions come after)
         quant_pre_process(str(fp32), str(tmp_pre))
         pre = onnx.load(str(tmp_pre))
-        keep, _ = fp32_nodes(pre, head_conv=options.head_conv_fp32)
+        keep, _ = fp32_nodes(pre, head_conv=options.head_conv_fp32, first_conv=options.first_conv_fp32)
         onnx.save(pre, str(tmp_pre))  # with the node names fp32_nodes may have filled in
         input_name = pre.graph.input[0].name
         options.keep_fp32 = keep
@@ -314,6 +318,7 @@ def int8_manifest(spec: ModelSpec, out: Path, weights: Path, source_sha: str, fo
         "quantization": {"format": "QDQ", "per_channel": options.per_channel,
                          "weights": options.weight_type, "activations": options.activation_type,
                          "reduce_range": options.reduce_range, "head_conv_fp32": options.head_conv_fp32,
+                         "first_conv_fp32": options.first_conv_fp32,
                          "kept_fp32": options.keep_fp32},
         "metrics": {},  # TODO-measure: det eval / seg eval against fp32 (docs/performance.md)
         "latency_ms": {},
