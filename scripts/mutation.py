@@ -47,7 +47,9 @@ GROUPS: dict[str, tuple[list[str], list[str], float]] = {
     "tracking": (["tracking/kalman.py", "tracking/association.py", "tracking/sync.py",
                   "tracking/tracker.py", "tracking/fusion.py"],
                  ["test_tracking_kalman.py", "test_tracking_association.py", "test_tracking_sync.py",
-                  "test_tracking_tracker.py", "test_tracking_fusion.py", "test_mutation_survivors.py"], 0.30),
+                  "test_tracking_tracker.py", "test_tracking_fusion.py", "test_mutation_survivors.py",
+                  "test_tracking_fusion_contract.py", "test_tracking_tracker_contract.py",
+                  "test_tracking_sync_contract.py", "test_tracking_kalman_contract.py"], 0.30),
     "msgs_conv": (["msgs_conv.py"], ["test_msgs_conv.py"], 0.10),
     "node_base": (["node_base.py"], ["test_core_node_base.py", "test_core_telemetry_params.py"], 0.10),
 }

@@ -104,7 +104,7 @@ def project_boxes(instances: np.ndarray, velo_to_image: np.ndarray, image_size: 
     clipped = raw.copy()
     clipped[:, [0, 2]] = np.clip(raw[:, [0, 2]], 0, width)
     clipped[:, [1, 3]] = np.clip(raw[:, [1, 3]], 0, height)
-    in_front = np.all(depth > min_depth_m, axis=1)
+    in_front = np.all(depth >= min_depth_m, axis=1)  # "closer than" min_depth_m is excluded
     area_raw = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
     area_clip = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
