@@ -243,7 +243,12 @@ CARD_PURPOSE = {
     "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
                         "intensity is replaced by the renderer's prediction.",
     "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
-                        "covariances between synthetic and unlabelled real batches.",
+                        "covariances between synthetic and unlabelled real batches, both trained together, "
+                        "fine-tuned from the synthetic SqueezeSegV2.",
+    "diracdeltaseg": "DiracDeltaSeg (thesis ch. 7): shift + 1x1 convolutions, concatenative skips, the accelerator's "
+                     "operators only; trained progressively fp32 -> w8a8 -> w4a4 (DoReFa weights, PACT activations, "
+                     "one network-wide scale, eq. 7.12); runs on the `synetgy` backend bit for bit.",
+    "diracdeltaseg_fp32": "DiracDeltaSeg at the end of its fp32 stage: the float reference of `diracdeltaseg`.",
     "squeezesegv2_da": "SqueezeSegV2 + LIR + GCA + progressive domain calibration (Algorithm 2) of every "
                        "batch-norm layer on unlabelled real scans: the full adaptation pipeline.",
     "squeezeseg_intensity": "Learned intensity rendering network (thesis 6.4): SqueezeSeg-shaped, no CRF, input x, y, "
@@ -298,6 +303,16 @@ def _cards(args) -> int:
                         "(see its card) with re-estimated batch-norm statistics")
             lines[7] = "- data: unlabelled real KITTI scans (raw/ and object/, no labels), " \
                        f"{meta.get('real_grids')} grids (7 scans x 4 rotated front views)"
+        quant = meta.get("quant") or {}
+        if quant.get("stages"):
+            lines.append(f"- precision: {quant['precision']}, shared activation scale s = {quant['s']:.4f}; stages "
+                         + ", ".join(f"{st['stage']} {st['steps']} steps (ended by {st['stopped_by']})"
+                                     for st in quant["stages"])
+                         + f"; float reference `{quant.get('fp32_weights')}`")
+        elif quant.get("stage_of"):
+            lines.append(f"- the float stage of `{quant['stage_of']}` (schedule {quant.get('schedule')})")
+        if meta.get("trained_on"):
+            lines.append(f"- trained on: {meta['trained_on']}")
         if cfg.get("init"):
             lines.append(f"- fine-tuned from: `{cfg['init']}`")
         if cfg.get("renderer"):
@@ -319,10 +334,13 @@ def _cards(args) -> int:
                 iou = counts.class_level()["IoU"]
                 lines.append(f"| {ds} | {r['frames']} | " + " | ".join(
                     f"{format_percent(iou[c])} ({counts.support(c)})" for c in OBJECT_CLASSES) + " |")
+        budget = ("Trained for 7.5 minutes on one GPU on 6,000 synthetic scans" if meta.get("trained_on") or
+                  (meta.get("source_meta") or {}).get("train_files", 0) > 1000 else
+                  "Trained for minutes on a shared 2-core CPU on a small synthetic data set")
         lines += ["", "## Limits", "",
-                  "Trained for minutes on a shared 2-core CPU on a small synthetic data set, far from the thesis's "
-                  "schedule; treat the numbers as a working baseline, not a reproduction. Real KITTI frames were "
-                  "never used for training or tuning (only unlabelled real scans for the adaptation steps).", ""]
+                  f"{budget}, far from the thesis's schedule; treat the numbers as a working baseline, not a "
+                  "reproduction. Real KITTI frames were never used for training or tuning (only unlabelled real scans "
+                  "for the adaptation steps).", ""]
         (models_dir() / f"{name}.md").write_text("\n".join(lines))
         print(f"wrote models/{name}.md")
     return 0
@@ -450,7 +468,7 @@ def main(argv: list[str]) -> int:
 
     c = sub.add_parser("cards", help="write models/<name>.md model cards from checkpoint meta + eval json")
     c.add_argument("--models", default="squeezeseg,squeezesegv2,squeezesegv2_lir,squeezesegv2_gca,squeezesegv2_da,"
-                   "squeezeseg_intensity")
+                   "squeezeseg_intensity,diracdeltaseg,diracdeltaseg_fp32")
     c.add_argument("--eval", default="out/seg/eval.json")
     c.set_defaults(func=_cards)
 

@@ -415,7 +415,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     fp32_meta = {"arch": cfg.arch, "loss": loss_name, "steps": step, "batch_size": cfg.batch_size,
                                  "train_files": len(data), "data": cfg.data, "config": asdict(cfg), "last": last,
                                  "quant": {"precision": "fp32", "stage_of": cfg.name, "schedule": schedule_text}}
-                    record["weights"] = str(save_weights(model, f"{cfg.name}_fp32", fp32_meta))
+                    saved = save_weights(model, f"{cfg.name}_fp32", fp32_meta)
+                    # recorded relative to the project when inside it, so the meta holds no machine's path
+                    root = project_root().resolve()
+                    record["weights"] = str(saved.resolve().relative_to(root)
+                                            if saved.resolve().is_relative_to(root) else saved)
                 history.append(record)
                 # The next stage starts afresh (new optimiser) from this network.
                 checkpoint(None, None, stage=i + 1, stage_step=0, schedule=schedule_text, history=history)
