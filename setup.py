@@ -30,10 +30,10 @@ ENTRY_POINTS = {
         "accelerator = squeeze_perception.accelerator.models",
     ],
     "squeeze_perception.backends": [
-        "torch = squeeze_perception.backends:TORCH",
-        "onnxruntime = squeeze_perception.backends:ONNXRUNTIME",
-        "onnxruntime-int8 = squeeze_perception.backends:ONNXRUNTIME_INT8",
-        "synetgy = squeeze_perception.accelerator.backend:SYNETGY",
+        "torch = squeeze_perception.backends.torch_backend:TORCH",
+        "onnxruntime = squeeze_perception.backends.onnxruntime_backend:ONNXRUNTIME",
+        "onnxruntime-int8 = squeeze_perception.backends.onnxruntime_int8:ONNXRUNTIME_INT8",
+        "synetgy = squeeze_perception.backends.synetgy:SYNETGY",
     ],
 }
 

@@ -77,3 +77,54 @@ def test_torch_and_onnxruntime_agree(tiny_spec, tmp_path):
     assert (tmp_path / "tiny_test.onnx").exists()
     np.testing.assert_allclose(onnx_backend.infer(x), ref, rtol=1e-4, atol=1e-5)
     assert onnx_backend.last_latency_ms is not None and onnx_backend.last_latency_ms > 0
+
+
+# ------------------------------------------------------------------ backends/: one module per backend
+BACKEND_MODULES = {"torch": "torch_backend", "onnxruntime": "onnxruntime_backend",
+                   "onnxruntime-int8": "onnxruntime_int8", "synetgy": "synetgy"}
+
+
+def test_every_backend_is_its_own_module_of_the_backends_package():
+    import importlib
+
+    import squeeze_perception.backends as backends
+
+    for name, module in BACKEND_MODULES.items():
+        spec = registry.get_backend(name)
+        assert spec.factory.startswith(f"squeeze_perception.backends.{module}:"), spec.factory
+        mod = importlib.import_module(f"squeeze_perception.backends.{module}")
+        cls = registry._resolve(spec.factory)
+        assert cls.__module__ == mod.__name__
+        assert getattr(backends, cls.__name__) is cls  # re-exported by the package
+    from squeeze_perception.accelerator import backend as old_name  # the synetgy backend's former home
+
+    assert old_name.SynetgyBackend is backends.SynetgyBackend and old_name.SYNETGY is backends.SYNETGY
+
+
+def test_entry_points_written_before_the_move_still_resolve():
+    """Installed metadata not refreshed since backends.py became a package names the old paths."""
+    import importlib.metadata
+
+    for value, name in (("squeeze_perception.backends:TORCH", "torch"),
+                        ("squeeze_perception.backends:ONNXRUNTIME", "onnxruntime"),
+                        ("squeeze_perception.backends:ONNXRUNTIME_INT8", "onnxruntime-int8"),
+                        ("squeeze_perception.accelerator.backend:SYNETGY", "synetgy")):
+        ep = importlib.metadata.EntryPoint(name, value, registry.BACKEND_GROUP)
+        assert ep.load() is registry.get_backend(name)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchBackend'"):
+        __import__("squeeze_perception.backends").backends.NoSuchBackend
+
+
+def test_importing_the_backends_package_loads_no_backend_module_nor_torch_or_onnxruntime():
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "from squeeze_perception.backends import ModelLoadError, load_state_dict, ort_session, export_onnx\n"
+             "import squeeze_perception.backends.onnxruntime_int8, squeeze_perception.backends.synetgy\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime', 'onnx')))\n"
+             "print(sorted(m for m in sys.modules if m.startswith('squeeze_perception.backends.')))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    heavy, loaded = out.stdout.strip().splitlines()
+    assert heavy == "[]", heavy
+    assert "torch_backend" not in loaded  # the int8 module needs only the onnxruntime one

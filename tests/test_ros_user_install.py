@@ -247,13 +247,13 @@ def test_another_models_onnx_beside_the_weights_is_never_run_under_this_name(tin
 
 def test_read_only_models_folder_exports_to_the_user_cache(tiny_model, tmp_path, monkeypatch):
     """An apt install's share/ is not writable: the graph goes to ~/.cache/squeeze_perception."""
-    import squeeze_perception.backends as backends
+    import squeeze_perception.backends.common as common  # onnx_path_for looks os.access up there
     from squeeze_perception.backends import OnnxRuntimeBackend
 
     spec, models = tiny_model
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     real_access = os.access
-    monkeypatch.setattr(backends.os, "access",
+    monkeypatch.setattr(common.os, "access",
                         lambda p, mode: False if Path(p) == models else real_access(p, mode))
     OnnxRuntimeBackend(spec)
     assert (tmp_path / "cache" / PACKAGE / "models" / "tiny_export.onnx").exists()

@@ -75,10 +75,10 @@ SOURCE_TREE_ENTRY_POINTS = {
         "accelerator = squeeze_perception.accelerator.models",
     ),
     BACKEND_GROUP: (
-        "torch = squeeze_perception.backends:TORCH",
-        "onnxruntime = squeeze_perception.backends:ONNXRUNTIME",
-        "onnxruntime-int8 = squeeze_perception.backends:ONNXRUNTIME_INT8",
-        "synetgy = squeeze_perception.accelerator.backend:SYNETGY",
+        "torch = squeeze_perception.backends.torch_backend:TORCH",
+        "onnxruntime = squeeze_perception.backends.onnxruntime_backend:ONNXRUNTIME",
+        "onnxruntime-int8 = squeeze_perception.backends.onnxruntime_int8:ONNXRUNTIME_INT8",
+        "synetgy = squeeze_perception.backends.synetgy:SYNETGY",
     ),
 }
 PLUGIN_ERRORS: dict[str, str] = {}  # "group:name" -> why that entry point was not loaded

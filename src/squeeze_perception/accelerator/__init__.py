@@ -6,6 +6,7 @@ quant.py     QConv (1x1 + BN + PACT ActQuant, DoReFa weights), shared scale, pro
 models.py    DiracDeltaNet (ImageNet, Table 7.10) and DiracDeltaSeg (LiDAR, registered)
 compiler.py  torch.fx -> integer program (weights, ActQuant threshold tables, placement)
 hardware.py  cycle / DRAM / CPU / power model, Table 7.14 calibration
-emulator.py  integer execution + timing; backend.py: the `synetgy` inference backend
+emulator.py  integer execution + timing (the `synetgy` inference backend over it is
+             backends/synetgy.py; backend.py re-exports it under its old name)
 report.py    python -m squeeze_perception.accelerator.report
 """

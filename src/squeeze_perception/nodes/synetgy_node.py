@@ -48,7 +48,7 @@ PARAMS = [
 
 def _compile_for_timing(name: str):
     """The model's compiled program (timing only: untrained weights are fine)."""
-    from ..accelerator.backend import SynetgyBackend
+    from ..backends.synetgy import SynetgyBackend
     from ..registry import get_model
 
     return SynetgyBackend(get_model(name), require_weights=False, device="local")
