@@ -151,3 +151,23 @@ def test_topic_round_trip(ros, v1_weights):
         executor.shutdown()
         peer.destroy_node()
         node.destroy_node()
+
+
+def test_num_threads_change_rebuilds_the_pipeline(ros, v1_weights):
+    node = _make_node(model="squeezeseg", weights=v1_weights, fov="full")  # num_threads 1
+    try:
+        before = node.pipeline
+        closed = []
+        before.backend.close = lambda: closed.append(True)  # the synetgy backend has one
+        assert node.set_parameters([Parameter("num_threads", value=2)])[0].successful
+        assert node.pipeline is not before and closed == [True]
+        assert node.pipeline.fov == "full" and node.pipeline.backend_name == "onnxruntime"
+        assert node.pipeline.backend.session.get_session_options().intra_op_num_threads == 2
+        same = node.pipeline
+        assert node.set_parameters([Parameter("cluster_eps", value=0.5)])[0].successful
+        assert node.pipeline is same and same.cluster_eps == 0.5  # not a reload key: no rebuild
+        out = _capture(node)
+        node.on_points(_cloud())
+        assert out["points"] and node.stats["points"].errors == 0
+    finally:
+        node.destroy_node()

@@ -5,11 +5,13 @@ refused with a reason, never crashes the node), deliberate QoS with a warning wh
 QoS is incompatible, per-stage processing time and latency from the input header stamp,
 rate-limited bad-input errors that also become diagnostics, and a telemetry publisher
 (`/diagnostics` plus `~/telemetry`). Subclasses only convert messages and call pure cores.
+Model nodes hold their model in a ModelSlot: one way to load it and to switch it at runtime.
 """
 from __future__ import annotations
 
 import array
 import json
+import logging
 import math
 import sys
 import time
@@ -153,6 +155,113 @@ COMMON_PARAMS: tuple = (
               "gaps count skipped frames when the publisher gives no sequence numbers (0 = sequence numbers "
               "only)", min=0.0, max=3600.0),
 )
+
+
+# Parameters of a model node whose change means loading the model again (ModelSlot's reload keys).
+MODEL_RELOAD_KEYS: tuple[str, ...] = ("model", "backend", "weights", "num_threads")
+
+
+def describe_model(params: dict[str, Any]) -> str:
+    """"model 'X' on backend 'Y'": what ModelSlot's log lines and refusals name."""
+    return f"model '{params.get('model', '?')}' on backend '{params.get('backend', '?')}'"
+
+
+def close_backend(obj: Any) -> None:
+    """Release what a loaded model holds: `obj.close()` when it has one, else `obj.backend.close()`
+    (e.g. the synetgy backend's link to synetgy_node); nothing for backends without `close`."""
+    close = getattr(obj, "close", None)
+    if not callable(close):
+        close = getattr(getattr(obj, "backend", None), "close", None)
+    if callable(close):
+        close()
+
+
+class ModelSlot:
+    """The model a node runs (a Detector, a SegmentationPipeline, ...), loaded at start-up and
+    switched at runtime the same way in every model node: load first, swap on success, refuse
+    the parameter change with the reason otherwise, and close the replaced model's backend.
+
+    ROS-free (a node passes its params dict and logger). The node calls `load(self.p)` once,
+    `prepare(self.p, changes)` from `on_parameters_changing` (returning its refusal) and
+    `commit()` from `on_parameters_changed`; it runs `current` and reports `error` while
+    `current` is None. `build(params) -> object` raises (e.g. ModelLoadError) when it cannot load.
+    """
+
+    def __init__(self, reload_keys: Sequence[str], build: Callable[[dict[str, Any]], Any],
+                 logger: Any = None, describe: Callable[[dict[str, Any]], str] = describe_model,
+                 close: Callable[[Any], None] = close_backend):
+        self.reload_keys = tuple(reload_keys)
+        self.build = build
+        self.describe = describe
+        self.close_model = close
+        self.log = logger if logger is not None else logging.getLogger(__name__)
+        self.current: Any = None
+        self.error: str | None = None  # why `current` is None: the last load that failed
+        self._pending: tuple[Any, dict[str, Any]] | None = None  # (candidate, its params)
+
+    def _build(self, params: dict[str, Any]) -> tuple[Any, str | None]:
+        try:
+            return self.build(params), None
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, never fatal
+            self.log.debug(traceback.format_exc())
+            return None, str(exc) or repr(exc)
+
+    def load(self, params: dict[str, Any]) -> bool:
+        """Start-up load. On failure `current` stays None, `error` holds the reason and one line
+        says the node keeps running; True when loaded."""
+        obj, reason = self._build(dict(params))
+        if reason is not None:
+            self.error = reason
+            keys = ", ".join(f"'{k}'" for k in self.reload_keys)
+            self.log.error(f"{self.describe(params)} not loaded: {reason}. The node keeps running and reports "
+                           f"an error per input; set {keys} to a loadable combination.")
+            return False
+        self.current, self.error = obj, None
+        self.log.info(f"loaded {self.describe(params)}")
+        return True
+
+    def needs_reload(self, changes: dict[str, Any]) -> bool:
+        return any(k in changes for k in self.reload_keys)
+
+    def prepare(self, params: dict[str, Any], changes: dict[str, Any]) -> str | None:
+        """When `changes` set a reload key: build the candidate from `params` updated with
+        `changes`, kept for commit(). Returns the refusal reason when it cannot load (the
+        current model stays); None otherwise. A change of other keys builds nothing."""
+        self.discard()  # a candidate whose change was refused later is never swapped in
+        if not self.needs_reload(changes):
+            return None
+        wanted = {**params, **changes}
+        obj, reason = self._build(wanted)
+        if reason is not None:
+            if self.current is None:
+                self.error = reason
+            return f"cannot load {self.describe(wanted)}: {reason}"
+        self._pending = (obj, wanted)
+        return None
+
+    def commit(self) -> bool:
+        """Swap the prepared candidate in and close the one it replaces; False when nothing was
+        prepared (the change set no reload key)."""
+        if self._pending is None:
+            return False
+        (obj, params), self._pending = self._pending, None
+        previous, self.current, self.error = self.current, obj, None
+        if previous is not None:
+            self._close(previous)
+        self.log.info(f"switched to {self.describe(params)}")
+        return True
+
+    def discard(self) -> None:
+        """Drop (and close) a prepared candidate that will not be committed."""
+        if self._pending is not None:
+            (obj, _), self._pending = self._pending, None
+            self._close(obj)
+
+    def _close(self, obj: Any) -> None:
+        try:
+            self.close_model(obj)
+        except Exception as exc:  # noqa: BLE001 - the switch has happened; say so, never raise
+            self.log.warning(f"closing the previous model's backend failed: {exc!r}")
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Subscribes to the rectified left colour image (and its CameraInfo, to check image sizes),
 runs the registry model through the chosen backend and publishes the detection table
 (DETECTION_DTYPE as a PointCloud2, original-image pixels, stamped with the image header) and
-an annotated rgb8 image. `model`, `backend` and `weights` can change at runtime: the new
-detector is loaded first and the change is refused, with the reason, when loading fails.
+an annotated rgb8 image. `model`, `backend`, `weights` and `num_threads` can change at runtime
+(node_base.ModelSlot): the new detector is loaded first and the change is refused, with the
+reason, when loading fails.
 Without usable weights the node stays up and reports an error per frame, publishing nothing.
 """
 from __future__ import annotations
@@ -13,9 +14,8 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from .. import interfaces as itf
-from ..backends import ModelLoadError
 from ..msgs_conv import MessageFormatError, array_to_image, image_to_array, table_to_cloud
-from ..node_base import LATCHED_QOS, ParamSpec, PerceptionNode, run_node
+from ..node_base import LATCHED_QOS, MODEL_RELOAD_KEYS, ModelSlot, ParamSpec, PerceptionNode, run_node
 from ..registry import backend_names, model_names
 from ..vision_msgs_conv import detection2d_array, load_vision_msgs
 
@@ -79,17 +79,9 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
 class SqueezeDetNode(PerceptionNode):
     def __init__(self, **kwargs):
         super().__init__("squeezedet_node", PARAMS, stages=(STAGE,), **kwargs)
-        self.detector = None
-        self.load_error: str | None = None
         self.camera_info: CameraInfo | None = None
-        self._pending = None
-        try:
-            self.detector = self._make_detector(self.p)
-            self.get_logger().info(f"loaded {self.p['model']} on {self.p['backend']}")
-        except ModelLoadError as exc:
-            self.load_error = str(exc)
-            self.get_logger().error(f"no detector: {exc}. The node keeps running; set 'weights', 'model' or "
-                                    "'backend' to a loadable combination.")
+        self.model_slot = ModelSlot(MODEL_RELOAD_KEYS, self._make_detector, self.get_logger())
+        self.model_slot.load(self.p)
         self.det_pub = self.advertise(PointCloud2, itf.TOPIC_DETECTIONS)
         self.image_pub = self.advertise(Image, itf.TOPIC_DETECTIONS_IMAGE)
         # vision_msgs only exists on apt ROS 2 installs; without it the table is the only output
@@ -100,6 +92,18 @@ class SqueezeDetNode(PerceptionNode):
         self.subscribe(CameraInfo, itf.TOPIC_CAMERA_INFO, self.on_camera_info, qos=LATCHED_QOS)
 
     # ------------------------------------------------------------------ model management
+    @property
+    def detector(self):
+        return self.model_slot.current
+
+    @detector.setter
+    def detector(self, value) -> None:
+        self.model_slot.current = value
+
+    @property
+    def load_error(self) -> str | None:
+        return self.model_slot.error
+
     def _make_detector(self, p: dict):
         from ..detection.decode import DecodeConfig
         from ..detection.inference import Detector
@@ -109,25 +113,12 @@ class SqueezeDetNode(PerceptionNode):
                         num_threads=p["num_threads"])
 
     def on_parameters_changing(self, changes: dict) -> str | None:
-        if not {"model", "backend", "weights", "num_threads"} & set(changes):
-            return None
-        wanted = {**self.p, **changes}
-        try:
-            self._pending = self._make_detector(wanted)
-        except ModelLoadError as exc:
-            self._pending = None
-            return f"cannot load model '{wanted['model']}' on backend '{wanted['backend']}': {exc}"
-        return None
+        return self.model_slot.prepare(self.p, changes)  # loads a new detector when a reload key changes
 
     def on_parameters_changed(self, changes: dict) -> None:
         from ..detection.decode import DecodeConfig
 
-        if self._pending is not None:
-            previous = self.detector
-            self.detector, self._pending, self.load_error = self._pending, None, None
-            if previous is not None and hasattr(previous.backend, "close"):
-                previous.backend.close()  # e.g. the synetgy backend's link to synetgy_node
-            self.get_logger().info(f"switched to {self.p['model']} on {self.p['backend']}")
+        self.model_slot.commit()  # swaps the prepared detector in, closing the previous backend
         if self.detector is not None:
             self.detector.decode_config = DecodeConfig(top_k=self.p["top_k"], nms_iou=self.p["nms_iou"],
                                                        score_threshold=self.p["score_threshold"])

@@ -2,9 +2,9 @@
 markers out, all stamped with the cloud header. The work is segmentation.pipeline; this node
 only converts messages, holds parameters and reports per-stage telemetry.
 
-Model, backend and weights switch at runtime (load first, swap on success, refuse with the
-reason otherwise). Without usable weights the node stays up and reports an error per frame
-instead of publishing made-up labels.
+Model, backend, weights and num_threads switch at runtime (node_base.ModelSlot: load first,
+swap on success, refuse with the reason otherwise). Without usable weights the node stays up
+and reports an error per frame instead of publishing made-up labels.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from .. import interfaces as itf
 from ..msgs_conv import CloudFormatError, array_to_cloud, cloud_to_array, table_to_cloud
-from ..node_base import ParamSpec, PerceptionNode, run_node
+from ..node_base import MODEL_RELOAD_KEYS, ModelSlot, ParamSpec, PerceptionNode, run_node
 from ..plausibility import check_points
 from .limits import POINT_LIMIT_PARAMS, check_point_limit_change, point_limits
 from ..registry import backend_names, model_names
 from ..vision_msgs_conv import instances_detection3d_array, load_vision_msgs
 
 SUB_STAGES = ("projection", "network", "crf", "clustering", "boxfit")
-MODEL_KEYS = ("model", "backend", "weights")
+MODEL_KEYS = MODEL_RELOAD_KEYS  # a change reloads the pipeline
 # RGBA per class id for markers (unknown, car, pedestrian, cyclist).
 CLASS_COLOURS = ((0.6, 0.6, 0.6, 0.8), (0.9, 0.2, 0.2, 0.8), (0.2, 0.4, 0.95, 0.8), (0.2, 0.85, 0.3, 0.8))
 
@@ -53,12 +53,8 @@ PARAMS = [
 class SqueezeSegNode(PerceptionNode):
     def __init__(self, **kwargs):
         super().__init__("squeezeseg_node", PARAMS, stages=("points", *SUB_STAGES), **kwargs)
-        self.pipeline = None
-        self.load_error = ""
-        reason = self._load(self.p)
-        if reason:
-            self.load_error = reason
-            self.get_logger().error(f"model not loaded: {reason}; the node keeps running and reports each frame")
+        self.model_slot = ModelSlot(MODEL_KEYS, self._build, self.get_logger())
+        self.model_slot.load(self.p)
         self.points_pub = self.advertise(PointCloud2, itf.TOPIC_LABELLED_POINTS)
         self.instances_pub = self.advertise(PointCloud2, itf.TOPIC_INSTANCES)
         self.markers_pub = self.advertise(MarkerArray, itf.TOPIC_INSTANCE_MARKERS)
@@ -69,6 +65,18 @@ class SqueezeSegNode(PerceptionNode):
         self.subscribe(PointCloud2, itf.TOPIC_POINTS, self.on_points, stage="points")
 
     # ------------------------------------------------------------------ model loading
+    @property
+    def pipeline(self):
+        return self.model_slot.current
+
+    @pipeline.setter
+    def pipeline(self, value) -> None:
+        self.model_slot.current = value
+
+    @property
+    def load_error(self) -> str | None:
+        return self.model_slot.error
+
     def _build(self, p: dict):
         from ..segmentation.pipeline import SegmentationPipeline
 
@@ -78,33 +86,14 @@ class SqueezeSegNode(PerceptionNode):
             clustering=p["clustering"], ground_removal=p["ground_removal"], ground_threshold=p["ground_threshold"],
             ground_max_slope=p["ground_max_slope"], num_threads=p["num_threads"])
 
-    def _load(self, p: dict) -> str | None:
-        try:
-            self.pipeline = self._build(p)
-        except Exception as exc:  # noqa: BLE001 - any load failure is reported, never fatal
-            self.pipeline = None
-            return str(exc)
-        self.load_error = ""
-        return None
-
     def on_parameters_changing(self, changes: dict) -> str | None:
         reason = check_point_limit_change(self.p, changes)
         if reason:
             return reason
-        if not any(k in changes for k in MODEL_KEYS):
-            return None
-        merged = {**self.p, **changes}
-        try:
-            candidate = self._build(merged)
-        except Exception as exc:  # noqa: BLE001
-            return f"cannot load model '{merged['model']}' with backend '{merged['backend']}': {exc}"
-        previous, self.pipeline, self.load_error = self.pipeline, candidate, ""
-        if previous is not None and hasattr(previous.backend, "close"):
-            previous.backend.close()  # e.g. the synetgy backend's link to synetgy_node
-        self.get_logger().info(f"switched to model '{merged['model']}' on backend '{merged['backend']}'")
-        return None
+        return self.model_slot.prepare(self.p, changes)  # loads a new pipeline when a reload key changes
 
     def on_parameters_changed(self, changes: dict) -> None:
+        self.model_slot.commit()  # swaps the prepared pipeline in, closing the previous backend
         if self.pipeline is None:
             return
         pl = self.pipeline
