@@ -231,6 +231,7 @@ def test_summary_table_lists_stages_and_player_topics():
         {"bag_player_node": 0, "seg": 0, "crashed": 1})
     rows = {ln.split()[0] + ":" + ln.split()[1]: ln.split() for ln in table.splitlines()[2:] if ln.strip()}
     assert rows["seg:lidar"][2:8] == ["4", "3", "1", "12.2", "20.0", "8.50"]
+    assert rows["seg:lidar"][8:10] == ["-", "117.6"]  # no inference time; fps = 1000 / 8.5 ms processing
     assert "crashed" in table and "exit code 1" in table
     assert "/kitti/velo/pointcloud" in table and "4 published" in table
 

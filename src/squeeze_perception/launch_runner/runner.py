@@ -429,12 +429,20 @@ def _energy_note(s: dict) -> str:
     return ",".join(parts)
 
 
+def stage_fps(s: dict) -> float | None:
+    """Frames per second a stage sustains on its own at batch 1: 1000 / its mean time per frame,
+    the emulated device time where the latency is emulated (what the modelled board would do),
+    else this host's processing time."""
+    ms = s.get("inference_ms_mean") if s.get("inference_latency") == "emulated" else s.get("processing_ms_mean")
+    return 1000.0 / ms if ms else None
+
+
 def summary_table(summaries: dict[str, dict], exit_codes: dict[str, int] | None = None) -> str:
     """Per node and stage: frames in/out, dropped, latency mean/p99, processing mean, the
-    backend's inference latency, energy per frame (mJ) and its source; player topics."""
+    backend's inference latency, fps (stage_fps), energy per frame (mJ) and its source; player topics."""
     exit_codes = exit_codes or {}
     head = (f"{'node':22s} {'stage':14s} {'in':>6s} {'out':>6s} {'drop':>5s} {'lat mean':>9s} "
-            f"{'lat p99':>9s} {'proc mean':>9s} {'inf mean':>9s} {'mJ/frame':>9s}  energy  (ms)")
+            f"{'lat p99':>9s} {'proc mean':>9s} {'inf mean':>9s} {'fps':>7s} {'mJ/frame':>9s}  energy  (ms)")
     lines = [head, "-" * len(head)]
     topic_lines = []
     for name in sorted(set(summaries) | set(exit_codes)):
@@ -446,7 +454,8 @@ def summary_table(summaries: dict[str, dict], exit_codes: dict[str, int] | None 
             lines.append(f"{name:22s} {stage:14s} {s.get('frames_in', 0):6d} {s.get('frames_out', 0):6d} "
                          f"{s.get('frames_dropped', 0):5d} {_fmt(s.get('latency_ms_mean')):>9s} "
                          f"{_fmt(s.get('latency_ms_p99')):>9s} {_fmt(s.get('processing_ms_mean'), 2):>9s} "
-                         f"{_fmt(s.get('inference_ms_mean'), 2):>9s} {_fmt(s.get('energy_mj_per_frame'), 2):>9s}"
+                         f"{_fmt(s.get('inference_ms_mean'), 2):>9s} {_fmt(stage_fps(s)):>7s} "
+                         f"{_fmt(s.get('energy_mj_per_frame'), 2):>9s}"
                          f"  {_energy_note(s) or '-'}")
         for topic, n in sorted(data.get("topics", {}).items()):
             topic_lines.append(f"  {name}: {topic:44s} {n:6d} published")
