@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seg": ("squeeze_perception.segmentation.cli:main", "SqueezeSeg/V2: train, adapt, eval, bench"),
     "track": ("squeeze_perception.tracking.cli:main", "tracker: eval (MOT metrics), bench"),
     "bench": ("squeeze_perception.graphbench.cli:main",
-              "bench graph: latency, jitter, drops, CPU and memory of the node graph on a bag"),
+              "bench graph: latency, jitter, drops, CPU and memory of the node graph on a bag; "
+              "bench models: every model x backend, latency, fps, mJ/frame, accuracy vs fp32"),
     "soak": ("squeeze_perception.graphbench.soak_cli:main",
              "long run of the stack on a looping bag: RSS growth, throughput per half, packets off loopback"),
     "offline": ("squeeze_perception.offline.cli:main",

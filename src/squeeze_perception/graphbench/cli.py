@@ -93,9 +93,70 @@ def run_mode(args, mode: str, nodes: tuple[str, ...], monitor, bag_hz: float, en
     return out
 
 
+MODELS_HELP = """Every registered detection / segmentation model whose weights exist, on every backend
+(torch, onnxruntime, onnxruntime-int8, synetgy, ...), side by side in one run: batch-1 latency
+(mean, p50, p99; emulated for synetgy, with its host time), fps, mJ/frame with the method that
+produced it, and the accuracy change against the fp32 reference on synthetic evaluation frames.
+A backend that refuses a model is a row "refused: <reason>". Progress on stderr; a markdown table
+and a summary on stdout. Definitions: squeeze_perception/offline/bench_models.py.
+
+    squeeze-perception bench models
+    squeeze-perception bench models --models squeezedet,squeezesegv2 --backends torch,onnxruntime
+    nice -n 10 squeeze-perception bench models --repeats 5 --det-frames 10 --seg-grids 6 --json out/bench_models.json
+"""
+
+
+def parse_models(argv: list[str]) -> argparse.Namespace:
+    from ..offline.bench_models import DEFAULT_DET_DIR, DEFAULT_SEG_DIR
+
+    def names(text: str) -> list[str]:
+        return [n.strip() for n in text.split(",") if n.strip()]
+
+    ap = argparse.ArgumentParser(prog="squeeze-perception bench models", description=MODELS_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=names, default=None, help="comma-separated models (default: every "
+                    "detection / segmentation model with weights)")
+    ap.add_argument("--backends", type=names, default=None, help="comma-separated backends (default: all registered)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (each times every backend once)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls per backend before the rounds")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads of every backend (0: library default)")
+    ap.add_argument("--det-frames", type=int, default=20, help="detection evaluation frames")
+    ap.add_argument("--det-dir", default=str(DEFAULT_DET_DIR), help="KITTI-layout split (image_2, label_2)")
+    ap.add_argument("--seg-grids", type=int, default=10, help="segmentation evaluation grids")
+    ap.add_argument("--seg-dir", default=str(DEFAULT_SEG_DIR), help="lidar_2d grids (*.npy)")
+    ap.add_argument("--peak-n", type=int, default=1024, help="matmul size for the peak (x bound column); 0: off")
+    ap.add_argument("--json", default="", help="also write the full report (strict JSON) here")
+    return ap.parse_args(argv)
+
+
+def main_models(argv: list[str]) -> int:
+    from ..offline import bench_models as bm
+
+    args = parse_models(argv)
+    if args.repeats < 1:
+        print("bench models: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    cfg = bm.BenchConfig(models=args.models, backends=args.backends, repeats=args.repeats, warmup=args.warmup,
+                         threads=args.threads, det_frames=args.det_frames, det_dir=Path(args.det_dir),
+                         seg_grids=args.seg_grids, seg_dir=Path(args.seg_dir), peak_n=args.peak_n)
+    report = bm.ModelsBench(cfg, progress=lambda msg: print(f"bench models: {msg}", file=sys.stderr,
+                                                            flush=True)).run()
+    report["command"] = "squeeze-perception bench models " + " ".join(argv)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(bm.to_json(report))
+    print(bm.render_table(report))
+    print()
+    print(bm.render_summary(report, args.json or None))
+    return 0 if report["rows"] else 1
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "models":
+        return main_models(argv[1:])
     if not argv or argv[0] != "graph":
-        print("usage: squeeze-perception bench graph [options]  (see --help)", file=sys.stderr)
+        print("usage: squeeze-perception bench graph|models [options]  (see --help)", file=sys.stderr)
         return 2
     args = parse(argv[1:])
     if not Path(args.bag).exists():
