@@ -80,7 +80,7 @@ def test_torch_and_onnxruntime_agree(tiny_spec, tmp_path):
 
 
 # ------------------------------------------------------------------ backends/: one module per backend
-BACKEND_MODULES = {"torch": "torch_backend", "onnxruntime": "onnxruntime_backend",
+BACKEND_MODULES = {"torch": "torch_backend", "torch-cuda": "torch_backend", "onnxruntime": "onnxruntime_backend",
                    "onnxruntime-int8": "onnxruntime_int8", "synetgy": "synetgy"}
 
 

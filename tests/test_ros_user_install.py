@@ -102,6 +102,8 @@ THIRD_PARTY = {
     "filterpy": "pip:filterpy", "rosbags": "pip:rosbags", "rich": "pip:rich",
     "imageio_ffmpeg": "pip:imageio-ffmpeg",  # render's MP4 (bundled ffmpeg binary)
     "trackeval": "nodeps:trackeval",  # metrics only (squeeze-perception track eval); requirements-nodeps.txt
+    # optional: imported lazily where used, a fallback without it, installed by nothing, named in docs/
+    "pynvml": "optional:nvidia-ml-py",  # GPU energy from NVML (energy_gpu.py); docs/accelerator.md
 }
 
 
@@ -147,6 +149,10 @@ def test_every_third_party_import_has_a_rosdep_key_or_a_pip_requirement():
             assert key[4:] in pip_only, f"{module}: {key[4:]} missing from requirements-pip-only.txt"
         elif key.startswith("nodeps:"):
             assert key[7:] in nodeps
+        elif key.startswith("optional:"):
+            required = " ".join(f.read_text().lower() for f in REPO.glob("requirements*.txt"))
+            assert key[9:] not in required, f"{key[9:]} is optional, not a requirement"
+            assert key[9:] in (REPO / "docs" / "accelerator.md").read_text(), f"docs/ should say to install {key[9:]}"
         else:
             assert key in deps, f"{module}: rosdep key {key} missing from package.xml"
 
@@ -304,7 +310,7 @@ PROBE = textwrap.dedent("""
     from pathlib import Path
     import squeeze_perception, squeeze_perception.paths as paths
     from squeeze_perception.launch_runner.runner import load_launch_description, plan_launch
-    from squeeze_perception.registry import get_model, load_plugins
+    from squeeze_perception.registry import PLUGIN_ERRORS, backend_names, get_backend, get_model, load_plugins
     import yaml
 
     load_plugins()
@@ -325,6 +331,7 @@ PROBE = textwrap.dedent("""
         "module": squeeze_perception.__file__, "root": str(paths.project_root()),
         "models": str(paths.models_dir()), "bag": params["bag_player_node"]["bag"],
         "rviz": [str(a) for a in plan.skipped],
+        "backends": {b: get_backend(b).factory for b in backend_names()}, "plugin_errors": PLUGIN_ERRORS,
         "weights": [str(get_model(det["model"]).weights_path()), str(get_model(seg["model"]).weights_path())],
         "config": [str(paths.config_dir() / f) for f in ("squeezedet.yaml", "squeezeseg.yaml", "tracker.yaml",
                                                          "bag_player.yaml", "vehicle.rviz")],
@@ -368,6 +375,13 @@ def test_plain_colcon_install_has_everything_and_runs_from_share(plain_install, 
     assert seen["module"].startswith(str(plain_install / "install")), seen["module"]  # the installed copy
     assert Path(seen["root"]) == share and Path(seen["models"]) == share / "models"
     assert Path(seen["bag"]) == share / "bags" / "demo_drive_preview"
+    # every backend through the installed entry points, each from its module of backends/
+    assert not seen["plugin_errors"], seen["plugin_errors"]
+    found = {b: f.split(":")[0] for b, f in seen["backends"].items()}
+    for name, module in (("torch", "torch_backend"), ("torch-cuda", "torch_backend"),
+                         ("onnxruntime", "onnxruntime_backend"), ("onnxruntime-int8", "onnxruntime_int8"),
+                         ("synetgy", "synetgy")):
+        assert found.get(name) == f"squeeze_perception.backends.{module}", found
     for f in seen["weights"] + seen["config"]:
         assert Path(f).is_file() and Path(f).is_relative_to(share), f
 

@@ -1,17 +1,21 @@
 """Energy per inference for every backend (ROS-free).
 
-Three sources, in order of preference (docs/accelerator.md, "Energy telemetry"):
+Four sources, in order of preference (docs/accelerator.md, "Energy telemetry"):
 
 1. **backend** - the backend reports its own energy (`BackendSpec.provides_energy`, e.g. the
    Synetgy emulator's board power model), taken from `backend.last_energy_mj`.
-2. **rapl** - the CPU package energy counters of Linux powercap
+2. **nvml** - a backend on a CUDA GPU (`torch-cuda`): NVML power sampled during inference,
+   averaged over the middle third of the working period, per frame (thesis 3.4; energy_gpu.py).
+   Without pynvml (`pip install nvidia-ml-py`) or a readable GPU, the CPU sources below, said
+   once.
+3. **rapl** - the CPU package energy counters of Linux powercap
    (`/sys/class/powercap/intel-rapl:N/energy_uj`; AMD Zen exposes the same files through the
    same driver). The difference of the package counters over the inference call, wrap-around
    handled with `max_energy_range_uj`. It is the whole socket's energy: other processes running
    at the same time are included, so it is an upper bound of the inference's share.
    Since Linux 5.10 the files are readable by root only (CVE-2020-8694, "Platypus"); an
    unreadable counter falls through to the model.
-3. **model** - operations x energy per operation + DRAM bytes x energy per byte:
+4. **model** - operations x energy per operation + DRAM bytes x energy per byte:
 
    - 4.6 pJ per fp32 multiply-accumulate: 3.7 pJ fp32 multiply + 0.9 pJ fp32 add, 45 nm
      (M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014);
@@ -42,6 +46,7 @@ PJ_PER_FP32_MAC = 4.6
 PJ_PER_DRAM_BYTE = 640.0 / 4
 
 SOURCE_BACKEND, SOURCE_RAPL, SOURCE_MODEL, SOURCE_NONE = "backend", "rapl", "model", "none"
+SOURCE_NVML = "nvml"  # energy_gpu.SOURCE_NVML
 
 
 class RaplCounter:
@@ -128,7 +133,7 @@ class InferenceResult:
     outputs: Any
     latency_ms: float | None  # the backend's: measured host time, or the emulated device time
     energy_mj: float | None  # whole batch
-    energy_source: str  # backend | rapl | model | none
+    energy_source: str  # backend | nvml | rapl | model | none
     emulated: bool  # latency (and energy) modelled for another device, not measured here
     batch: int = 1
     counters: dict | None = None  # the backend's own counts (synetgy: frames on device / CPU)
@@ -169,11 +174,15 @@ class MeteredBackend:
     """A backend plus its energy meter: `infer(batch)` -> InferenceResult.
 
     The source is chosen once, at construction: the backend's own figure when its spec says
-    `provides_energy`, else RAPL when readable, else the operation model (when the model's
-    workload can be counted; counted at the first call, a forward pass, not at every model
-    load), else none. `emulated` comes from the spec too: the latency is then the device's
-    modelled time, not this host's. A backend that can leave its device (synetgy without its
-    node) says per call what it did through `last_emulated` / `last_energy_source`."""
+    `provides_energy`, else NVML when the backend runs on a CUDA device (its `device` attribute,
+    e.g. `torch-cuda`) and NVML can read that GPU's power, else RAPL when readable, else the
+    operation model (when the model's workload can be counted; counted at the first call, a
+    forward pass, not at every model load), else none. A GPU backend without NVML (pynvml not
+    installed, no driver) or whose NVML reading fails later gets the CPU method, said once per
+    reason (a RuntimeWarning; `nvml_unavailable` keeps the reason). `emulated` comes from the
+    spec too: the latency is then the device's modelled time, not this host's. A backend that
+    can leave its device (synetgy without its node) says per call what it did through
+    `last_emulated` / `last_energy_source`."""
 
     def __init__(self, backend, backend_spec, model_spec, rapl: RaplCounter | None = None,
                  clock: Callable[[], float] = time.perf_counter):
@@ -181,24 +190,57 @@ class MeteredBackend:
         self.backend_spec = backend_spec
         self.emulated = bool(backend_spec.emulated)
         self._clock = clock
+        self._rapl, self._model_spec = rapl, model_spec
         self.cpu: CpuEnergyMeter | None = None
+        self.gpu = None  # energy_gpu.GpuEnergyMeter
+        self.nvml_unavailable: str | None = None  # why a GPU backend is metered by the CPU method
         if backend_spec.provides_energy:
             self.energy_source = SOURCE_BACKEND
+            return
+        from . import energy_gpu
+
+        if energy_gpu.cuda_device(backend) is not None:
+            self.gpu, why = energy_gpu.meter_for(backend, clock=clock)
+            if self.gpu is None:
+                self._gpu_fallback(why)
+        if self.gpu is not None:
+            self.energy_source = self.gpu.source
         else:
             self.cpu = CpuEnergyMeter(lambda: model_workload(model_spec), rapl)
             self.energy_source = self.cpu.source
 
+    def _gpu_fallback(self, why: str) -> None:
+        from .energy_gpu import say_once
+
+        self.nvml_unavailable = why
+        device = getattr(self.backend, "device", "cuda")
+        say_once(f"GPU energy of backend '{self.backend_spec.name}' on {device}: NVML unavailable ({why}); "
+                 "reporting the CPU method (RAPL or the operation model) instead")
+
     def infer(self, batch) -> InferenceResult:
         n = int(len(batch))
-        if self.cpu is not None:
-            self.cpu.start()
+        meter = self.gpu if self.gpu is not None else self.cpu
+        if meter is not None:
+            meter.start()
         t0 = self._clock()
         outputs = self.backend.infer(batch)
         wall_ms = (self._clock() - t0) * 1e3
         latency = getattr(self.backend, "last_latency_ms", None)
         if latency is None:
             latency = wall_ms
-        if self.cpu is not None:
+        if self.gpu is not None:
+            try:
+                energy = self.gpu.stop(n)
+            except Exception as exc:  # noqa: BLE001 - NVML stopped answering: the CPU method from now on
+                self.gpu.close()
+                self.gpu = None
+                self._gpu_fallback(f"power reading failed: {exc}")
+                self.cpu = CpuEnergyMeter(lambda: model_workload(self._model_spec), self._rapl)
+                energy = self.cpu.estimate_mj(n)  # not measured around this call: the model's figure
+                self.energy_source = SOURCE_MODEL if energy is not None else SOURCE_NONE
+            else:
+                self.energy_source = self.gpu.source
+        elif self.cpu is not None:
             energy = self.cpu.stop(n)
             self.energy_source = self.cpu.source
         else:
@@ -207,3 +249,8 @@ class MeteredBackend:
         source = getattr(self.backend, "last_energy_source", None) or self.energy_source
         return InferenceResult(outputs, latency, energy, source, emulated, n,
                                getattr(self.backend, "counters", None))
+
+    def close(self) -> None:
+        """Stop the GPU power sampler, if any (it also stops by itself once this is unused)."""
+        if self.gpu is not None:
+            self.gpu.close()

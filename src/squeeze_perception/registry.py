@@ -76,6 +76,7 @@ SOURCE_TREE_ENTRY_POINTS = {
     ),
     BACKEND_GROUP: (
         "torch = squeeze_perception.backends.torch_backend:TORCH",
+        "torch-cuda = squeeze_perception.backends.torch_backend:TORCH_CUDA",
         "onnxruntime = squeeze_perception.backends.onnxruntime_backend:ONNXRUNTIME",
         "onnxruntime-int8 = squeeze_perception.backends.onnxruntime_int8:ONNXRUNTIME_INT8",
         "synetgy = squeeze_perception.backends.synetgy:SYNETGY",

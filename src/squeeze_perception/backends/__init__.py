@@ -4,7 +4,8 @@ the emulated Synetgy FPGA accelerator. One module per backend:
 common.py               what they share: errors, the `InferenceBackend` protocol, the input check,
                         manifests / checksums, checkpoint loading, ONNX export, onnxruntime sessions,
                         int8 graph paths
-torch_backend.py        `torch`             PyTorch eager (the reference)
+torch_backend.py        `torch`             PyTorch eager on the CPU (the reference)
+                        `torch-cuda`        the same on a CUDA GPU (energy: NVML, energy_gpu.py)
 onnxruntime_backend.py  `onnxruntime`       ONNX Runtime, CPU execution provider
 onnxruntime_int8.py     `onnxruntime-int8`  ONNX Runtime over the static int8 graph
 synetgy.py              `synetgy`           the Synetgy emulator (accelerator/), emulated latency and energy
@@ -32,6 +33,7 @@ from .common import (INT8_SOURCE_KEY, MANIFEST_SUFFIX, ONNX_MODEL_KEY, QUANTIZE_
 # name -> the module (of this package) that defines it
 _LAZY = {
     "TorchBackend": "torch_backend", "TORCH": "torch_backend",
+    "TorchCudaBackend": "torch_backend", "TORCH_CUDA": "torch_backend",
     "OnnxRuntimeBackend": "onnxruntime_backend", "ONNXRUNTIME": "onnxruntime_backend",
     "OnnxRuntimeInt8Backend": "onnxruntime_int8", "ONNXRUNTIME_INT8": "onnxruntime_int8",
     "SynetgyBackend": "synetgy", "SYNETGY": "synetgy",
