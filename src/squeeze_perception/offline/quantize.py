@@ -320,7 +320,7 @@ def int8_manifest(spec: ModelSpec, out: Path, weights: Path, source_sha: str, fo
                          "reduce_range": options.reduce_range, "head_conv_fp32": options.head_conv_fp32,
                          "first_conv_fp32": options.first_conv_fp32,
                          "kept_fp32": options.keep_fp32},
-        "metrics": {},  # TODO-measure: det eval / seg eval against fp32 (docs/performance.md)
+        "metrics": {},  # not measured here: det eval / seg eval against fp32, tables in docs/performance.md
         "latency_ms": {},
         "seconds": round(seconds, 1),
         "command": command,
