@@ -82,6 +82,9 @@ def export_models(argv: list[str]) -> int:
             print(f"export: {exc}", file=sys.stderr)
             failed += 1
             continue
+        if spec.onnx_only:  # nothing to export: the model file is the graph onnxruntime runs
+            print(f"{name}: ONNX only, runs {spec.weights_path()} as it is (no torch checkpoint to export)")
+            continue
         weights = Path(args.weights) if args.weights else spec.weights_path()
         if weights is None or not weights.exists():
             print(f"export: {name}: weights file '{weights}' not found; train it (models/README.md) or pass "

@@ -98,7 +98,10 @@ _WORKLOADS: dict[tuple, Workload] = {}
 
 def model_workload(spec) -> Workload | None:
     """MACs and DRAM bytes of one frame of a registry model (its torch architecture, built once
-    per process and cached). None when the architecture cannot be built or counted."""
+    per process and cached). None when the architecture cannot be built or counted (an ONNX-only
+    model has none: no operation-model estimate)."""
+    if getattr(spec, "builder", "") is None:
+        return None
     key = (spec.name, spec.builder, tuple(sorted(spec.builder_kwargs.items())), tuple(spec.input_shape))
     if key not in _WORKLOADS:
         import torch

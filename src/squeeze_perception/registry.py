@@ -11,6 +11,13 @@ An entry point may name a BackendSpec / ModelSpec (registered under its own name
 returning one or a list of them, or a module that calls `register_*` when imported. Our own
 models and backends are entry points of this package (setup.py ENTRY_POINTS).
 Builders and factories are "module:attr" strings so nothing heavy (torch) imports until used.
+
+A model file is separate from its architecture: a ModelSpec's `weights` is either a torch
+checkpoint (`.pt`, loaded into the module its `builder` makes) or an ONNX graph (`.onnx`, run as
+is by the onnxruntime backends). A model that exists only as an ONNX file (a third-party
+detector, a graph from another toolchain) has `builder=None`: it runs on `onnxruntime` (and
+`onnxruntime-int8` when `<name>.int8.onnx` lies beside it); the torch and synetgy backends
+refuse it with the reason (docs/accelerator.md, "Backends and models as entry points").
 """
 from __future__ import annotations
 
@@ -29,21 +36,45 @@ class RegistryError(KeyError):
         return str(self.args[0])
 
 
+class NoTorchArchitecture(RuntimeError):
+    """The model has no torch architecture (an ONNX-only ModelSpec, builder None)."""
+
+
+ONNX_SUFFIX = ".onnx"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     task: str  # "detection" | "segmentation"
-    builder: str  # "module:callable" returning a torch.nn.Module
-    weights: str | None  # file name under models/ (None: no trained weights shipped)
+    builder: str | None  # "module:callable" returning a torch.nn.Module; None: no torch architecture
+    weights: str | None  # file under models/ (None: no trained weights shipped): a torch checkpoint
+    #                      (.pt) for a builder, else the ONNX graph itself (.onnx)
     input_shape: tuple[int, ...]  # (C, H, W) the network expects
     classes: tuple[str, ...]
     description: str = ""
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.builder is None and not str(self.weights or "").endswith(ONNX_SUFFIX):
+            raise ValueError(f"model '{self.name}' has no builder, so its weights must be an ONNX file "
+                             f"(weights='<file>{ONNX_SUFFIX}'), not {self.weights!r}")
+        if self.builder is not None and str(self.weights or "").endswith(ONNX_SUFFIX):
+            raise ValueError(f"model '{self.name}': a torch builder loads a torch checkpoint, not "
+                             f"'{self.weights}'; register an ONNX-only model with builder=None")
+
+    @property
+    def onnx_only(self) -> bool:
+        """No torch architecture: `weights` is the ONNX graph that onnxruntime runs as is."""
+        return self.builder is None
+
     def weights_path(self) -> Path | None:
         return None if self.weights is None else models_dir() / self.weights
 
     def build(self):
+        if self.builder is None:
+            raise NoTorchArchitecture(f"model '{self.name}' has no torch architecture (ONNX only: "
+                                      f"{self.weights}); use backend onnxruntime")
         return _resolve(self.builder)(**self.builder_kwargs)
 
 

@@ -28,7 +28,7 @@ import importlib
 from .common import (INT8_SOURCE_KEY, MANIFEST_SUFFIX, ONNX_MODEL_KEY, QUANTIZE_COMMAND, InferenceBackend,
                      InputShapeError, ModelLoadError, check_input, export_onnx, exported_model, import_onnxruntime,
                      int8_path_for, load_state_dict, manifest_path, onnx_is_fresh, onnx_path_for, ort_session,
-                     sha256_file, verify_manifest_checksum)
+                     refuse_onnx_only, sha256_file, verify_manifest_checksum)
 
 # name -> the module (of this package) that defines it
 _LAZY = {
@@ -42,7 +42,7 @@ _LAZY = {
 __all__ = ["INT8_SOURCE_KEY", "MANIFEST_SUFFIX", "ONNX_MODEL_KEY", "QUANTIZE_COMMAND", "InferenceBackend",
            "InputShapeError", "ModelLoadError", "check_input", "export_onnx", "exported_model",
            "import_onnxruntime", "int8_path_for", "load_state_dict", "manifest_path", "onnx_is_fresh",
-           "onnx_path_for", "ort_session", "sha256_file", "verify_manifest_checksum", *_LAZY]
+           "onnx_path_for", "ort_session", "refuse_onnx_only", "sha256_file", "verify_manifest_checksum", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -32,6 +32,13 @@ class InferenceBackend(Protocol):
     def infer(self, batch: np.ndarray) -> Any: ...
 
 
+def refuse_onnx_only(spec: ModelSpec, backend: str) -> None:
+    """A backend that runs the torch architecture refuses a model that has none (builder None)."""
+    if spec.onnx_only:
+        raise ModelLoadError(f"model '{spec.name}' has no torch architecture (ONNX only: {spec.weights}); "
+                             f"the {backend} backend cannot run it; use backend onnxruntime")
+
+
 def check_input(spec: ModelSpec, batch: np.ndarray) -> None:
     if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(spec.input_shape):
         raise InputShapeError(

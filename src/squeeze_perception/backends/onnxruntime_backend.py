@@ -1,6 +1,9 @@
 """The `onnxruntime` backend: ONNX Runtime's CPU execution provider over the graph exported from
-the torch checkpoint (models/<name>.onnx, exported on first use when missing or stale). Entry point
-`onnxruntime` (setup.py ENTRY_POINTS); onnxruntime is imported when a backend is made."""
+the torch checkpoint (models/<name>.onnx, exported on first use when missing or stale), or, for an
+ONNX-only model (ModelSpec builder None, weights `<file>.onnx`), over that file as it is: no
+export and no staleness check (there is no checkpoint); the input is checked against the spec's
+input_shape as for every model. Entry point `onnxruntime` (setup.py ENTRY_POINTS); onnxruntime is
+imported when a backend is made."""
 from __future__ import annotations
 
 import time
@@ -11,7 +14,7 @@ import numpy as np
 
 from ..registry import BackendSpec, ModelSpec, register_backend
 from .common import (ONNX_MODEL_KEY, ModelLoadError, check_input, export_onnx, exported_model, import_onnxruntime,
-                     onnx_is_fresh, onnx_path_for, ort_session)
+                     onnx_is_fresh, onnx_path_for, ort_session, verify_manifest_checksum)
 
 
 class OnnxRuntimeBackend:
@@ -25,6 +28,15 @@ class OnnxRuntimeBackend:
         self.last_energy_mj: float | None = None
         if weights and str(weights).endswith(".onnx"):
             path = Path(weights)
+        elif spec.onnx_only:
+            if weights:
+                raise ModelLoadError(f"model '{spec.name}' has no torch architecture (ONNX only), so weights "
+                                     f"'{weights}' cannot be run; give an .onnx file")
+            path = spec.weights_path()
+            if not path.exists():
+                raise ModelLoadError(f"ONNX model file '{path}' of model '{spec.name}' not found (an ONNX-only "
+                                     "model is run as is: put the file in the models folder)")
+            verify_manifest_checksum(path)  # its own manifest, when it has one
         else:
             base = Path(weights) if weights else spec.weights_path()
             if base is None:

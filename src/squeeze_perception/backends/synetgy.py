@@ -40,8 +40,9 @@ class SynetgyBackend:
         from ..accelerator.compiler import UnsupportedModel
         from ..accelerator.emulator import SynetgyEmulator
         from ..accelerator.quant import FP, precision, set_precision
-        from .common import ModelLoadError, load_state_dict
+        from .common import ModelLoadError, load_state_dict, refuse_onnx_only
 
+        refuse_onnx_only(spec, "synetgy")
         self.spec = spec
         self.last_latency_ms: float | None = None
         self.last_energy_mj: float | None = None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..registry import BackendSpec, ModelSpec, register_backend
-from .common import ModelLoadError, check_input, load_state_dict
+from .common import ModelLoadError, check_input, load_state_dict, refuse_onnx_only
 
 
 def _to_numpy(out: Any) -> Any:
@@ -74,6 +74,7 @@ class TorchBackend:
                  require_weights: bool = True, device: str = "cpu"):
         import torch
 
+        refuse_onnx_only(spec, "torch")
         self.spec = spec
         self.last_latency_ms: float | None = None
         self.last_energy_mj: float | None = None

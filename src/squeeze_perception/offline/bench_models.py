@@ -33,7 +33,9 @@ Definitions (docs/accelerator.md, "Every model on every backend"):
 - **change vs fp32**: accuracy minus that of the fp32 reference on the same frames: the torch
   backend of the same model, or, for a quantized model with a registered `<name>_fp32` sibling
   whose weights exist (diracdeltaseg -> diracdeltaseg_fp32), that sibling on torch. The torch
-  row of a float model is its own reference (change exactly 0).
+  row of a float model is its own reference (change exactly 0). An ONNX-only model (no torch
+  architecture: its torch / synetgy rows are refused) is referenced to its own fp32 graph on
+  `onnxruntime`.
 """
 from __future__ import annotations
 
@@ -242,6 +244,13 @@ def fp32_reference_model(model: str) -> str:
     return model
 
 
+def reference_backend(model: str) -> str:
+    """The backend of the fp32 reference: torch, or onnxruntime for an ONNX-only model."""
+    from ..registry import get_model
+
+    return "onnxruntime" if get_model(model).onnx_only else REFERENCE_BACKEND
+
+
 def energy_method(source: str, emulated: bool) -> str:
     if source == "backend":
         return "emulated" if emulated else "backend"
@@ -277,17 +286,18 @@ class ModelsBench:
     def reference(self, task: str, model: str) -> tuple[str, float | None, str]:
         """(reference name, its metric, why n/a)."""
         ref_model = fp32_reference_model(model)
-        name = f"{ref_model}/{REFERENCE_BACKEND}"
-        if (ref_model, REFERENCE_BACKEND) not in self._metrics and ref_model not in self._ref_errors:
+        ref_backend = reference_backend(ref_model)
+        name = f"{ref_model}/{ref_backend}"
+        if (ref_model, ref_backend) not in self._metrics and ref_model not in self._ref_errors:
             try:
-                runner = open_runner(task, ref_model, REFERENCE_BACKEND, self.cfg.threads)
+                runner = open_runner(task, ref_model, ref_backend, self.cfg.threads)
             except Exception as exc:  # noqa: BLE001 - the reference refused: change n/a with the reason
-                self._ref_errors[ref_model] = f"{REFERENCE_BACKEND} refused {ref_model}: {_why(exc)}"
+                self._ref_errors[ref_model] = f"{ref_backend} refused {ref_model}: {_why(exc)}"
             else:
-                self.metric(task, ref_model, REFERENCE_BACKEND, runner)
+                self.metric(task, ref_model, ref_backend, runner)
         if ref_model in self._ref_errors:
             return name, None, self._ref_errors[ref_model]
-        value, _, note, _ = self._metrics[(ref_model, REFERENCE_BACKEND)]
+        value, _, note, _ = self._metrics[(ref_model, ref_backend)]
         return name, value, note
 
     def run_model(self, model: str, backends: list[str]) -> tuple[list[Row], dict]:
@@ -549,7 +559,7 @@ def render_table(report: dict) -> str:
         metric = _fmt(r["metric"]) if r["metric"] is not None else _na(r["metric_note"])
         if r["metric"] is not None:
             metric += f" ({r['metric_name'].split(' (')[0]}, {r['eval_frames']} fr)"
-        own = r["reference"] == f"{r['model']}/{REFERENCE_BACKEND}"
+        own = r["reference"].rsplit("/", 1)[0] == r["model"]
         change = _fmt(r["change_vs_fp32"], sign=True)
         if r["change_vs_fp32"] is not None and not own:
             change += f" (vs {r['reference']})"

@@ -249,7 +249,10 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
 
 
 def ensure_fp32_onnx(spec: ModelSpec, weights: Path) -> Path:
-    """The fp32 graph the onnxruntime backend runs for these weights, exported when missing/stale."""
+    """The fp32 graph the onnxruntime backend runs for these weights, exported when missing/stale
+    (an ONNX-only model's weights are that graph: used as they are)."""
+    if spec.onnx_only or str(weights).endswith(".onnx"):
+        return Path(weights)
     path = onnx_path_for(weights)
     if not (onnx_is_fresh(path, weights) and exported_model(path) == spec.name):
         export_onnx(spec, path, weights=weights)

@@ -14,10 +14,16 @@ Field of view: "front" projects the front 90 degrees onto 64x512 (the training l
 so each tile looks like a front view to the network, run as one batch of four (the model
 was trained on front views only, so the tiles keep its input statistics).
 Every input point gets a label: points outside the projected FOV get 0 and instance -1.
+ONNX-only models (ModelSpec builder None, run by onnxruntime): the graph must map the
+(N, C, 64, 512) grid to per-class logits (N, classes, 64, 512), as our exported SqueezeSeg graphs
+do. The learned CRF's weights live in a torch checkpoint (`crf.*`), which such a model has not,
+so it runs without the CRF (`crf` is ignored, said once per model as a RuntimeWarning, and the
+crf stage takes no time) rather than with made-up compatibilities.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +112,10 @@ class SegmentationPipeline:
         self.backend = backend_spec.create(self.spec, weights=weights or None, num_threads=num_threads)
         self.meter = MeteredBackend(self.backend, backend_spec, self.spec)
         self.last_inference: InferenceResult | None = None
-        self.crf = self._load_crf(weights)
+        self.crf = None if self.spec.onnx_only else self._load_crf(weights)
+        if self.crf is None and crf:
+            _say_once(f"model '{self.spec.name}' is ONNX only (no torch checkpoint with the learned CRF): "
+                      "segmenting without the CRF")
         if clustering == "fast":  # compile / load the DBSCAN kernel now, not during the first frame
             from ._dbscan_native import load as load_dbscan_kernel
 
@@ -141,7 +150,7 @@ class SegmentationPipeline:
     def run_crf(self, logits: np.ndarray, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        if not self.use_crf:
+        if not self.use_crf or self.crf is None:  # None: an ONNX-only model has no learned CRF
             return logits
         x = torch.from_numpy(batch)
         mask = (x[:, 4:5] > 0).float()
@@ -220,6 +229,16 @@ class SegmentationPipeline:
         result.cell_labels = cell_labels
         result.timings_ms.update(t)
         return result
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """A RuntimeWarning, once per process and message (a node reloading the model says it once)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
