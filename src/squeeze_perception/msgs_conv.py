@@ -130,8 +130,8 @@ def cloud_to_array(msg: Any, required: Iterable[str] = POINT_FIELDS_REQUIRED) ->
     if len(buf) < expected:
         raise CloudFormatError(
             f"data has {len(buf)} bytes but height {height} x row_step {row_step} needs {expected}")
-    if n_points == 0:
-        return np.zeros(0, dtype=dtype)
+    if n_points == 0:  # little endian like every decoded cloud (see the byte swap below)
+        return np.zeros(0, dtype=dtype.newbyteorder("<"))
     raw = np.frombuffer(buf, dtype=np.uint8, count=expected)
     if row_step != width * point_step:  # drop row padding
         raw = raw.reshape(height, row_step)[:, : width * point_step].reshape(-1)
@@ -237,7 +237,7 @@ def image_to_array(msg: Any) -> np.ndarray:
 
 
 def array_to_image(img: np.ndarray, encoding: str = "rgb8", header: Any = None):
-    """(H, W, 3) uint8 RGB (or (H, W) mono) -> sensor_msgs/Image."""
+    """(H, W, 3) uint8 RGB ((H, W, 4) RGBA for rgba8/bgra8, (H, W) for mono) -> sensor_msgs/Image."""
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
@@ -245,10 +245,10 @@ def array_to_image(img: np.ndarray, encoding: str = "rgb8", header: Any = None):
         raise ImageEncodingError(f"cannot encode '{encoding}'")
     channels, base, _ = _IMAGE_ENCODINGS[encoding]
     img = np.ascontiguousarray(img, dtype=np.dtype(base))
-    if encoding == "bgr8":
-        img = np.ascontiguousarray(img[..., ::-1])
     if (img.ndim == 2 and channels != 1) or (img.ndim == 3 and img.shape[2] != channels):
         raise ImageEncodingError(f"array shape {img.shape} does not match encoding {encoding}")
+    if encoding in ("bgr8", "bgra8"):  # RGB(A) array -> B, G, R(, A) bytes
+        img = np.ascontiguousarray(img[..., [2, 1, 0, 3][:channels]])
     msg = Image()
     msg.header = header if header is not None else Header()
     msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
