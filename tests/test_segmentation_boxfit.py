@@ -380,3 +380,14 @@ def test_input_forms_list_float32_and_extra_columns():
     with_intensity = np.c_[pts, np.linspace(0, 255, len(pts))]
     _assert_box(rectangle_fit(with_intensity), tol=0.0, **dataclasses.asdict(ref))
     _assert_box(rectangle_fit(pts.astype(np.float32)), tol=1e-5, **dataclasses.asdict(ref))
+
+
+def test_ninety_degrees_is_not_searched_even_where_ties_make_it_cheaper_than_zero():
+    """Exact ties (d1 == d2) go to the e1 edge, so the cost at 90 degrees (e1 = y) can differ from
+    the cost at 0 degrees (e1 = x) for the same rectangle; here it would beat every searched
+    heading. Only [0, 90) is searched: the 45 degree box wins."""
+    xy = np.array([[1.0, 2.0], [2.0, 3.0], [1.0, 3.0], [0.0, 1.0]])
+    theta = _reference_heading(xy)
+    assert theta == pytest.approx(np.pi / 4)
+    pts = _with_z(xy)
+    _assert_box(rectangle_fit(pts), tol=1e-9, **_expected_box(pts, theta))

@@ -532,3 +532,29 @@ def test_cluster_by_class_skips_small_classes_and_keeps_going():
                                   [-1] * 2 + [0] * 5 + [-1] * 5 + [-1] * 4)
     with pytest.raises(ValueError, match="clustering must be one of"):
         cluster_by_class(pts, labels, method="FAST")
+
+
+def test_cell_pair_with_exactly_exact_block_core_pairs_is_still_tested(monkeypatch):
+    """64 x 64 = EXACT_BLOCK core pairs between two witness-failing cells: the boundary case must
+    go to one of the two exact tests (all pairs or nearest neighbour), not to neither."""
+    assert cl.EXACT_BLOCK == 64 * 64
+    rng = np.random.default_rng(4)
+    lo, hi = (0.0, 0.04), (0.95, 0.99)
+    a = np.c_[rng.uniform(0.05, 0.09, 63), rng.uniform(*hi, 63), rng.uniform(*hi, 63)]
+    b = np.c_[rng.uniform(1.55, 1.6, 63), rng.uniform(*lo, 63), rng.uniform(*lo, 63)]
+    pts = _cells(np.concatenate([[[0.1, 0, 0]], a, [[1.5, 0.99, 0.99]], b]))
+    spy = _Spy(monkeypatch, cl, "_exact_cell_pairs")
+    _check_all_paths(pts, 1.0, 2, [0] * len(pts))
+    assert len(spy.calls) == 2 and all(out.tolist() == [True] for _, _, out in spy.calls)
+
+
+def test_float32_points_are_clustered_by_their_exact_values():
+    """A float32 pair whose exact distance is 1e-9 (relative) above eps is not a neighbour pair,
+    on the reference path as on the others (float32 arithmetic would round it to within eps)."""
+    pts = np.array([[-4.063199043273926, 1.1609781980514526, -1.9825419187545776],
+                    [0.666426956653595, -2.4547111988067627, -4.9821858406066895]], dtype=np.float32)
+    d = float(np.sqrt(((pts[0].astype(np.float64) - pts[1]) ** 2).sum()))
+    eps = d * (1 - 1e-9)
+    np.testing.assert_array_equal(dbscan_sklearn(pts, eps, 2), [-1, -1])
+    np.testing.assert_array_equal(dbscan_fast(pts, eps, 2, native=False), [-1, -1])
+    np.testing.assert_array_equal(dbscan_sklearn(pts, d * (1 + 1e-9), 2), [0, 0])

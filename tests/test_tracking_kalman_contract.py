@@ -96,3 +96,49 @@ def test_empty_assignment_has_typed_empty_matches():
     a = assign(np.zeros((2, 3)), np.zeros((2, 3), bool))
     assert a.matches.shape == (0, 2) and np.issubdtype(a.matches.dtype, np.integer)
     assert a.unmatched_tracks.tolist() == [0, 1] and a.unmatched_measurements.tolist() == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- added after the 93 % mutation rerun
+def test_innovation_covariance_with_explicit_std_is_p_plus_diag_std_squared():
+    f = _cv(p0=2.0, r=1.0)  # P_pos = 4 I; the filter's own R must not be used when std is given
+    np.testing.assert_allclose(f.innovation_covariance(), [[5.0, 0.0], [0.0, 5.0]])
+    np.testing.assert_allclose(f.innovation_covariance(0.5), [[4.25, 0.0], [0.0, 4.25]])
+    np.testing.assert_allclose(f.innovation_covariance((0.3, 3.0)), [[4.09, 0.0], [0.0, 13.0]])
+
+
+@pytest.mark.parametrize("field, model", [("process", "ca"), ("initial_std", "cv")])
+@pytest.mark.parametrize("bad", [-0.1, math.nan, math.inf])
+def test_negative_or_non_finite_noise_is_refused_naming_the_field(field, model, bad):
+    values = [1.0] * 6
+    values[1] = bad
+    noise = MotionNoise(**{field: tuple(values)})
+    call = noise.q_diag if field == "process" else noise.p0_diag
+    with pytest.raises(ValueError, match=field):
+        call(model)
+
+
+def test_too_short_noise_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="initial_std"):
+        MotionNoise(initial_std=(1.0, 1.0, 1.0)).p0_diag("cv")
+    with pytest.raises(ValueError, match="process"):
+        MotionNoise(process=(1.0,) * 5).q_diag("ca")
+
+
+def test_no_linear_transition_matrix_for_ctrv_names_the_model():
+    from squeeze_perception.tracking.kalman import transition_matrix
+    with pytest.raises(ValueError, match="ctrv"):
+        transition_matrix("ctrv", 0.1)
+
+
+def test_mahalanobis_with_correlated_covariance_matches_the_matrix_inverse():
+    from squeeze_perception.tracking.association import mahalanobis_sq
+    track_cov = np.array([[[2.0, 0.8], [0.8, 1.0]]])
+    meas_cov = np.array([[[0.5, 0.3], [0.3, 0.25]], [[0.1, 0.0], [0.0, 0.1]]])
+    track_pos = np.array([[1.0, -1.0]])
+    meas_pos = np.array([[2.0, 0.5], [-0.5, 0.0]])
+    m2, logdet = mahalanobis_sq(track_pos, track_cov, meas_pos, meas_cov)
+    for j in range(2):
+        s = track_cov[0] + meas_cov[j]
+        d = meas_pos[j] - track_pos[0]
+        assert m2[0, j] == pytest.approx(d @ np.linalg.solve(s, d))
+        assert logdet[0, j] == pytest.approx(np.log(np.linalg.det(s)))

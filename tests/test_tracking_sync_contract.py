@@ -154,3 +154,22 @@ def test_reset_clears_and_counts_and_accepts_any_stamp_after():
     sync.reset()
     assert sync.stats.resets == 2
     assert len(sync.push_instances(10 * MS, _inst(), now_s=0.1)) == 1
+
+
+# ---------------------------------------------------------------- added after the 93 % mutation rerun
+def test_out_of_order_detection_is_inserted_not_written_over_a_newer_one():
+    sync = StampSync(tolerance_s=0.05)
+    sync.push_detections(200 * MS, _det(2), now_s=0.0)
+    sync.push_detections(100 * MS, _det(1), now_s=0.0)
+    (frame,) = sync.push_instances(100 * MS, _inst(), now_s=0.0)
+    assert frame.detection_stamp_ns == 100 * MS and int(frame.detections["class_id"][0]) == 1
+    (frame,) = sync.push_instances(200 * MS, _inst(), now_s=0.0)
+    assert frame.detection_stamp_ns == 200 * MS and int(frame.detections["class_id"][0]) == 2
+
+
+def test_detection_overflow_drops_the_oldest_table_with_its_stamp():
+    sync = StampSync(tolerance_s=0.05, max_detections=2)
+    for k in (1, 2, 3):
+        sync.push_detections(100 * k * MS, _det(k), now_s=0.0)
+    (frame,) = sync.push_instances(200 * MS, _inst(), now_s=0.0)
+    assert int(frame.detections["class_id"][0]) == 2

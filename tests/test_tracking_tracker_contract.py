@@ -411,3 +411,39 @@ def test_every_reset_is_counted():
     for stamp in (10.0, 1.0, 20.0):  # back 9 s (bag loop), then a 19 s gap
         tr.step(_m(0.0, 0.0), stamp)
     assert tr.resets == 2 and [t.track_id for t in tr.tracks] == [1]
+
+
+# ---------------------------------------------------------------- added after the 93 % mutation rerun
+@pytest.mark.parametrize("a", [4.0, -4.0, 7.0, 10.0, -10.0, 3.0])
+def test_wrap_angle_lands_in_minus_pi_to_pi_on_the_same_direction(a):
+    from squeeze_perception.tracking.tracker import wrap_angle
+    w = wrap_angle(a)
+    assert -math.pi <= w < math.pi
+    assert (math.cos(w), math.sin(w)) == pytest.approx((math.cos(a), math.sin(a)))
+
+
+def test_class_params_noise_carries_all_three_noise_settings():
+    p = ClassParams(process_noise=(1.0, 2.0, 3.0, 4.0), measurement_std=(0.3, 0.4),
+                    initial_std=(5.0, 6.0, 7.0, 8.0))
+    n = p.noise()
+    assert (n.process, n.measurement_std, n.initial_std) == ((1.0, 2.0, 3.0, 4.0), (0.3, 0.4), (5.0, 6.0, 7.0, 8.0))
+
+
+def test_default_one_second_max_coast_fades_the_published_score():
+    tr = _tracker(_car(max_coast_s=1.0, output_coast_s=0.5))
+    tr.step(_m(0.0, 0.0, score=0.8), 0.0)
+    out = tr.step(np.zeros(0, itf.INSTANCE_DTYPE), 0.25)
+    assert out["score"][0] == pytest.approx(0.8 * 0.75)
+
+
+def test_a_low_score_vote_weighs_its_score_not_one():
+    # car 0.9 at birth decays to 0.81 > one pedestrian vote of 0.5
+    tr = _tracker(class_vote_decay=0.9)
+    tr.step(_m(0.0, 0.0, cls=1, score=0.9), 0.0)
+    assert tr.step(_m(0.0, 0.0, cls=2, score=0.5), 0.0)["class_id"].tolist() == [1]
+
+
+def test_nan_size_at_birth_is_published_as_zero_like_nan_yaw():
+    tr = _tracker()
+    out = tr.step(_m(0.0, 0.0, l=np.nan, w=1.8, h=np.nan), 0.0)
+    assert (out["length"][0], out["width"][0], out["height"][0]) == pytest.approx((0.0, 1.8, 0.0))
