@@ -53,7 +53,7 @@ GROUPS: dict[str, tuple[list[str], list[str], float]] = {
                   "test_tracking_sync_contract.py", "test_tracking_kalman_contract.py"], 0.30),
     "msgs_conv": (["msgs_conv.py"], ["test_msgs_conv.py", "test_msgs_conv_contract.py"], 0.10),
     "node_base": (["node_base.py"], ["test_core_node_base.py", "test_core_telemetry_params.py",
-                                     "test_core_node_base_contract.py"], 0.10),
+                                     "test_core_node_base_contract.py", "test_core_node_base_run.py"], 0.10),
 }
 # rclpy starts DDS threads: fork those tests' workers from a clean fork server, not from
 # the process that ran them.
