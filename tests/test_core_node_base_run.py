@@ -251,10 +251,6 @@ def test_plain_node_prints_no_summary_and_the_loop_wakes_within_0_1_s(env):
     assert len(made) == 1 and not rclpy.ok() and env.stop.ignored == 1
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="run_node bug: a context shut down from outside (rclpy's own SIGINT handler when "
-                          "shutdown.install could not install ours) has destroyed the node, and summary_json()'s "
-                          "get_name() then raises InvalidHandle instead of printing the SUMMARY")
 def test_spin_ends_when_the_context_is_shut_down_from_outside(env):
     """rclpy shut down by someone else (ExternalShutdownException or rclpy.ok() False): same end."""
     cls = _node_cls(env.stop, request_stop=lambda self: rclpy.try_shutdown())
@@ -280,9 +276,6 @@ def test_destroy_node_failure_is_one_stderr_line_and_still_exit_0(env):
     assert not rclpy.ok() and env.stop.ignored == 1
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="run_node bug: rclpy.try_shutdown() destroys the tracked node again; a destroy_node "
-                          "that keeps failing then escapes run_node (traceback, exit code 1) instead of exit 0")
 def test_destroy_node_that_keeps_failing_still_exits_0(env):
     failing = [True]
 

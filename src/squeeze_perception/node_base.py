@@ -280,6 +280,9 @@ class PerceptionNode(Node):
     def __init__(self, node_name: str, params: Sequence[ParamSpec], stages: Sequence[str],
                  telemetry_period_s: float = 1.0, **kwargs):
         super().__init__(node_name, **kwargs)
+        # kept for the exit summary: once the context is shut down from outside, rclpy has
+        # destroyed the node and get_name() raises
+        self.name_at_start = self.get_name()
         own = {p.name for p in params}
         params = [*params, *(c for c in COMMON_PARAMS if c.name not in own)]
         self._specs = {p.name: p for p in params}
@@ -530,7 +533,7 @@ class PerceptionNode(Node):
             self._warnings_reported[s] = self.stats[s].warnings
 
     def summary_json(self) -> str:
-        return json.dumps({"node": self.get_name(), "stages": {s: st.summary() for s, st in self.stats.items()}})
+        return json.dumps({"node": self.name_at_start, "stages": {s: st.summary() for s, st in self.stats.items()}})
 
 
 def run_node(node_cls: type[PerceptionNode] | Callable[[], Node], args: list[str] | None = None) -> int:
@@ -565,12 +568,16 @@ def run_node(node_cls: type[PerceptionNode] | Callable[[], Node], args: list[str
             if isinstance(node, PerceptionNode):
                 # stdout, not the logger: the context may already be shut down here.
                 print(f"SUMMARY {node.summary_json()}", flush=True)
+            name = getattr(node, "name_at_start", None) or getattr(node_cls, "__name__", "node")
             try:
                 if executor is not None:
                     executor.shutdown(timeout_sec=1.0)
                 node.destroy_node()
             except Exception as exc:  # noqa: BLE001 - clean-up trouble is reported, not a traceback
-                print(f"{node.get_name()}: clean-up: {exc!r}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
+                print(f"{name}: clean-up: {exc!r}", file=sys.stderr, flush=True)
+        try:
+            rclpy.try_shutdown()  # destroys the nodes still tracked by the context: a failure was reported above
+        except Exception:  # noqa: BLE001 - the exit code stays 0 (docstring)
+            pass
         stop.ignore_from_now_on()  # finishing: a late SIGINT from launch must not turn exit 0 into -2
     return 0
