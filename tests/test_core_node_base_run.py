@@ -251,6 +251,30 @@ def test_plain_node_prints_no_summary_and_the_loop_wakes_within_0_1_s(env):
     assert len(made) == 1 and not rclpy.ok() and env.stop.ignored == 1
 
 
+def test_plain_node_destroy_failure_is_reported_under_its_ros_name(env):
+    """A plain rclpy Node (no SUMMARY) whose destroy_node fails: one stderr line named by the node."""
+    made = []
+
+    class Plain(Node):
+        def destroy_node(self):
+            if not getattr(self, "failed", False):
+                self.failed = True
+                raise RuntimeError("busy")
+            return super().destroy_node()
+
+    name_id = []
+
+    def make():
+        name_id.append(next(_ids))
+        made.append(Plain(f"plain_fail_{name_id[0]}"))
+        made[-1].create_timer(0.01, lambda: setattr(env.stop, "signal", "SIGTERM"))
+        return made[-1]
+
+    assert env.run(make, ["prog"]) == 0
+    assert env.out.getvalue() == ""
+    assert env.err.getvalue() == f"plain_fail_{name_id[0]}: clean-up: RuntimeError('busy')\n"
+
+
 def test_spin_ends_when_the_context_is_shut_down_from_outside(env):
     """rclpy shut down by someone else (ExternalShutdownException or rclpy.ok() False): same end."""
     cls = _node_cls(env.stop, request_stop=lambda self: rclpy.try_shutdown())

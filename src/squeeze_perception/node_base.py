@@ -568,12 +568,12 @@ def run_node(node_cls: type[PerceptionNode] | Callable[[], Node], args: list[str
             if isinstance(node, PerceptionNode):
                 # stdout, not the logger: the context may already be shut down here.
                 print(f"SUMMARY {node.summary_json()}", flush=True)
-            name = getattr(node, "name_at_start", None) or getattr(node_cls, "__name__", "node")
             try:
                 if executor is not None:
                     executor.shutdown(timeout_sec=1.0)
                 node.destroy_node()
             except Exception as exc:  # noqa: BLE001 - clean-up trouble is reported, not a traceback
+                name = node.name_at_start if isinstance(node, PerceptionNode) else node.get_name()
                 print(f"{name}: clean-up: {exc!r}", file=sys.stderr, flush=True)
         try:
             rclpy.try_shutdown()  # destroys the nodes still tracked by the context: a failure was reported above
