@@ -66,3 +66,14 @@ def _restore_stop_signal_handlers():
     for sig, handler in saved.items():
         if signal.getsignal(sig) != handler and handler is not None:
             signal.signal(sig, handler)
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Small tensors on a shared 2-core machine: one intra-op torch thread (no OpenMP spinning)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

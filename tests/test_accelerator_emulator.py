@@ -17,13 +17,7 @@ from squeeze_perception.accelerator.models import DiracDeltaNet, DiracDeltaSeg
 from squeeze_perception.accelerator.quant import QConv, levels, qconvs, set_precision
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _randomise(model, seed=0):

@@ -13,13 +13,7 @@ from squeeze_perception.accelerator.quant import (InputQuant, QConv, dorefa_int,
 from squeeze_perception.accelerator.shift import ChannelShuffle, MaxPool, Shift, Upsample, shift_groups
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def test_shift_moves_four_groups_and_keeps_the_rest():

@@ -22,13 +22,7 @@ CLASSES = ("unknown", "car", "pedestrian", "cyclist")
 DET_W, DET_H = 373, 113  # SqueezeDet at 0.3x (as tests/test_detection_overfit.py)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 class TinyFloatSeg(torch.nn.Module):

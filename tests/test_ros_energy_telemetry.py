@@ -16,12 +16,7 @@ from squeeze_perception.segmentation.models import build_squeezeseg
 from squeeze_perception.segmentation.train import save_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _values(node, stage) -> dict:

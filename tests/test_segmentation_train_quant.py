@@ -22,13 +22,7 @@ from squeeze_perception.segmentation.train import (QuantStage, TrainConfig, buil
 WIDTH = 32  # four width halvings: a multiple of 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture()
