@@ -313,6 +313,10 @@ def test_destroy_node_that_keeps_failing_still_exits_0(env):
         assert env.run(cls, ["prog"]) == 0
     finally:
         failing[0] = False  # let the fixture shut the context down
+    # both failures said on stderr, nothing silent: ours, then rclpy's own clean-up of the node
+    lines = env.err.getvalue().splitlines()
+    assert lines[0] == f"{cls.made[0]._name_seen}: clean-up: RuntimeError('handle busy')"
+    assert len(lines) == 2 and lines[1].startswith("rclpy shutdown: ") and "handle busy" in lines[1]
 
 
 def test_executor_is_shut_down_before_the_node_is_destroyed(env, monkeypatch):
