@@ -317,6 +317,7 @@ def test_destroy_node_that_keeps_failing_still_exits_0(env):
     lines = env.err.getvalue().splitlines()
     assert lines[0] == f"{cls.made[0]._name_seen}: clean-up: RuntimeError('handle busy')"
     assert len(lines) == 2 and lines[1].startswith("rclpy shutdown: ") and "handle busy" in lines[1]
+    assert env.err.flushed == env.err.getvalue()  # flushed at once: the process may be killed next
 
 
 def test_executor_is_shut_down_before_the_node_is_destroyed(env, monkeypatch):
