@@ -18,25 +18,10 @@ from squeeze_perception.tracking.fusion import (CLASS_SIZE_PRIOR, KITTI_P_RECT_0
                                                 ground_measurements, iou_matrix, project_boxes,
                                                 velo_to_image_matrix)
 
-VELO_TO_CAM = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
-P = np.array([[100, 0, 200, 0], [0, 100, 100, 0], [0, 0, 1, 0]], float)
-M = velo_to_image_matrix(P, VELO_TO_CAM)
-SIZE = (400, 200)
+# the same hand camera and row builders as the basic fusion tests (prepend import mode puts tests/ on sys.path)
+from test_tracking_fusion import M, P, SIZE, VELO_TO_CAM, _det, _inst  # noqa: E402
+
 F = 100.0
-
-
-def _inst(x, y, z=0.0, l=2.0, w=2.0, h=2.0, cls=1, score=0.6, yaw=0.0):
-    row = np.zeros(1, itf.INSTANCE_DTYPE)
-    row["x"], row["y"], row["z"], row["length"], row["width"], row["height"] = x, y, z, l, w, h
-    row["class_id"], row["score"], row["yaw"] = cls, score, yaw
-    return row
-
-
-def _det(box, cls=1, score=0.8):
-    d = np.zeros(1, itf.DETECTION_DTYPE)
-    d["u_min"], d["v_min"], d["u_max"], d["v_max"] = box
-    d["class_id"], d["score"] = cls, score
-    return d
 
 
 def _ground_det(x, y, h, cls=2, score=0.7, depth_offset=0.0):
