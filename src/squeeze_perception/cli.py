@@ -44,6 +44,12 @@ def list_models(argv: list[str]) -> int:
         path = spec.weights_path()
         state = "missing weights" if path is None or not path.exists() else str(path.name)
         print(f"  {spec.name:24s} {spec.task:13s} input {spec.input_shape}  [{state}]  {spec.description}")
+        if spec.manifest is not None:  # registered from models/<name>.manifest.json
+            print(f"  {'':24s} {spec.manifest.summary()}")
+    from .model_manifests import MANIFEST_ERRORS
+
+    for path, reason in sorted(MANIFEST_ERRORS.items()):
+        print(f"  (not registered) {path}: {reason}")
     print("backends:")
     for b in sorted(BACKENDS.values(), key=lambda s: s.name):
         print(f"  {b.name:24s} {b.device:14s} {b.description}")

@@ -33,6 +33,7 @@ Four sources, in order of preference (docs/accelerator.md, "Energy telemetry"):
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,9 @@ def model_workload(spec) -> Workload | None:
     model has none: no operation-model estimate)."""
     if getattr(spec, "builder", "") is None:
         return None
-    key = (spec.name, spec.builder, tuple(sorted(spec.builder_kwargs.items())), tuple(spec.input_shape))
+    # JSON text, not the items: a manifest's kwargs hold lists and dicts (block choices, macro).
+    key = (spec.name, spec.builder, json.dumps(spec.builder_kwargs, sort_keys=True, default=str),
+           tuple(spec.input_shape))
     if key not in _WORKLOADS:
         import torch
 

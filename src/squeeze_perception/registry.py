@@ -18,6 +18,12 @@ is by the onnxruntime backends). A model that exists only as an ONNX file (a thi
 detector, a graph from another toolchain) has `builder=None`: it runs on `onnxruntime` (and
 `onnxruntime-int8` when `<name>.int8.onnx` lies beside it); the torch and synetgy backends
 refuse it with the reason (docs/accelerator.md, "Backends and models as entry points").
+
+Models saved by the offline tools with a manifest (`models/<name>.manifest.json`: searched,
+mixed-precision, distilled nets) are registered from it by name, with their metrics, latency
+per backend and provenance as `ModelSpec.manifest` (model_manifests.py). Only builders inside
+this runtime package are accepted, and the weights are checked against the manifest's sha256 on
+every load (backends.verify_manifest_checksum).
 """
 from __future__ import annotations
 
@@ -26,9 +32,12 @@ import importlib.metadata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .paths import models_dir
+
+if TYPE_CHECKING:
+    from .model_manifests import ManifestInfo
 
 
 class RegistryError(KeyError):
@@ -54,6 +63,7 @@ class ModelSpec:
     classes: tuple[str, ...]
     description: str = ""
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
+    manifest: ManifestInfo | None = None  # set when registered from models/<name>.manifest.json
 
     def __post_init__(self) -> None:
         if self.builder is None and not str(self.weights or "").endswith(ONNX_SUFFIX):
@@ -170,10 +180,25 @@ def load_plugins() -> None:
         except Exception as exc:  # noqa: BLE001 - one bad plugin must not break the registry
             PLUGIN_ERRORS[f"{ep.group}:{ep.name}"] = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"{ep.group} entry point '{ep.name}' ({ep.value}) not loaded: {exc}", stacklevel=2)
+    refresh_manifest_models()  # after the plugins: a manifest never replaces a registered name
+
+
+def refresh_manifest_models() -> None:
+    """Register the models whose manifests lie in the models folder now: one copied there while a
+    node runs is found on the next lookup, one removed (or a changed SQUEEZE_PERCEPTION_MODELS)
+    is forgotten. Files are re-read only when they change; a refused one is said once."""
+    from .model_manifests import register_manifest_models
+
+    try:
+        register_manifest_models()
+    except Exception as exc:  # noqa: BLE001 - a broken models folder must not break the registry
+        PLUGIN_ERRORS["manifests"] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"models from manifests not registered: {exc}", stacklevel=2)
 
 
 def get_model(name: str, task: str | None = None) -> ModelSpec:
     load_plugins()
+    refresh_manifest_models()  # a glob and a stat per manifest; files are parsed only when they change
     if name not in MODELS:
         raise RegistryError(f"unknown model '{name}'; known: {sorted(MODELS)}")
     spec = MODELS[name]
@@ -193,6 +218,7 @@ def get_backend(name: str) -> BackendSpec:
 
 def model_names(task: str | None = None) -> list[str]:
     load_plugins()
+    refresh_manifest_models()
     return sorted(n for n, s in MODELS.items() if task is None or s.task == task)
 
 

@@ -51,6 +51,19 @@ def pact(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return (x.abs() - (x - alpha).abs() + alpha) / 2
 
 
+def quantize_activation(x: torch.Tensor, bits: int, alpha: torch.Tensor | float, signed: bool) -> torch.Tensor:
+    """PACT (thesis eq. 8.11) in value units, the mixed-precision search's activation quantizer:
+    clip to [0, alpha] (signed: [-alpha, alpha]) and round to 2**bits - 1 steps, so at most
+    2**bits distinct values reach the next convolution. Runtime code, because a mixed-precision
+    net emulates its activation bit-widths at inference too (searched_net act_quant)."""
+    if bits >= FP:
+        return x
+    if not signed:
+        return round_ste(pact(x, alpha) / alpha * levels(bits)) * alpha / levels(bits)
+    clipped = pact(x + alpha, 2 * alpha) - alpha  # [-alpha, alpha], PACT's gradient for alpha
+    return round_ste((clipped + alpha) / (2 * alpha) * levels(bits)) * (2 * alpha) / levels(bits) - alpha
+
+
 class InputQuant(nn.Module):
     """Host-side quantization of the (normalised) network input to signed `bits`-bit codes
     of `unit` each; identity while the network is at float precision."""
@@ -225,6 +238,6 @@ def exact_in_float32(bound: int) -> bool:
     return bound < 2 ** 24
 
 
-__all__ = ["FP", "InputQuant", "QConv", "dorefa_int", "pact", "round_ste", "levels", "set_precision",
-           "precision", "shared_scale", "progressive_quantize", "PROGRESSIVE_SCHEDULE",
+__all__ = ["FP", "InputQuant", "QConv", "dorefa_int", "pact", "quantize_activation", "round_ste", "levels",
+           "set_precision", "precision", "shared_scale", "progressive_quantize", "PROGRESSIVE_SCHEDULE",
            "accumulator_bound", "exact_in_float32"]

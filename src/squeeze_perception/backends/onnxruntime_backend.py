@@ -42,6 +42,10 @@ class OnnxRuntimeBackend:
             if base is None:
                 raise ModelLoadError(f"model '{spec.name}' has no trained weights registered")
             path = onnx_path_for(base)
+            if base.exists():
+                # A graph exported before the checkpoint was swapped under its manifest must not
+                # run either: the checkpoint is checked here, not only when an export happens.
+                verify_manifest_checksum(base)
             if base.exists() and not (onnx_is_fresh(path, base) and exported_model(path) == spec.name):
                 # Export from the torch checkpoint so users need no separate step; again when
                 # the checkpoint is newer (retrained weights must not run a stale graph) or the

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..accelerator.quant import dorefa_int, levels, pact, round_ste
+from ..accelerator.quant import dorefa_int, levels, pact, quantize_activation, round_ste
 from ..interfaces import CLASS_NAMES
 from ..model_cost import conv_macs
 from ..segmentation import constants as K

@@ -31,7 +31,9 @@ Choices (ONNX Runtime 1.x, CPU execution provider):
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +219,15 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
     try:
         # symbolic shape inference + ORT's constant folding / fusions, as the ORT docs advise
         # before static quantization (the optimiser renames nodes: exclusions come after)
-        quant_pre_process(str(fp32), str(tmp_pre))
+        # In a scratch working directory: where ORT's symbolic shape inference gives up it dumps
+        # sym_shape_infer_temp.onnx and its external data into the current directory.
+        with tempfile.TemporaryDirectory(prefix="quant_pre.") as scratch, contextlib.chdir(scratch):
+            try:
+                quant_pre_process(str(fp32.resolve()), str(tmp_pre.resolve()))
+            except Exception:  # noqa: BLE001 - ORT raises a bare Exception when symbolic inference is incomplete
+                # It gives up on some graphs (a searched net's channel shuffle and nearest
+                # up-sampling); ONNX's own shape inference suffices for quantize_static.
+                quant_pre_process(str(fp32.resolve()), str(tmp_pre.resolve()), skip_symbolic_shape=True)
         pre = onnx.load(str(tmp_pre))
         keep, _ = fp32_nodes(pre, head_conv=options.head_conv_fp32, first_conv=options.first_conv_fp32)
         onnx.save(pre, str(tmp_pre))  # with the node names fp32_nodes may have filled in

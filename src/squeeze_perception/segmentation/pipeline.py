@@ -18,7 +18,12 @@ ONNX-only models (ModelSpec builder None, run by onnxruntime): the graph must ma
 (N, C, 64, 512) grid to per-class logits (N, classes, 64, 512), as our exported SqueezeSeg graphs
 do. The learned CRF's weights live in a torch checkpoint (`crf.*`), which such a model has not,
 so it runs without the CRF (`crf` is ignored, said once per model as a RuntimeWarning, and the
-crf stage takes no time) rather than with made-up compatibilities.
+crf stage takes no time) rather than with made-up compatibilities. The same holds for an
+architecture without a CRF (the searched, mixed-precision and distilled nets of
+segmentation/searched_net.py, registered from their manifests): raw 5-channel grid in, logits out.
+A model must take the 64x512 grid (refused on load otherwise, e.g. a `--tiny` 16x64 net). A model
+whose classes are a subset of the interface's (a distilled net: unknown, car) has its output
+indices mapped to the interface class ids by name.
 """
 from __future__ import annotations
 
@@ -107,6 +112,8 @@ class SegmentationPipeline:
         self.clustering, self.ground_removal = clustering, ground_removal
         self.ground_threshold, self.ground_max_slope = ground_threshold, ground_max_slope
         self.spec: ModelSpec = get_model(model, task="segmentation")
+        self.class_ids = interface_class_ids(self.spec)
+        check_grid_input(self.spec)
         self.backend_name = backend
         backend_spec = get_backend(backend)
         self.backend = backend_spec.create(self.spec, weights=weights or None, num_threads=num_threads)
@@ -114,8 +121,9 @@ class SegmentationPipeline:
         self.last_inference: InferenceResult | None = None
         self.crf = None if self.spec.onnx_only else self._load_crf(weights)
         if self.crf is None and crf:
-            _say_once(f"model '{self.spec.name}' is ONNX only (no torch checkpoint with the learned CRF): "
-                      "segmenting without the CRF")
+            why = ("is ONNX only (no torch checkpoint with the learned CRF)" if self.spec.onnx_only
+                   else "has no learned CRF in its architecture")
+            _say_once(f"model '{self.spec.name}' {why}: segmenting without the CRF")
         if clustering == "fast":  # compile / load the DBSCAN kernel now, not during the first frame
             from ._dbscan_native import load as load_dbscan_kernel
 
@@ -128,6 +136,8 @@ class SegmentationPipeline:
         path = Path(weights) if weights and not str(weights).endswith(".onnx") else self.spec.weights_path()
         crf = RecurrentCRF(K.NUM_CLASSES)
         state = {k[4:]: v for k, v in load_state_dict(path).items() if k.startswith("crf.")}
+        if not state and not hasattr(self.spec.build(), "crf"):
+            return None  # the architecture has none (a searched net); weights missing one are refused below
         try:
             crf.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -204,7 +214,7 @@ class SegmentationPipeline:
         logits = self.run_crf(logits, batch)
         t["crf"] = (time.perf_counter() - t0) * 1e3
         probs = _softmax(logits)
-        cell_labels = probs.argmax(1)
+        cell_labels = probs.argmax(1) if self.class_ids is None else self.class_ids[probs.argmax(1)]
         cell_conf = probs.max(1)
         labels = np.zeros(len(p), dtype=np.int64)
         conf = np.zeros(len(p), dtype=np.float32)
@@ -229,6 +239,29 @@ class SegmentationPipeline:
         result.cell_labels = cell_labels
         result.timings_ms.update(t)
         return result
+
+
+def interface_class_ids(spec: ModelSpec) -> np.ndarray | None:
+    """Interface class id of each of the model's output channels by name (None: the model's
+    classes are the interface's, in order); a class the interface does not know is refused."""
+    if tuple(spec.classes) == tuple(itf.CLASS_NAMES):
+        return None
+    unknown = [c for c in spec.classes if c not in itf.CLASS_IDS]
+    if unknown:
+        raise ModelLoadError(f"model '{spec.name}' has classes {list(unknown)} that the segmentation interface "
+                             f"does not know (it publishes {list(itf.CLASS_NAMES)})")
+    return np.array([itf.CLASS_IDS[c] for c in spec.classes], dtype=np.int64)
+
+
+def check_grid_input(spec: ModelSpec) -> None:
+    """The pipeline feeds the 64x512 front-view grid with 5 (x, y, z, intensity, range) or 6 (+ mask)
+    channels; a model built for another grid is refused on load, not on the first frame."""
+    channels, height, width = spec.input_shape
+    if (height, width) != (K.GRID_HEIGHT, K.GRID_WIDTH) or channels not in (5, 6):
+        raise ModelLoadError(
+            f"model '{spec.name}' takes a {channels}x{height}x{width} input; the segmentation pipeline feeds "
+            f"5 or 6 channels on the {K.GRID_HEIGHT}x{K.GRID_WIDTH} front-view grid (a --tiny offline model is "
+            "for the tests only)")
 
 
 _SAID: set[str] = set()

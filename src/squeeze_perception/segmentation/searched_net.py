@@ -2,7 +2,9 @@
 built from one block choice per searchable layer: what a DNAS result runs at inference.
 
 This module is runtime code (a node can run a searched net); the search itself, which builds a
-super net out of the same blocks, lives in `squeeze_perception.offline.dnas`.
+super net out of the same blocks, lives in `squeeze_perception.offline.dnas`. A mixed-precision
+net is this net with its weights saved at their quantized values and, given `act_quant`, the
+input of each named convolution quantized with PACT at its searched bit-width (forward pre-hooks).
 
 Macro-architecture (the analogue of Table 8.5 for a 64 x W LiDAR grid): like SqueezeSeg the
 encoder halves the width only (the 64 rows are few already). A fixed 3x3 stem (stride 1x2), then
@@ -236,7 +238,48 @@ class SearchedSegNet(nn.Module):
         return self.decoder(feats, full_skip)
 
 
-def build_searched_segnet(choices: list[str], macro: dict | None = None,
-                          hidden: list[int | None] | None = None) -> SearchedSegNet:
-    """Registry builder: `builder_kwargs` carry the choices, macro dict (and hidden widths) of a manifest."""
-    return SearchedSegNet(choices, macro, hidden)
+class ActivationQuantizer:
+    """A forward pre-hook that quantizes a convolution's input with PACT (accelerator/quant.py
+    `quantize_activation`): how a mixed-precision net runs with its searched activation
+    bit-widths. A hook adds no parameters, so the state_dict keys stay those of the plain net
+    and weights saved from it load unchanged."""
+
+    def __init__(self, bits: int, alpha: float, signed: bool):
+        if not (isinstance(bits, int) and bits >= 1):
+            raise ValueError(f"activation bits must be a positive integer, got {bits!r}")
+        if not float(alpha) > 0:
+            raise ValueError(f"PACT clip alpha must be > 0, got {alpha!r}")
+        self.bits, self.alpha, self.signed = bits, float(alpha), bool(signed)
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        from ..accelerator.quant import quantize_activation
+
+        return (quantize_activation(args[0], self.bits, self.alpha, self.signed), *args[1:])
+
+
+def apply_act_quant(net: nn.Module, act_quant: dict[str, list | tuple]) -> dict[str, ActivationQuantizer]:
+    """Quantize the input of each named convolution: {'layers.3.expand': [bits, alpha, signed], ...}
+    (names as in the plain SearchedSegNet); 32 bits or more leaves that input float."""
+    hooks = {}
+    for name, spec in act_quant.items():
+        try:
+            conv = net.get_submodule(name)
+        except AttributeError as exc:
+            raise ValueError(f"act_quant names '{name}', which is not a module of this net") from exc
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"act_quant names '{name}', a {type(conv).__name__}, not a convolution")
+        bits, alpha, signed = spec
+        if int(bits) >= 32:
+            continue
+        hooks[name] = ActivationQuantizer(int(bits), alpha, signed)
+        conv.register_forward_pre_hook(hooks[name])
+    return hooks
+
+
+def build_searched_segnet(choices: list[str], macro: dict | None = None, hidden: list[int | None] | None = None,
+                          act_quant: dict[str, list | tuple] | None = None) -> SearchedSegNet:
+    """Registry builder: `builder_kwargs` carry the choices, macro dict (and hidden widths) of a
+    manifest, and for a mixed-precision net `act_quant` ({conv name: [bits, alpha, signed]})."""
+    net = SearchedSegNet(choices, macro, hidden)
+    net.act_quant = apply_act_quant(net, act_quant) if act_quant else {}
+    return net
