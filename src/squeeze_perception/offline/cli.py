@@ -21,7 +21,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-SUBCOMMANDS = ("dnas", "mixed-precision", "distill", "quantize-int8")
+SUBCOMMANDS = ("dnas", "mixed-precision", "distill", "quantize-int8", "card")
 
 
 def _common(ap: argparse.ArgumentParser, out: str) -> None:
@@ -212,6 +212,67 @@ def _quantize_int8(argv: list[str], command: str) -> int:
     return 1 if failed else 0
 
 
+CARD_MARK = "<!-- written from {manifest} by `squeeze-perception offline card` -->"
+
+
+def _card(argv: list[str], command: str) -> int:
+    """`offline card WEIGHTS.pt|MANIFEST.json... [--out-dir DIR] [--latency BACKEND...]`: a Markdown
+    model card <name>.md per manifest (offline/manifest.py model_card), beside the manifest unless
+    --out-dir. --latency first times the model on those backends here and records the medians in
+    its manifest's latency_ms (the weights and their checksum are untouched). A card that was not
+    written from a manifest (the hand-written ones in models/) is kept unless --force."""
+    import platform
+    import time
+
+    from ..backends import MANIFEST_SUFFIX, manifest_path
+    from .manifest import measure_latency_ms, model_card, write_manifest
+
+    ap = argparse.ArgumentParser(prog="squeeze-perception offline card", description=_card.__doc__)
+    ap.add_argument("models", nargs="+", help="model weights (.pt) or their manifests (.manifest.json)")
+    ap.add_argument("--out-dir", default="", help="folder for the cards (default: beside each manifest)")
+    ap.add_argument("--force", action="store_true", help="overwrite a card that was not written from a manifest")
+    ap.add_argument("--latency", nargs="+", default=[], metavar="BACKEND",
+                    help="measure the network call on these backends first and record it in the manifest")
+    ap.add_argument("--frames", type=int, default=20, help="timed calls per backend (after 2 warm-up calls)")
+    ap.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads while timing")
+    args = ap.parse_args(argv)
+    failed = 0
+    for item in args.models:
+        path = Path(item)
+        manifest_file = path if path.name.endswith(MANIFEST_SUFFIX) else manifest_path(path)
+        try:
+            manifest = json.loads(manifest_file.read_text())
+            if args.latency:
+                measured, refused = measure_latency_ms(manifest_file, args.latency, args.frames,
+                                                       num_threads=args.threads)
+                for backend, reason in refused.items():
+                    print(f"card: {item}: not timed on {backend}: {reason}", file=sys.stderr)
+                    failed += 1
+                if measured:
+                    manifest["latency_ms"] = {**manifest.get("latency_ms", {}), **measured}
+                    manifest["latency_measured"] = {
+                        "backends": sorted(measured), "frames": args.frames, "threads": args.threads,
+                        "input": "batch 1, random raw grid", "host": platform.node(),
+                        "cpu": platform.processor() or platform.machine(),
+                        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command}
+                    write_manifest(manifest_file.parent / manifest["weights"]["file"], manifest)
+            text = model_card(manifest) + "\n" + CARD_MARK.format(manifest=manifest_file.name) + "\n"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            print(f"card: {item}: no card from '{manifest_file}' ({type(exc).__name__}: {exc})", file=sys.stderr)
+            failed += 1
+            continue
+        out = Path(args.out_dir or manifest_file.parent) / f"{manifest['name']}.md"
+        if out.exists() and not args.force and "by `squeeze-perception offline card` -->" not in out.read_text():
+            print(f"card: {item}: '{out}' exists and was not written from a manifest; --force replaces it",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"{manifest['name']}: {out}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
@@ -219,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     if argv[0] == "quantize-int8":  # no training: no torch thread / DDP set-up here
         return _quantize_int8(argv[1:], "squeeze-perception offline " + " ".join(shlex.quote(a) for a in argv))
+    if argv[0] == "card":  # reads manifests only
+        return _card(argv[1:], "squeeze-perception offline " + " ".join(shlex.quote(a) for a in argv))
     import torch
 
     from . import ddp

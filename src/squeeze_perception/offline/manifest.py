@@ -94,6 +94,35 @@ def load_model(weights: Path) -> nn.Module:
     return model.eval()
 
 
+def measure_latency_ms(manifest_file: Path, backends: list[str], frames: int = 20, warmup: int = 2,
+                       num_threads: int = 1) -> tuple[dict[str, float], dict[str, str]]:
+    """Median latency (ms) of the network call per backend for the model a manifest describes:
+    batch 1, a random raw grid of its input shape, the backend's own `last_latency_ms` (modelled
+    for an emulated backend). Returns (latency per backend, why a backend could not run it)."""
+    import numpy as np
+
+    from ..model_manifests import spec_from_manifest
+    from ..registry import get_backend
+
+    spec = spec_from_manifest(Path(manifest_file))
+    rng = np.random.default_rng(0)
+    batch = (rng.uniform(0, 1, (1, *spec.input_shape)) * 20).astype(np.float32)
+    latency, refused = {}, {}
+    for name in backends:
+        try:
+            backend = get_backend(name).create(spec, num_threads=num_threads)
+            times = []
+            for i in range(warmup + frames):
+                backend.infer(batch)
+                if i >= warmup:
+                    times.append(float(backend.last_latency_ms))
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot run the model is reported, not fatal
+            refused[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        latency[name] = float(np.median(times))
+    return latency, refused
+
+
 def model_card(manifest: dict) -> str:
     """A Markdown model card from a manifest."""
     lines = [f"# {manifest['name']}", "", f"Task: {manifest['task']}; input {manifest['input']['shape']} "
@@ -106,9 +135,39 @@ def model_card(manifest: dict) -> str:
     lines += [f"| params | {manifest['params']:,} |" if manifest.get("params") is not None else "",
               f"| FLOPs (2 x MACs) | {manifest['flops']:,} |" if manifest.get("flops") is not None else ""]
     lines += ["", "| backend | latency (ms) |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in manifest["latency_ms"].items()]
+    lines += [f"| {k} | {v:.3f} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
+              for k, v in manifest["latency_ms"].items()]
+    if not manifest["latency_ms"]:
+        lines.append("| (none recorded) | |")
+    where = manifest.get("latency_measured")
+    if where:  # written by `offline card --latency`
+        lines += ["", f"Timed by `offline card --latency` on {', '.join(where['backends'])}: {where['frames']} calls, "
+                  f"{where['threads']} thread(s), {where['input']}, host {where['host']} ({where['cpu']}), "
+                  f"{where['utc']}; the median is shown."]
+    lines += _details(manifest)
     lines += ["", f"Produced by: `{manifest['command']}` ({manifest['created_utc']})."]
     return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _details(manifest: dict) -> list[str]:
+    """How the model was made, from the manifest's `extra` (DNAS target, mixed-precision bits,
+    Distill-Net channels), so a card tells a searched, quantized or distilled net apart."""
+    extra = manifest.get("extra") or {}
+    act_quant = manifest["architecture"]["kwargs"].get("act_quant")
+    rows = []
+    if "searched_for" in extra:
+        rows.append(f"- Searched for the latency target `{extra['searched_for']}`.")
+    if "bits" in extra:
+        rows.append(f"- Bits per convolution (weights/activations): {' '.join(map(str, extra['bits']))}.")
+        rows.append("- Activations: " + (f"quantized at inference (PACT on {len(act_quant)} convolution inputs)."
+                                          if act_quant else "float at inference (the bit-widths are recorded only)."))
+    if "compression" in extra:
+        rows.append(f"- Compression against 32 bits ({extra.get('cost', 'size')} cost): {_fmt(extra['compression'])}x.")
+    if "removed_channels" in extra:
+        removed = extra["removed_channels"]
+        total = sum(removed.values()) if isinstance(removed, dict) else removed
+        rows.append(f"- Distill-Net removed {total} hidden channels.")
+    return ["", "How it was made:", "", *rows] if rows else []
 
 
 def _fmt(v) -> str:
