@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from squeeze_perception.backends import load_state_dict
+from squeeze_perception.offline.segmentation.bench import crf_side_by_side
 from squeeze_perception.paths import kitti_real_dir
 from squeeze_perception.registry import get_model
-from squeeze_perception.segmentation.bench import crf_side_by_side
 from squeeze_perception.segmentation.crf import RecurrentCRF
 
 torch.set_num_threads(1)

@@ -27,8 +27,8 @@ def class_sets(frames: int, cache: Path) -> list[list[np.ndarray]]:
             return [[d[f"f{i}_c{c}"] for c in (1, 2, 3)] for i in range(frames)]
     import torch
 
+    from squeeze_perception.offline.segmentation.bench import bench_scans
     from squeeze_perception.paths import kitti_real_dir
-    from squeeze_perception.segmentation.bench import bench_scans
     from squeeze_perception.segmentation.pipeline import SegmentationPipeline
 
     torch.set_num_threads(1)

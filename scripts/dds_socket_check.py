@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from squeeze_perception.graphbench.packets import socket_inodes
+from squeeze_perception.offline.graphbench.packets import socket_inodes
 
 TALK = """
 import rclpy, time

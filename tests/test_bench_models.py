@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from squeeze_perception import registry
-from squeeze_perception.graphbench.cli import main as bench_main
 from squeeze_perception.offline import bench_models as bm
+from squeeze_perception.offline.graphbench.cli import main as bench_main
 from squeeze_perception.registry import ModelSpec
 
 SEG_BUILD = "squeeze_perception.accelerator.models:build_diracdeltaseg"

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from squeeze_perception.detection.evaluation import (class_curve, evaluate, first_match_rank, format_table,
-                                                     frame_statistics, prepare_frame, read_result_file,
-                                                     recall_thresholds, recall_vs_nbox, PROTOCOLS)
 from squeeze_perception.interfaces import DETECTION_DTYPE
 from squeeze_perception.kitti.labels import ObjectLabel
+from squeeze_perception.offline.detection.evaluation import (class_curve, evaluate, first_match_rank, format_table,
+                                                             frame_statistics, prepare_frame, read_result_file,
+                                                             recall_thresholds, recall_vs_nbox, PROTOCOLS)
 
 CAR, PED = 1, 2
 
@@ -135,7 +135,7 @@ def test_small_detection_of_another_class_is_ignored_not_a_false_positive_in_201
 
 
 def read_or_array(d):
-    from squeeze_perception.detection.evaluation import as_frame_detections
+    from squeeze_perception.offline.detection.evaluation import as_frame_detections
 
     return as_frame_detections(d)
 
@@ -249,7 +249,7 @@ def write_split(root, frames):
 
 
 def test_det_eval_scores_result_files_and_writes_strict_json(tmp_path, capsys):
-    from squeeze_perception.detection.cli import main
+    from squeeze_perception.offline.detection.cli import main
 
     split = tmp_path / "split"
     boxes = car_row(4)
@@ -296,7 +296,7 @@ def test_result_file_needs_a_score_column(tmp_path):
 
 
 def test_json_safe_turns_nan_into_null():
-    from squeeze_perception.detection.cli import json_safe
+    from squeeze_perception.offline.detection.cli import json_safe
 
     text = json.dumps(json_safe({"a": float("nan"), "b": [np.float32(1.5), math.inf], "c": np.int64(3)}),
                       allow_nan=False)

@@ -9,7 +9,7 @@ from squeeze_perception import registry
 from squeeze_perception.detection.anchors import kmeans_anchors, shape_iou
 from squeeze_perception.detection.loss import encode_deltas
 from squeeze_perception.detection.models import SQUEEZEDET_LAYERS, grid_geometry, transform_boxes
-from squeeze_perception.detection.stats import THESIS_TABLE_3_4, model_stats
+from squeeze_perception.offline.detection.stats import THESIS_TABLE_3_4, model_stats
 
 
 def test_registry_has_all_variants_with_thesis_input_sizes():
@@ -127,7 +127,7 @@ def test_kmeans_recovers_three_shape_clusters():
 
 def test_onnxruntime_export_matches_torch_including_decoding(tmp_path):
     from squeeze_perception.backends import OnnxRuntimeBackend, TorchBackend
-    from squeeze_perception.detection.bench import measure_peak_flops
+    from squeeze_perception.offline.detection.bench import measure_peak_flops
 
     spec = registry.get_model("squeezedet_0.75x")
     torch.manual_seed(0)
@@ -141,7 +141,7 @@ def test_onnxruntime_export_matches_torch_including_decoding(tmp_path):
     assert (tmp_path / "w.onnx").exists()
     np.testing.assert_allclose(ort, ref, rtol=1e-3, atol=1e-3)
     assert measure_peak_flops(n=128, repeats=2) > 0
-    from squeeze_perception.detection.bench import ort_matmul_runner
+    from squeeze_perception.offline.detection.bench import ort_matmul_runner
 
     (c,) = ort_matmul_runner(n=32, threads=1)()
     rng = np.random.default_rng(0)  # the runner's inputs, drawn the same way

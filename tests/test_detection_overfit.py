@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from squeeze_perception.detection.data import list_samples
-from squeeze_perception.detection.train import TrainConfig, evaluate_module, train
+from squeeze_perception.offline.detection.train import TrainConfig, evaluate_module, train
 from squeeze_perception.registry import MODELS, ModelSpec, get_model, register_model
 
 SMALL = "squeezedet_overfit_check"

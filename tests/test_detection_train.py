@@ -10,8 +10,8 @@ from PIL import Image
 
 from squeeze_perception.backends import load_state_dict
 from squeeze_perception.detection.data import PIXEL_MEAN, augment, letterbox, list_samples, training_boxes
-from squeeze_perception.detection.train import TrainConfig, input_anchors, train
 from squeeze_perception.kitti.labels import read_labels
+from squeeze_perception.offline.detection.train import TrainConfig, input_anchors, train
 
 
 def test_letterbox_kitti_1224x370_scales_then_pads_and_maps_back():
@@ -117,8 +117,8 @@ def test_input_anchors_follow_crop_geometry():
 
 
 def test_plot_training_log_and_cli_stats(tmp_path, capsys):
-    from squeeze_perception.detection.cli import main
-    from squeeze_perception.detection.train import plot_training_log
+    from squeeze_perception.offline.detection.cli import main
+    from squeeze_perception.offline.detection.train import plot_training_log
 
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"step": s, "loss": 10 / s, "bbox": 1 / s, "conf": 8 / s, "class": 1 / s}) + "\n"
@@ -137,7 +137,7 @@ def test_seeded_batchnorm_keeps_plain_weights_function_in_training_mode():
     training mode (batch statistics) computes what the plain network computes, while unseeded
     fresh BNs re-normalise every layer and change the output."""
     from squeeze_perception.detection.models import fold_batchnorm, seed_batchnorm_as_identity
-    from squeeze_perception.detection.train import build_training_module
+    from squeeze_perception.offline.detection.train import build_training_module
     from squeeze_perception.registry import get_model
 
     torch.manual_seed(0)
@@ -174,8 +174,8 @@ def test_det_overfit_command_runs_and_ranks_frames_by_moderate_cars(tmp_path):
     step on tiny frames, so it reports FAIL with exit code 1), taking the densest frames first."""
     import json as _json
 
-    from squeeze_perception.detection.cli import main as det_main
-    from squeeze_perception.detection.train import moderate_count, select_overfit_frames
+    from squeeze_perception.offline.detection.cli import main as det_main
+    from squeeze_perception.offline.detection.train import moderate_count, select_overfit_frames
 
     split = _tiny_split(tmp_path / "training", n_images=4)
     sparse = split / "label_2" / "000000.txt"  # drop its cars: it must be ranked last
@@ -222,7 +222,7 @@ def test_photometric_on_the_device_matches_the_loader_version():
 def test_batch_stream_is_the_same_from_a_thread_or_loader_processes_and_after_resume(tmp_path):
     """Batch k comes from a generator seeded by (seed, k): the batches do not depend on how many
     processes load them, and a run resumed at step k continues the same stream."""
-    from squeeze_perception.detection.train import BatchStream, _batches
+    from squeeze_perception.offline.detection.train import BatchStream, _batches
 
     split = _tiny_split(tmp_path / "training", n_images=4)
     anchors = np.tile(np.array([[80, 48, 30, 30]], np.float32), (12, 1))

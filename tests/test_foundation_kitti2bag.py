@@ -9,9 +9,9 @@ from PIL import Image as PILImage
 from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
-from squeeze_perception.bag import kitti2bag as k2b
 from squeeze_perception.bag.source import BagSource
 from squeeze_perception.kitti.calib import load_raw_calib
+from squeeze_perception.offline import kitti2bag as k2b
 
 TS = get_typestore(Stores.ROS2_KILTED)
 P2 = np.array([[700.0, 0, 600, 45.0], [0, 700.0, 180, 0.0], [0, 0, 1, 0.0]])  # cam 2: baseline along x only

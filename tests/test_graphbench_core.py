@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from squeeze_perception.graphbench import core
+from squeeze_perception.offline.graphbench import core
 
 
 def test_percentiles_match_numpy():

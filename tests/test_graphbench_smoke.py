@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from squeeze_perception.graphbench import core
+from squeeze_perception.offline.graphbench import core
 
 REPO = Path(__file__).resolve().parents[1]
 BAG = REPO / "bags" / "kitti_real_4frames"

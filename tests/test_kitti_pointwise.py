@@ -111,7 +111,7 @@ def test_real_object_frames_pass_the_label_checks(kitti_real):
 
 def test_real_object_frames_become_labelled_lidar_2d(kitti_real, tmp_path):
     from squeeze_perception.kitti.lidar_2d import read_lidar_2d
-    from squeeze_perception.synth.cli import main
+    from squeeze_perception.offline.synth.cli import main
 
     assert main(["lidar2d", "--root", str(kitti_real), "--split", "training", "--out", str(tmp_path)]) == 0
     tensors = {p.stem: read_lidar_2d(p) for p in sorted(tmp_path.glob("*.npy"))}

@@ -12,8 +12,8 @@ from squeeze_perception.kitti.labels import KittiFormatError
 from squeeze_perception.kitti.lidar_2d import read_lidar_2d, write_lidar_2d
 from squeeze_perception.kitti.tracking import (TRACKS_VELO_COLUMNS, read_tracking_labels, read_tracks_velo,
                                                write_tracks_velo)
-from squeeze_perception.synth.generate import dataset_tasks, run_tasks
-from squeeze_perception.synth.lidar import KITTI_RECORDED_RANGE_M
+from squeeze_perception.offline.synth.generate import dataset_tasks, run_tasks
+from squeeze_perception.offline.synth.lidar import KITTI_RECORDED_RANGE_M
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_real_files_load_through_the_same_readers(kitti_real):
 
 
 def test_synth_cli_writes_ready_last_and_stats_reads_the_result(tmp_path, capsys):
-    from squeeze_perception.synth.cli import main
+    from squeeze_perception.offline.synth.cli import main
 
     out = tmp_path / "ds"
     assert main(["--out", str(out), "--sequences", "0", "--object-train", "1", "--seed", "9"]) == 0

@@ -12,8 +12,8 @@ from rclpy.parameter import Parameter
 
 from squeeze_perception import interfaces as itf
 from squeeze_perception.msgs_conv import array_to_cloud
+from squeeze_perception.offline.segmentation.train import save_weights
 from squeeze_perception.segmentation.models import build_squeezeseg
-from squeeze_perception.segmentation.train import save_weights
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from squeeze_perception.segmentation.evaluation import (SegCounts, counts_to_json, evaluate_object_frames,
-                                                        evaluate_semantic_kitti, instance_true_positives,
-                                                        semantic_kitti_labels, table_class_instance, table_iou)
+from squeeze_perception.offline.segmentation.evaluation import (SegCounts, counts_to_json, evaluate_object_frames,
+                                                                evaluate_semantic_kitti, instance_true_positives,
+                                                                semantic_kitti_labels, table_class_instance, table_iou)
 
 
 def test_class_level_precision_recall_iou_by_hand():
@@ -207,7 +207,8 @@ def test_semantic_kitti_full_and_front_views(tmp_path):
 
 
 def test_seg_eval_semantic_kitti_writes_strict_json(tmp_path, monkeypatch):
-    from squeeze_perception.segmentation import cli, pipeline
+    from squeeze_perception.offline.segmentation import cli
+    from squeeze_perception.segmentation import pipeline
 
     _write_semantic_kitti(tmp_path / "skitti")
 
@@ -234,8 +235,8 @@ def test_seg_eval_semantic_kitti_writes_strict_json(tmp_path, monkeypatch):
 
 
 def test_counts_json_round_trip_and_rendered_tables():
-    from squeeze_perception.segmentation.cli import render_tables
-    from squeeze_perception.segmentation.evaluation import counts_from_json, counts_to_json
+    from squeeze_perception.offline.segmentation.cli import render_tables
+    from squeeze_perception.offline.segmentation.evaluation import counts_from_json, counts_to_json
 
     c = SegCounts()
     c.add_class_level(np.array([1, 1, 0, 2]), np.array([1, 0, 0, 2]))
@@ -253,8 +254,8 @@ def test_model_card_states_the_protocol_counts_and_na(tmp_path, monkeypatch):
     """The card's IoU table: protocol line, n/a for a class without truth, true counts beside each IoU."""
     import torch
 
-    from squeeze_perception.segmentation import cli as seg_cli
-    from squeeze_perception.segmentation.evaluation import counts_to_json
+    from squeeze_perception.offline.segmentation import cli as seg_cli
+    from squeeze_perception.offline.segmentation.evaluation import counts_to_json
 
     c = SegCounts()  # car: 1 true point predicted right and 1 false car point -> IoU 50; no pedestrian truth
     c.add_class_level(np.array([1, 1, 0, 3]), np.array([1, 0, 0, 3]))

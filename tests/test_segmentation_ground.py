@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
+from squeeze_perception.offline.segmentation.instance_eval import GtBox, InstanceCounts, bev_iou, match_frame
 from squeeze_perception.segmentation.ground import fit_ground_plane, fit_segmented_ground
-from squeeze_perception.segmentation.instance_eval import GtBox, InstanceCounts, bev_iou, match_frame
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,8 +81,8 @@ def test_fit_needs_three_points_and_ground_below_the_plane_counts():
 # --------------------------------------------------------------------- pipeline: no ground instances
 @pytest.fixture(scope="module")
 def v1_weights(tmp_path_factory):
+    from squeeze_perception.offline.segmentation.train import save_weights
     from squeeze_perception.segmentation.models import build_squeezeseg
-    from squeeze_perception.segmentation.train import save_weights
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("seg") / "squeezeseg_random.pt"

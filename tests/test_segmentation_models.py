@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from squeeze_perception.offline.segmentation.losses import (focal_loss, geodesic_correlation_loss,
+                                                            intensity_hybrid_loss, render_intensity,
+                                                            weighted_cross_entropy)
 from squeeze_perception.registry import get_model, model_names
 from squeeze_perception.segmentation import constants as K
 from squeeze_perception.segmentation.crf import RecurrentCRF
-from squeeze_perception.segmentation.losses import (focal_loss, geodesic_correlation_loss,
-                                                    intensity_hybrid_loss, render_intensity,
-                                                    weighted_cross_entropy)
 from squeeze_perception.segmentation.models import (ContextAggregation, FireDeconv, build_intensity_renderer,
                                                     build_squeezeseg, build_squeezesegv2)
 

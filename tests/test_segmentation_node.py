@@ -13,8 +13,8 @@ from sensor_msgs.msg import PointCloud2
 
 from squeeze_perception import interfaces as itf
 from squeeze_perception.msgs_conv import array_to_cloud, cloud_to_array, cloud_to_table
+from squeeze_perception.offline.segmentation.train import save_weights
 from squeeze_perception.segmentation.models import build_squeezeseg
-from squeeze_perception.segmentation.train import save_weights
 
 
 @pytest.fixture(scope="module")

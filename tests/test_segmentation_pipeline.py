@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from squeeze_perception.backends import ModelLoadError
+from squeeze_perception.offline.segmentation.train import save_weights
 from squeeze_perception.segmentation.models import build_squeezeseg
 from squeeze_perception.segmentation.pipeline import PointsError, SegmentationPipeline
-from squeeze_perception.segmentation.train import save_weights
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from squeeze_perception.backends import load_state_dict
-from squeeze_perception.segmentation.adapt import batchnorm_forward_order, progressive_domain_calibration
-from squeeze_perception.segmentation.bench import count_macs, crf_macs
+from squeeze_perception.offline.segmentation.adapt import batchnorm_forward_order, progressive_domain_calibration
+from squeeze_perception.offline.segmentation.bench import count_macs, crf_macs
+from squeeze_perception.offline.segmentation.train import TrainConfig, apply_rendered_intensity, train
 from squeeze_perception.segmentation.models import build_squeezeseg, build_squeezesegv2
-from squeeze_perception.segmentation.train import TrainConfig, apply_rendered_intensity, train
 
 torch.set_num_threads(1)
 
@@ -49,7 +49,7 @@ def test_training_smoke_run_saves_loadable_weights_and_resumes(tmp_path, monkeyp
 
 
 def test_training_logits_in_channels_last_equal_fp32_and_bf16_stays_close_with_crf_in_fp32():
-    from squeeze_perception.segmentation.train import segment_logits
+    from squeeze_perception.offline.segmentation.train import segment_logits
 
     torch.manual_seed(0)
     model = build_squeezesegv2().eval()
@@ -72,7 +72,8 @@ def test_training_logits_in_channels_last_equal_fp32_and_bf16_stays_close_with_c
 
 
 def test_train_bench_times_every_variant_and_reports_the_loss_change():
-    from squeeze_perception.segmentation.bench import SEG_TRAIN_VARIANTS, format_train_throughput, train_throughput
+    from squeeze_perception.offline.segmentation.bench import (SEG_TRAIN_VARIANTS, format_train_throughput,
+                                                               train_throughput)
 
     r = train_throughput("squeezeseg", batch_size=1, width=32, repeats=1, threads=1)
     assert [row["variant"] for row in r["rows"]] == list(SEG_TRAIN_VARIANTS)

@@ -14,10 +14,10 @@ import torch
 from squeeze_perception import registry
 from squeeze_perception.accelerator.quant import precision, shared_scale
 from squeeze_perception.backends import TorchBackend, load_state_dict
+from squeeze_perception.offline.segmentation import train as train_mod
+from squeeze_perception.offline.segmentation.train import (QuantStage, TrainConfig, build_arch, default_quant_schedule,
+                                                           parse_quant_schedule, train)
 from squeeze_perception.registry import ModelSpec
-from squeeze_perception.segmentation import train as train_mod
-from squeeze_perception.segmentation.train import (QuantStage, TrainConfig, build_arch, default_quant_schedule,
-                                                   parse_quant_schedule, train)
 
 WIDTH = 32  # four width halvings: a multiple of 16
 
@@ -174,7 +174,7 @@ def test_saved_model_runs_alike_on_torch_and_synetgy_through_the_registry(tmp_pa
 
 
 def test_seg_eval_reports_w4a4_against_its_fp32_by_name(tmp_path, models):
-    from squeeze_perception.segmentation.cli import main
+    from squeeze_perception.offline.segmentation.cli import main
 
     assert registry.get_model("diracdeltaseg_fp32").weights == "diracdeltaseg_fp32.pt"
     assert main(["train", "--arch", "diracdeltaseg", "--name", "diracdeltaseg", "--quant-schedule", "32/32:1,4/4:1",

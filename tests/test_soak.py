@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from squeeze_perception.graphbench import packets, soak
+from squeeze_perception.offline.graphbench import packets, soak
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 2 ** 20
@@ -207,7 +207,7 @@ def test_diagnostic_status_names_and_counters_parse():
     pytest.importorskip("rclpy")
     from diagnostic_msgs.msg import KeyValue
 
-    from squeeze_perception.graphbench import ros
+    from squeeze_perception.offline.graphbench import ros
 
     assert ros.parse_status_name("/ns/squeezedet_node: detect") == ("squeezedet_node", "detect")
     assert ros.parse_status_name("/tracker_node: tracking") == ("tracker_node", "tracking")

@@ -8,19 +8,19 @@ import pytest
 from PIL import Image
 
 from squeeze_perception.kitti.checks import check_object_frame
+from squeeze_perception.kitti.default_calib import kitti_calibration
 from squeeze_perception.kitti.hdl64e import HDL64E_BEAM_HEIGHT_M, HDL64E_ELEVATION_DEG, KITTI_VELODYNE_HEIGHT_M
 from squeeze_perception.kitti.lidar_2d import read_lidar_2d, scan_to_lidar_2d
 from squeeze_perception.kitti.pointwise import class_of_type, points_in_box
 from squeeze_perception.kitti.projection import spherical_project
-from squeeze_perception.synth.camera import NOISE_PERIOD, Camera, Lighting, _binomial_blur, value_noise
-from squeeze_perception.synth.frame import FrameRenderer
-from squeeze_perception.synth.generate import object_frame
-from squeeze_perception.synth.lidar import Hdl64e, ego_occluded
-from squeeze_perception.synth.materials import Material
-from squeeze_perception.synth.meshes import box
-from squeeze_perception.synth.raycast import RayScene
-from squeeze_perception.synth.writer import encode_png, write_object_frame
-from squeeze_perception.kitti.default_calib import kitti_calibration
+from squeeze_perception.offline.synth.camera import NOISE_PERIOD, Camera, Lighting, _binomial_blur, value_noise
+from squeeze_perception.offline.synth.frame import FrameRenderer
+from squeeze_perception.offline.synth.generate import object_frame
+from squeeze_perception.offline.synth.lidar import Hdl64e, ego_occluded
+from squeeze_perception.offline.synth.materials import Material
+from squeeze_perception.offline.synth.meshes import box
+from squeeze_perception.offline.synth.raycast import RayScene
+from squeeze_perception.offline.synth.writer import encode_png, write_object_frame
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_value_noise_lookup_table_wraps_without_seams():
 
 def test_lidar_2d_only_dataset_writes_the_full_runs_grids_and_nothing_else(frames, tmp_path):
     from squeeze_perception.kitti.lidar_2d import scan_to_lidar_2d
-    from squeeze_perception.synth.generate import dataset_tasks, run_tasks
+    from squeeze_perception.offline.synth.generate import dataset_tasks, run_tasks
 
     tasks = dataset_tasks(tmp_path, 0, object_train=2, object_test=0, sequences=1, frames=5, camera=False)
     assert [t.kind for t in tasks] == ["object", "object"]  # no drives without a camera

@@ -8,15 +8,15 @@ from squeeze_perception.interfaces import CLASS_IDS
 from squeeze_perception.kitti.hdl64e import HDL64E_ROWS, KITTI_VELODYNE_HEIGHT_M
 from squeeze_perception.kitti.hdl64e_dropout import HDL64E_RING_DROPOUT
 from squeeze_perception.kitti.noise_map import measure_ring_dropout
-from squeeze_perception.synth.frame import FrameRenderer
-from squeeze_perception.synth.lidar import KITTI_RECORDED_RANGE_M, Hdl64e, firing_dropout
-from squeeze_perception.synth.materials import Material
-from squeeze_perception.synth.meshes import CAR_STYLES, box, car_mesh, merge, truck_mesh
-from squeeze_perception.synth.raycast import RayScene
-from squeeze_perception.synth.scan_compare import ScanProfile, comparison_rows, total_variation
-from squeeze_perception.synth.terrain import FAR_BAND_M, Terrain, far_surroundings
-from squeeze_perception.synth.world import (EGO_ATTITUDE_LIMIT_STD, EGO_PITCH_STD_DEG, EGO_ROLL_STD_DEG,
-                                            FACADE_COLOURS, World)
+from squeeze_perception.offline.synth.frame import FrameRenderer
+from squeeze_perception.offline.synth.lidar import KITTI_RECORDED_RANGE_M, Hdl64e, firing_dropout
+from squeeze_perception.offline.synth.materials import Material
+from squeeze_perception.offline.synth.meshes import CAR_STYLES, box, car_mesh, merge, truck_mesh
+from squeeze_perception.offline.synth.raycast import RayScene
+from squeeze_perception.offline.synth.scan_compare import ScanProfile, comparison_rows, total_variation
+from squeeze_perception.offline.synth.terrain import FAR_BAND_M, Terrain, far_surroundings
+from squeeze_perception.offline.synth.world import (EGO_ATTITUDE_LIMIT_STD, EGO_PITCH_STD_DEG, EGO_ROLL_STD_DEG,
+                                                    FACADE_COLOURS, World)
 
 STRUCTURES = [Material.FACADE, Material.ROOF, Material.WALL, Material.FOLIAGE, Material.BARK, Material.METAL]
 
@@ -208,7 +208,7 @@ def test_scan_comparison_table_is_zero_distance_against_itself():
 
 
 def test_synth_stats_compares_generated_scans_with_real_ones(kitti_real, tmp_path, capsys):
-    from squeeze_perception.synth.stats import main
+    from squeeze_perception.offline.synth.stats import main
 
     real = tmp_path / "real" / "object" / "training" / "velodyne"
     real.mkdir(parents=True)
@@ -221,7 +221,7 @@ def test_synth_stats_compares_generated_scans_with_real_ones(kitti_real, tmp_pat
 
 
 def test_lidar_only_scan_is_the_scan_of_the_full_frame():
-    from squeeze_perception.synth.generate import object_frame, object_scan
+    from squeeze_perception.offline.synth.generate import object_frame, object_scan
 
     full = object_frame(0, "testing", 2, nthreads=1)
     alone = object_scan(0, "testing", 2, nthreads=1)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from squeeze_perception.synth.materials import PAINTS, Material
-from squeeze_perception.synth.meshes import (CAR_STYLES, TRUCK_STYLES, VAN_STYLES, _car_style, box, car_mesh, cylinder,
-                                             merge, truck_mesh)
-from squeeze_perception.synth.world import SIZE_STATS, World
+from squeeze_perception.offline.synth.materials import PAINTS, Material
+from squeeze_perception.offline.synth.meshes import (CAR_STYLES, TRUCK_STYLES, VAN_STYLES, _car_style, box, car_mesh,
+                                                     cylinder, merge, truck_mesh)
+from squeeze_perception.offline.synth.world import SIZE_STATS, World
 
 
 def test_same_seed_same_world_and_different_seed_different_world():

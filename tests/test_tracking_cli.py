@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 from squeeze_perception.cli import main as umbrella
-from squeeze_perception.tracking import evaluation as ev
-from squeeze_perception.tracking import scenarios as sc
-from squeeze_perception.tracking.cli import DEFAULT_CAMERA, load_config, run_sequence
+from squeeze_perception.offline.tracking import evaluation as ev
+from squeeze_perception.offline.tracking import scenarios as sc
+from squeeze_perception.offline.tracking.cli import DEFAULT_CAMERA, load_config, run_sequence
 
 
 def test_eval_builtin_writes_all_variants(tmp_path, capsys):

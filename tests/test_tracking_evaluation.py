@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from squeeze_perception import interfaces as itf
-from squeeze_perception.tracking import evaluation as ev
-from squeeze_perception.tracking import scenarios as sc
+from squeeze_perception.offline.tracking import evaluation as ev
+from squeeze_perception.offline.tracking import scenarios as sc
 
 pytest.importorskip("trackeval")
 

@@ -16,7 +16,7 @@ from std_msgs.msg import Header
 from squeeze_perception import interfaces as itf
 from squeeze_perception.msgs_conv import array_to_cloud, cloud_to_table, table_to_cloud
 from squeeze_perception.node_base import RESULT_QOS
-from squeeze_perception.tracking import scenarios as sc
+from squeeze_perception.offline.tracking import scenarios as sc
 from squeeze_perception.tracking.fusion import (KITTI_IMAGE_SIZE, KITTI_P_RECT_02, KITTI_VELO_TO_RECT,
                                                 project_boxes, velo_to_image_matrix)
 

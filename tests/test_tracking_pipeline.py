@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from squeeze_perception import interfaces as itf
-from squeeze_perception.tracking import scenarios as sc
+from squeeze_perception.offline.tracking import scenarios as sc
 from squeeze_perception.tracking.fusion import (KITTI_IMAGE_SIZE, KITTI_P_RECT_02, KITTI_VELO_TO_RECT,
                                                 project_boxes, velo_to_image_matrix)
 from squeeze_perception.tracking.pipeline import TrackingPipeline

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from squeeze_perception import interfaces as itf
-from squeeze_perception.tracking import scenarios as sc
+from squeeze_perception.offline.tracking import scenarios as sc
 from squeeze_perception.tracking.tracker import ClassParams, MultiObjectTracker, TrackerConfig
 
 

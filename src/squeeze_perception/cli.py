@@ -9,26 +9,25 @@ import importlib
 import sys
 from pathlib import Path
 
-# command -> ("module:function taking argv", one-line help)
+from .offline.tools import TOOLS
+
+# command -> ("module:function taking argv", one-line help); the offline tools' entries live in
+# offline/tools.py, which `squeeze-perception offline <tool>` dispatches through as well.
 COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("squeeze_perception.launch_runner.cli:main",
                "run a launch file (real ROS 2 launch if installed, else the compatible runner)"),
-    "kitti2bag": ("squeeze_perception.bag.kitti2bag:main", "convert KITTI raw/object data to a rosbag2"),
+    "kitti2bag": TOOLS["kitti2bag"],
     "play": ("squeeze_perception.nodes.bag_player_node:main", "play a rosbag2 / ROS 1 bag (the player node)"),
-    "synth": ("squeeze_perception.synth.cli:main", "generate synthetic KITTI-format driving sequences"),
-    "det": ("squeeze_perception.detection.cli:main", "SqueezeDet: anchors, train, eval, bench, stats"),
-    "seg": ("squeeze_perception.segmentation.cli:main", "SqueezeSeg/V2: train, adapt, eval, bench"),
-    "track": ("squeeze_perception.tracking.cli:main", "tracker: eval (MOT metrics), bench"),
-    "bench": ("squeeze_perception.graphbench.cli:main",
-              "bench graph: latency, jitter, drops, CPU and memory of the node graph on a bag; "
-              "bench models: every model x backend, latency, fps, mJ/frame, accuracy vs fp32"),
-    "soak": ("squeeze_perception.graphbench.soak_cli:main",
-             "long run of the stack on a looping bag: RSS growth, throughput per half, packets off loopback"),
+    "synth": TOOLS["synth"],
+    "det": TOOLS["det"],
+    "seg": TOOLS["seg"],
+    "track": TOOLS["track"],
+    "bench": TOOLS["bench"],
+    "soak": TOOLS["soak"],
     "offline": ("squeeze_perception.offline.cli:main",
-                "architecture search (dnas), mixed-precision search, Distill-Net; model manifests"),
-    "render": ("squeeze_perception.offline.render:main",
-               "PNG frames + MP4 of a bag or a live run (--live): camera boxes, bird's-eye points/instances/"
-               "tracks, stage times"),
+                "architecture search (dnas), mixed-precision search, Distill-Net, int8 quantization; also "
+                f"`offline <{'|'.join(TOOLS)}>`, the same tools as the top-level commands"),
+    "render": TOOLS["render"],
     "models": ("squeeze_perception.cli:list_models", "list registered models and backends"),
     "export": ("squeeze_perception.cli:export_models",
                "write models/<model>.onnx from the torch weights (what the onnxruntime backend loads)"),

@@ -8,5 +8,5 @@ compiler.py  torch.fx -> integer program (weights, ActQuant threshold tables, pl
 hardware.py  cycle / DRAM / CPU / power model, Table 7.14 calibration
 emulator.py  integer execution + timing (the `synetgy` inference backend over it is
              backends/synetgy.py; backend.py re-exports it under its old name)
-report.py    python -m squeeze_perception.accelerator.report
+(the calibration report, offline: python -m squeeze_perception.offline.accelerator_report)
 """

@@ -164,7 +164,7 @@ def timing_inputs(task: str, runner, data: EvalData, count: int) -> tuple[list[n
                    for rgb, _ in data.det_frames[:count]]
     elif task == "segmentation" and data.seg_files:
         from ..segmentation.data import load_grid
-        from ..segmentation.evaluation import _GridView
+        from .segmentation.evaluation import _GridView
 
         batches = [runner.network_input([_GridView(load_grid(f))]) for f in data.seg_files[:count]]
     if batches and all(tuple(b.shape[1:]) == shape for b in batches):
@@ -184,7 +184,7 @@ def evaluate(task: str, runner, data: EvalData) -> tuple[float | None, int, str,
     if data.note:
         return None, 0, data.note, {}
     if task == "detection":
-        from ..detection.evaluation import evaluate as det_evaluate
+        from .detection.evaluation import evaluate as det_evaluate
 
         dets = [runner.predict(rgb).detections for rgb, _ in data.det_frames]
         result = det_evaluate(dets, [labels for _, labels in data.det_frames], DET_PROTOCOL)
@@ -193,7 +193,7 @@ def evaluate(task: str, runner, data: EvalData) -> tuple[float | None, int, str,
         return car["ap"], len(dets), note, {"car_moderate_n_gt": car["n_gt"], "map": result["map"],
                                             "protocol": DET_PROTOCOL}
     from ..segmentation.data import load_grid
-    from ..segmentation.evaluation import counts_to_json, evaluate_grids
+    from .segmentation.evaluation import counts_to_json, evaluate_grids
 
     grid = load_grid(data.seg_files[0])
     if (grid.shape[0], grid.shape[1]) != tuple(runner.spec.input_shape[1:]):
@@ -385,7 +385,7 @@ class ModelsBench:
         return samples
 
     def _fill_timing(self, row: Row, s: dict, macs: int | None, info: dict) -> None:
-        from ..graphbench.core import latency_summary
+        from .graphbench.core import latency_summary
 
         if not s["latency"]:
             return
@@ -447,7 +447,7 @@ class _PeakKernels:
     def __init__(self, n: int, threads: int, int8: bool):
         import torch
 
-        from ..detection.bench import ort_int8_matmul_runner, ort_matmul_runner
+        from .detection.bench import ort_int8_matmul_runner, ort_matmul_runner
 
         self.n = n
         a, b = torch.randn(n, n), torch.randn(n, n)
@@ -505,7 +505,7 @@ def _why(exc: BaseException) -> str:
 
 
 def _git() -> dict:
-    from ..graphbench.core import git_revision
+    from .graphbench.core import git_revision
 
     return git_revision(project_root())
 
@@ -608,6 +608,6 @@ def render_summary(report: dict, json_path: str | None = None) -> str:
 
 def to_json(report: dict) -> str:
     """Strict JSON: NaN / inf become null (json.dumps(..., allow_nan=False) would refuse them)."""
-    from ..segmentation.evaluation import json_safe
+    from .segmentation.evaluation import json_safe
 
     return json.dumps(json_safe(report), indent=2, allow_nan=False, default=str)

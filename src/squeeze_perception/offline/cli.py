@@ -274,6 +274,11 @@ def _card(argv: list[str], command: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .tools import run_tool  # det, seg, synth, track, bench, soak, kitti2bag, render: as top-level commands
+
+    ran = run_tool(list(sys.argv[1:] if argv is None else argv))
+    if ran is not None:
+        return ran
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
         print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)

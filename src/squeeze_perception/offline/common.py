@@ -12,8 +12,8 @@ from torch import nn
 
 from ..model_cost import count_macs
 from ..segmentation import constants as K
-from ..segmentation.evaluation import SegCounts
-from ..segmentation.losses import weighted_cross_entropy
+from .segmentation.evaluation import SegCounts
+from .segmentation.losses import weighted_cross_entropy
 from . import ddp
 from .data import SegSamples
 

@@ -1,0 +1,1 @@
+"""Offline detection: SqueezeDet training, evaluation, benchmarks, statistics, BN adaptation."""

@@ -1,0 +1,481 @@
+"""Training loop for SqueezeDet: the thesis recipe (SGD, momentum 0.9, lr 0.01 halved every
+10k steps, batch 20, random crop and flip, eq. 3.2 loss) with knobs for a CPU budget.
+
+Resumable: a checkpoint (model, optimiser, step; the batch stream needs no RNG state) is
+written every `checkpoint_every` steps beside the output weights; `resume=True` continues
+from it. Each checkpoint also writes the weights file itself, so an interrupted run still
+leaves usable weights. Progress goes to a JSON-lines log (one line per `log_every` steps)
+and to a tqdm bar.
+
+Batch k is drawn from its own generator, seeded by (seed, k): the stream of batches is the same
+whether one background thread or `loader_workers` processes load it, and a resumed run
+continues it. On an accelerator (`device="cuda"`) the loaders hand over uint8 crops and the
+photometric change and normalisation run on the device (`apply_photometric_torch`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...detection.anchors import kmeans_anchors
+from ...detection.data import (apply_photometric, apply_photometric_torch, augment, draw_photometric, letterbox,
+                               list_samples, load_rgb, normalise, normalise_torch, training_boxes)
+from ...detection.loss import build_targets
+from ...detection.models import LAYOUTS, grid_geometry
+from ...registry import get_model
+
+
+@dataclass
+class TrainConfig:
+    model: str = "squeezedet"
+    train_dir: str = "data/synth/object/training"
+    out: str = "models/squeezedet.pt"
+    steps: int = 1000
+    batch_size: int = 20
+    lr: float = 0.01
+    lr_decay_steps: int = 10000
+    lr_decay: float = 0.5
+    momentum: float = 0.9
+    optimizer: str = "sgd"  # "sgd" (thesis) | "adam" (faster start from random init on a CPU budget)
+    weight_decay: float = 0.0
+    clip_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    crop_width: int = 0  # 0: the full model input width
+    crop_height: int = 0
+    max_shift: tuple[int, int] = (150, 50)
+    threads: int = 2
+    # "cpu" | "cuda" (any torch device): where the network trains. Checkpoints and weights are
+    # always written with CPU tensors, so a run may resume on another device.
+    device: str = "cpu"
+    # 0: one background thread loads the next batch (2-core machines); N: N loader processes
+    # (torch DataLoader) for machines whose accelerator outruns one thread.
+    loader_workers: int = 0
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 5
+    log_file: str = ""
+    resume: bool = False
+    max_minutes: float = 0.0  # stop (after a checkpoint) when the wall-clock budget is spent
+    anchors: list = field(default_factory=list)  # explicit (9,2) shapes; empty -> k-means
+    init_weights: str = ""  # start from these weights (and their anchors) with a fresh optimiser
+    # Throughput knobs (measured by `squeeze-perception det train-bench`): bf16 autocast and the
+    # channels_last layout use this CPU's AVX-512 BF16 units; the loss is always computed in fp32.
+    precision: str = "bf16"  # "fp32" | "bf16"
+    # Batch normalisation while training (folded into the convolutions in the saved weights).
+    batchnorm: bool = True
+    dropout: float | None = None  # None: the model's own (0.5 before ConvDet); 0 for overfit checks
+    channels_last: bool = True
+    compile: bool = False
+    flip: bool = True
+    # Anchor assignment: 0 = the thesis's single responsible anchor per object; > 0 also makes
+    # every anchor overlapping an object by this IoU a positive (loss.build_targets says why).
+    positive_iou: float = 0.5
+    photometric: float = 1.0  # strength of the random photometric augmentation (0: off)
+    # Held-out AP during training (the AP-vs-steps curve): evaluated every eval_every steps.
+    eval_dir: str = ""
+    eval_every: int = 0
+    eval_limit: int = 50
+
+
+# Batches whose activation statistics seed fresh BNs when training starts from plain weights.
+BN_SEED_BATCHES = 4
+
+
+def build_training_module(spec, batchnorm: bool, dropout: float | None = None):
+    """A registered detection model built with training-time options (batch norm, dropout),
+    which the registry's own build() does not take. Used by training and by AdaBN."""
+    from ...registry import _resolve
+
+    overrides = {"batchnorm": batchnorm, **({} if dropout is None else {"dropout": dropout})}
+    return _resolve(spec.builder)(**{**spec.builder_kwargs, **overrides})
+
+
+def input_anchors(module, width: int, height: int) -> np.ndarray:
+    """(A,4) cx,cy,w,h anchors for an input of width x height (same layout as forward_raw)."""
+    geo = grid_geometry(LAYOUTS[module.variant], width, height)
+    centres = geo.centres()
+    shapes = module.anchor_shapes.detach().cpu().numpy()
+    k = len(shapes)
+    return np.concatenate([np.repeat(centres, k, 0), np.tile(shapes, (len(centres), 1))], 1).astype(np.float32)
+
+
+def dataset_anchor_shapes(samples, input_width: int, input_height: int, k: int = 9,
+                          seed: int = 0) -> tuple[np.ndarray, float, int]:
+    """k-means shapes of every trained box after letterboxing to the model input."""
+    from PIL import Image
+
+    shapes = []
+    for s in samples:
+        boxes, _ = training_boxes(s.labels())
+        if not len(boxes):
+            continue
+        with Image.open(s.image_path) as im:
+            w, h = im.size
+        scale = min(input_width / w, input_height / h)
+        shapes.append(np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) * scale)
+    shapes = np.concatenate(shapes) if shapes else np.zeros((0, 2))
+    centroids, mean_iou = kmeans_anchors(shapes, k=k, seed=seed)
+    return centroids, mean_iou, len(shapes)
+
+
+def load_batch(samples, indices, input_size: tuple[int, int], anchors: np.ndarray, crop_w: int, crop_h: int, rng,
+               max_shift, flip: bool = True, photometric_strength: float = 0.0, positive_iou: float = 0.0,
+               defer_photometric: bool = False, cache: dict | None = None):
+    """Images, targets and photometric draws of one batch. The images are (N,3,H,W) float32
+    normalised, or with defer_photometric (N,H,W,3) uint8 crops whose draws the caller applies
+    (`apply_photometric_torch`, then `normalise_torch`). anchors: `input_anchors` of the crop.
+    cache: a dict that keeps each decoded, letterboxed frame (for small sets such as overfit checks)."""
+    input_w, input_h = input_size
+    images, targets, draws = [], [], []
+    for i in indices:
+        for _ in range(10):  # a frame still being written by the generator is skipped
+            s = samples[i]
+            try:
+                if cache is not None and s.name in cache:
+                    rgb, lb, boxes, classes = cache[s.name]
+                else:
+                    rgb, lb = letterbox(load_rgb(s.image_path), input_w, input_h)
+                    boxes, classes = training_boxes(s.labels())
+                    if cache is not None:
+                        cache[s.name] = (rgb, lb, boxes, classes)
+                break
+            except (OSError, ValueError):
+                i = int(rng.integers(len(samples)))
+        else:
+            raise RuntimeError(f"cannot read training frames in {samples[0].image_path.parent}")
+        img, boxes, kept = augment(rgb, boxes * lb.scale, rng, crop_w, crop_h, max_shift=max_shift, flip=flip)
+        draw = draw_photometric(rng, photometric_strength)
+        if defer_photometric:
+            images.append(img)
+        else:
+            images.append(normalise(apply_photometric(img, draw, rng)))
+        draws.append(draw)
+        targets.append(build_targets(anchors, boxes, classes[kept] - 1, positive_iou))
+    return np.stack(images), targets, draws
+
+
+class BatchStream:
+    """Batch k of a run, from a generator seeded by (seed, k). Indexable, so a torch DataLoader
+    can spread the batches over processes (it holds no torch module: safe to fork)."""
+
+    CACHE_FRAMES = 64
+
+    def __init__(self, samples, cfg: "TrainConfig", input_size: tuple[int, int], anchors: np.ndarray,
+                 crop: tuple[int, int], defer_photometric: bool):
+        self.samples, self.cfg, self.input_size, self.anchors = samples, cfg, input_size, anchors
+        self.crop, self.defer_photometric = crop, defer_photometric
+        # Up to this many frames are kept decoded (per loader process): the overfit check's 8
+        # frames would otherwise be decoded again for every step.
+        self.cache = {} if len(samples) <= self.CACHE_FRAMES else None
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int):
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, int(step)])
+        idx = rng.integers(len(self.samples), size=cfg.batch_size)
+        return load_batch(self.samples, idx, self.input_size, self.anchors, self.crop[0], self.crop[1], rng,
+                          cfg.max_shift, cfg.flip, cfg.photometric, cfg.positive_iou, self.defer_photometric,
+                          self.cache)
+
+
+def _as_loaded(batch):
+    """DataLoader collate function: the images leave the loader process as a tensor (which the
+    DataLoader passes through shared memory; a numpy array would be pickled), the rest as made."""
+    import torch
+
+    images, targets, draws = batch
+    return torch.from_numpy(images), targets, draws
+
+
+def _batches(stream: BatchStream, first_step: int, workers: int):
+    """Yield stream[first_step], stream[first_step + 1], ... loaded ahead of use: by one thread
+    (workers 0) or by a torch DataLoader with `workers` processes."""
+    if workers <= 0:
+        # The next batch is decoded and augmented in a thread while the network computes (PIL
+        # and numpy release the GIL): data loading was half of a step on this 2-core machine.
+        with ThreadPoolExecutor(max_workers=1) as loader:
+            pending = loader.submit(stream.__getitem__, first_step)
+            for step in range(first_step, len(stream)):
+                batch = pending.result()
+                if step + 1 < len(stream):
+                    pending = loader.submit(stream.__getitem__, step + 1)
+                yield batch
+        return
+    import torch
+
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, sampler=range(first_step, len(stream)),
+                                         num_workers=workers, prefetch_factor=4, collate_fn=_as_loaded)
+    yield from loader
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from ...detection.loss import squeezedet_loss
+
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+    spec = get_model(cfg.model, task="detection")
+    from ...detection.models import fold_batchnorm, seed_batchnorm_as_identity
+
+    module = build_training_module(spec, cfg.batchnorm, cfg.dropout).to(device)
+    samples = list_samples(cfg.train_dir, require_labels=True)
+    crop_w = cfg.crop_width or module.input_width
+    crop_h = cfg.crop_height or module.input_height
+    out = Path(cfg.out)
+    ckpt_path = out.with_suffix(".ckpt")
+    log_path = Path(cfg.log_file) if cfg.log_file else out.with_suffix(".log.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}' (sgd | adam)")
+    step, meta_anchor = 0, {}
+    if cfg.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        step, meta_anchor = ck["step"], ck.get("anchor_info", {})
+    elif cfg.init_weights:
+        from ...backends import load_state_dict
+
+        # Plain weights into a batch-norm network: the fresh BNs are identities, so it computes
+        # the same function; only BN parameters may be missing.
+        missing, unexpected = module.load_state_dict(load_state_dict(Path(cfg.init_weights)), strict=False)
+        if unexpected or any("_bn." not in k and not k.endswith((".1.weight", ".1.bias", ".1.running_mean",
+                                                                   ".1.running_var", ".1.num_batches_tracked"))
+                             for k in missing):
+            raise ValueError(f"{cfg.init_weights} does not fit {cfg.model}: missing {missing}, unexpected {unexpected}")
+        init_meta = torch.load(cfg.init_weights, map_location="cpu", weights_only=True).get("meta", {})
+        meta_anchor = {**init_meta.get("anchors", {}), "init_weights": cfg.init_weights,
+                       "init_steps": init_meta.get("steps")}
+        if cfg.batchnorm:
+            # In training mode fresh BNs would re-normalise every layer by its batch statistics;
+            # seed them from the plain network's own activations so step 0 computes its function.
+            seed_rng = np.random.default_rng(cfg.seed + 1)
+            crop_anchors = input_anchors(module, crop_w, crop_h)
+            seed_batches = [torch.from_numpy(load_batch(samples, seed_rng.integers(len(samples), size=cfg.batch_size),
+                                                        (module.input_width, module.input_height), crop_anchors,
+                                                        crop_w, crop_h, seed_rng, cfg.max_shift, cfg.flip,
+                                                        cfg.photometric, cfg.positive_iou)[0]).to(device)
+                            for _ in range(BN_SEED_BATCHES)]
+            meta_anchor["batchnorm_seeded"] = seed_batchnorm_as_identity(module, seed_batches)
+        log_path.write_text("")
+    else:
+        if cfg.anchors:
+            shapes, mean_iou, n_boxes = np.asarray(cfg.anchors, np.float32), float("nan"), 0
+        else:
+            shapes, mean_iou, n_boxes = dataset_anchor_shapes(samples, module.input_width, module.input_height,
+                                                              k=module.num_anchors, seed=cfg.seed)
+        module.set_anchor_shapes(shapes)
+        meta_anchor = {"shapes": shapes.round(1).tolist(), "kmeans_mean_iou": mean_iou, "n_boxes": n_boxes}
+        log_path.write_text("")
+
+    def lr_at(s: int) -> float:
+        lr = cfg.lr * cfg.lr_decay ** (s // cfg.lr_decay_steps)
+        if cfg.warmup_steps and s < cfg.warmup_steps:
+            lr *= (s + 1) / cfg.warmup_steps
+        return lr
+
+    def save(final: bool = False):
+        state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        was_training = module.training
+        module.eval()
+        deployed = {k: v.cpu() for k, v in fold_batchnorm(module).items()}
+        module.train(was_training)
+        opt_state = opt.state_dict()
+        if device.type != "cpu":
+            opt_state = {**opt_state, "state": {k: {n: (t.cpu() if torch.is_tensor(t) else t) for n, t in v.items()}
+                                                for k, v in opt_state["state"].items()}}
+        torch.save({"state_dict": state, "optimizer": opt_state, "step": step,
+                    "anchor_info": meta_anchor, "config": asdict(cfg)}, ckpt_path)
+        meta = {"steps": step, "config": asdict(cfg), "anchors": meta_anchor, "train_images": len(samples),
+                "images_seen": step * cfg.batch_size,
+                "crop": [crop_w, crop_h], "finished": final,
+                "saved_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        torch.save({"state_dict": deployed, "model": cfg.model, "meta": meta}, out)
+
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision '{cfg.precision}' (fp32 | bf16)")
+    if cfg.channels_last:
+        module.to(memory_format=torch.channels_last)
+    forward_raw = torch.compile(module.forward_raw) if cfg.compile else module.forward_raw
+    eval_samples = list_samples(cfg.eval_dir, require_labels=True)[:cfg.eval_limit] if cfg.eval_dir else []
+    module.train()
+    t_start = time.time()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.model}")
+    history = []
+    defer_photometric = device.type != "cpu"
+    crop_anchors = input_anchors(module, crop_w, crop_h)
+    anchors_t = torch.from_numpy(crop_anchors).to(device)
+    stream = BatchStream(samples, cfg, (module.input_width, module.input_height), crop_anchors, (crop_w, crop_h),
+                         defer_photometric)
+    noise = torch.Generator(device=device)
+    noise.manual_seed(cfg.seed * 1_000_003 + step)
+    batches = _batches(stream, step, cfg.loader_workers)
+    with log_path.open("a") as log:
+        while step < cfg.steps:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            images, targets, draws = next(batches)
+            if defer_photometric:
+                crops = torch.as_tensor(images).to(device, non_blocking=True)
+                batch = normalise_torch(apply_photometric_torch(crops, draws, noise))
+            else:
+                batch = torch.as_tensor(images)
+            if cfg.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                deltas, conf, cls = forward_raw(batch)
+            loss, parts = squeezedet_loss(deltas.float(), conf.float(), cls.float(), anchors_t, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower lr or raise clip")
+            if cfg.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad_norm)
+            opt.step()
+            step += 1
+            bar.update(1)
+            rec = {"step": step, "loss": float(loss.detach()), **parts, "lr": lr_at(step - 1),
+                   "objects": int(sum(len(t.labels) for t in targets)), "elapsed_s": round(time.time() - t_start, 1)}
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}")
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) > cfg.max_minutes * 60
+            if eval_samples and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps or out_of_time):
+                ev = evaluate_module(module, eval_samples, precision=cfg.precision)
+                module.train()
+                ev_rec = {"step": step, "eval": ev, "elapsed_s": round(time.time() - t_start, 1)}
+                log.write(json.dumps(ev_rec) + "\n")
+                log.flush()
+                bar.write(f"step {step}: held-out AP(moderate, 40-pt) car {ev['car_moderate_ap40']}, "
+                          f"mean {ev['map40_moderate']}, recall@64 {ev['recall_at_64']:.2f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+                save(final=step >= cfg.steps)
+                # A dataset still being generated grows between checkpoints: the thread loader
+                # picks up new frames (loader processes keep the list they started with).
+                stream.samples = list_samples(cfg.train_dir, require_labels=True)
+                if stream.cache is not None and len(stream.samples) > stream.CACHE_FRAMES:
+                    stream.cache = None
+            if out_of_time:
+                break
+    bar.close()
+    batches.close()
+    return {"steps": step, "final_loss": history[-1]["loss"] if history else None, "weights": str(out),
+            "checkpoint": str(ckpt_path), "log": str(log_path), "anchors": meta_anchor}
+
+
+def moderate_count(labels, cls: str = "Car") -> int:
+    """Objects of a KITTI type that count at the moderate difficulty (level <= 1)."""
+    return sum(1 for lab in labels if lab.type == cls and 0 <= lab.difficulty() <= 1)
+
+
+def select_overfit_frames(split_dir: str | Path, n: int = 8) -> list:
+    """The n labelled frames with the most moderate cars. The devkit samples precision at one
+    threshold per true positive and 40 recall slots, so a set with fewer than 40 cars cannot
+    reach a high 40-point AP however well it is learnt; the densest frames avoid that cap."""
+    samples = list_samples(split_dir, require_labels=True)
+    ranked = sorted(samples, key=lambda s: -moderate_count(s.labels()))
+    return ranked[:n]
+
+
+def evaluate_module(module, samples, precision: str = "fp32", top_k: int = 64, nms_iou: float = 0.4) -> dict:
+    """AP of an in-training module on labelled frames, through the same letterbox, decoding and
+    evaluation as `det eval` (dropout off; the module is left in eval mode)."""
+    import torch
+
+    from ...detection.data import preprocess
+    from ...detection.decode import DecodeConfig, decode
+    from .evaluation import evaluate, first_match_rank, recall_vs_nbox
+
+    module.eval()
+    device = next(module.parameters()).device
+    dets, labels, ranks = [], [], []
+    cfg = DecodeConfig(top_k=top_k, nms_iou=nms_iou)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for s in samples:
+            batch, lb = preprocess(load_rgb(s.image_path), module.input_width, module.input_height)
+            raw = module(torch.from_numpy(batch).to(device))[0].float().cpu().numpy()
+            d = decode(raw, cfg)
+            if len(d):
+                boxes = np.stack([d["u_min"], d["v_min"], d["u_max"], d["v_max"]], 1)
+                d["u_min"], d["v_min"], d["u_max"], d["v_max"] = lb.to_original(boxes).T
+            raw[:, :4] = lb.to_original(raw[:, :4])
+            labs = s.labels()
+            dets.append(d)
+            labels.append(labs)
+            ranks.append(first_match_rank(raw, labs)[0])
+    res = evaluate(dets, labels, protocol="kitti-2019")
+    return summarise_ap(res, recall_vs_nbox(ranks, [64])[0])
+
+
+def summarise_ap(result: dict, recall_at_64: float) -> dict:
+    """The few numbers a training log needs from an `evaluate` result (KITTI 2019 protocol:
+    40-point AP, %; None where a class has no ground truth)."""
+    def ap(cls: str, level: str):
+        v = result.get("per_class", {}).get(cls, {}).get(level, {}).get("ap")
+        return None if v is None or not np.isfinite(v) else float(v)
+
+    aps = [ap(c, "moderate") for c in ("car", "pedestrian", "cyclist")]
+    finite = [a for a in aps if a is not None]
+    return {"car_moderate_ap40": aps[0], "ped_moderate_ap40": aps[1], "cyc_moderate_ap40": aps[2],
+            "map40_moderate": float(np.mean(finite)) if finite else None, "recall_at_64": float(recall_at_64)}
+
+
+def plot_training_log(log_path: str | Path, png_path: str | Path, window: int = 5) -> None:
+    """Loss curves (total and the three parts of eq. 3.2, running mean) from a training log and,
+    when the log has held-out evaluations, the held-out AP (kitti-2019, moderate) against steps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    recs = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval" in r]
+    if not recs:
+        raise ValueError(f"no records in {log_path}")
+    steps = np.array([r["step"] for r in recs])
+    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    for key in ("loss", "bbox", "conf", "class"):
+        vals = np.array([r[key] for r in recs], dtype=float)
+        kernel = np.ones(min(window, len(vals))) / min(window, len(vals))
+        smooth = np.convolve(vals, kernel, mode="valid")
+        ax.plot(steps[len(steps) - len(smooth):], smooth, label="total" if key == "loss" else key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"eq. 3.2 loss (running mean of {window} log points)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if evals:
+        ax = axes[0, 1]
+        es = [r["step"] for r in evals]
+        for key, label in (("car_moderate_ap40", "car"), ("ped_moderate_ap40", "pedestrian"),
+                           ("cyc_moderate_ap40", "cyclist"), ("map40_moderate", "mean")):
+            ax.plot(es, [np.nan if r["eval"].get(key) is None else r["eval"][key] for r in evals], marker="o",
+                    label=label, lw=2 if key == "map40_moderate" else 1)
+        ax.plot(es, [100 * r["eval"]["recall_at_64"] for r in evals], ls="--", color="grey", label="recall@64 (%)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("held-out AP, moderate, kitti-2019 (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)

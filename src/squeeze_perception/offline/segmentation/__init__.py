@@ -1,0 +1,1 @@
+"""Offline segmentation: SqueezeSeg training, domain adaptation, evaluation, benchmarks, plots."""

@@ -1,0 +1,476 @@
+"""`squeeze-perception seg train|adapt|eval|bench ...` (see docs/segmentation.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ...paths import kitti_real_dir, models_dir, project_root
+
+DEFAULT_SYNTH = "data/synth"
+DEFAULT_REAL_GRIDS = "out/seg/real_unlabelled_grids.npy"
+THESIS_REFERENCE_62 = {  # Table 6.2, car / pedestrian IoU, GTA-LiDAR -> KITTI
+    "squeezeseg": "30.0 / 2.1 (SQSG on GTA-LiDAR)",
+    "squeezesegv2_lir": "42.0 / 16.7 (+LIR)",
+    "squeezesegv2_gca": "48.2 / 18.2 (+LIR+GCA)",
+    "squeezesegv2_da": "50.3 / 18.6 (+PDC); 57.4 / 23.5 with +CAM",
+}
+
+
+def _train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(name=args.name, arch=args.arch, data=args.data, steps=args.steps, batch_size=args.batch_size,
+                      lr=args.lr, optimizer=args.optimizer, minutes=args.minutes, threads=args.threads,
+                      loss=args.loss, crf=not args.no_crf, init=args.init, renderer=args.renderer,
+                      real_grids=args.real_grids, gca_lambda=args.gca_lambda, max_files=args.max_files,
+                      seed=args.seed, crop_width=args.crop_width, precision=args.precision,
+                      channels_last=args.channels_last, device=args.device, loader_workers=args.loader_workers,
+                      quant_schedule=args.quant_schedule, work_dir=args.work_dir)
+    train(cfg)
+    return 0
+
+
+def _train_bench(args) -> int:
+    import json
+
+    from .bench import format_train_throughput, train_throughput
+
+    r = train_throughput(args.arch, args.batch_size, args.width, args.repeats, args.threads,
+                         crf=not args.no_crf, progress=lambda msg: print(msg, flush=True))
+    print(format_train_throughput(r))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
+    return 0
+
+
+def _adapt(args) -> int:
+    if args.step == "grids":
+        from ...segmentation.data import real_adaptation_grids
+
+        grids = real_adaptation_grids(Path(args.kitti_root) if args.kitti_root else kitti_real_dir())
+        out = project_root() / args.grids
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, grids)
+        print(f"saved {len(grids)} unlabelled real grids to {out}")
+    elif args.step == "render":
+        from .train import train_renderer
+
+        train_renderer(args.name or "squeezeseg_intensity", np.load(project_root() / args.grids), steps=args.steps,
+                       minutes=args.minutes, threads=args.threads, init=args.init, crop_width=args.crop_width,
+                       batch_size=args.batch_size)
+    else:
+        from .adapt import calibrate_weights
+
+        calibrate_weights(args.source, args.name or "squeezesegv2_da", np.load(project_root() / args.grids))
+    return 0
+
+
+# real_object: the labelled real object frames together, 000000-000002 (object/, full scans) and 000134
+# (object_reduced/, the camera-view scan); real_object_reduced: 000134 alone (the earlier tables).
+STANDARD_DATASETS = ("synth_lidar_2d", "synth_object", "real_lidar_2d", "real_object", "real_object_reduced")
+
+
+def _eval(args) -> int:
+    if args.instances:  # instance P/R vs 3D boxes on the real object frames only (instance_eval.py)
+        from .instance_eval import run_instance_eval
+
+        return run_instance_eval(args)
+    import torch
+
+    from ...segmentation.data import list_grids
+    from ...segmentation.pipeline import SegmentationPipeline
+    from .evaluation import (counts_to_json, evaluate_grids, evaluate_object_frames, evaluate_semantic_kitti,
+                             json_safe, model_meta)
+    from .train import load_renderer
+
+    torch.set_num_threads(max(args.threads, 1))
+    synth = project_root() / args.synth
+    real = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
+    wanted = set(args.datasets.split(",")) if args.datasets else \
+        set(STANDARD_DATASETS) | ({"semantic_kitti"} if args.semantic_kitti else set())
+    unknown = wanted - set(STANDARD_DATASETS) - {"semantic_kitti"}
+    if unknown:
+        raise SystemExit(f"unknown data set(s) {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(STANDARD_DATASETS)}, semantic_kitti")
+    if "semantic_kitti" in wanted and not args.semantic_kitti:
+        raise SystemExit("data set semantic_kitti needs --semantic-kitti DIR")
+    sequences = args.semantic_kitti_sequences.split(",") if args.semantic_kitti_sequences else None
+    results: dict = {}
+    for name in args.models.split(","):
+        weights = models_dir() / f"{name}.pt"
+        meta = model_meta(weights)
+        renderer_path = (meta.get("config") or {}).get("renderer") or ""
+        renderer = load_renderer(project_root() / renderer_path) if renderer_path else None
+        for crf in ((True, False) if name == "squeezeseg" and args.crf_ablation else (True,)):
+            key = name if crf else f"{name} w/o CRF"
+            pl = SegmentationPipeline(name, backend=args.backend, fov="front", crf=crf, num_threads=args.threads)
+            res = {}
+            test_grids = synth / "lidar_2d" / "test"
+            if "synth_lidar_2d" in wanted and test_grids.exists():
+                res["synth_lidar_2d"] = counts_to_json(
+                    evaluate_grids(pl, list_grids(test_grids)[: args.max_grids], renderer=renderer))
+            obj = synth / "object" / "testing"
+            if "synth_object" in wanted and (obj / "velodyne").exists():
+                res["synth_object"] = counts_to_json(evaluate_object_frames(pl, obj, max_frames=args.max_frames))
+            if "real_lidar_2d" in wanted:
+                res["real_lidar_2d"] = counts_to_json(evaluate_grids(pl, list_grids(real / "lidar_2d")))
+            if "real_object" in wanted:
+                both = evaluate_object_frames(pl, real / "object" / "training", "velodyne")
+                res["real_object"] = counts_to_json(evaluate_object_frames(
+                    pl, real / "object_reduced" / "training", "velodyne_reduced", counts=both))
+            if "real_object_reduced" in wanted:
+                res["real_object_reduced"] = counts_to_json(
+                    evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced"))
+            if "semantic_kitti" in wanted:
+                full = SegmentationPipeline(name, backend=args.backend, fov="full", crf=crf, num_threads=args.threads)
+                views = evaluate_semantic_kitti({"front": pl, "full": full}, args.semantic_kitti, sequences,
+                                                args.semantic_kitti_frames)
+                res["semantic_kitti_front"] = counts_to_json(views["front"])
+                res["semantic_kitti_full"] = counts_to_json(views["full"])
+            results[key] = res
+            print(f"{key}: " + ", ".join(f"{k} car IoU {v['class']['IoU'][1]}" for k, v in res.items()))
+    out = project_root() / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and out.exists():  # keep other models' results (and this model's other data sets) from earlier runs
+        earlier = json.loads(out.read_text())
+        results = {**earlier, **{k: {**earlier.get(k, {}), **v} for k, v in results.items()}}
+    out.write_text(json.dumps(json_safe(results), indent=1, allow_nan=False))
+    print(f"wrote {out}")
+    print(render_tables(results))
+    return 0
+
+
+def render_tables(results: dict) -> str:
+    from .evaluation import counts_from_json, table_class_instance, table_iou
+
+    parts = []
+    datasets = sorted({d for r in results.values() for d in r})
+    for ds in datasets:
+        rows = [(k, counts_from_json(r[ds])) for k, r in results.items() if ds in r]
+        parts.append(f"### {ds}: class-level and instance-level (Table 4.1 layout; truth = true instances, "
+                     "or true points where the data has no instance ids)\n\n" + table_class_instance(rows))
+        parts.append(f"### {ds}: IoU per class (Tables 6.1 / 6.2 layout; n/a = no ground truth, left out of the "
+                     "average)\n\n" + table_iou(rows, reference=THESIS_REFERENCE_62 if ds.startswith("real") else None))
+    return "\n\n".join(parts)
+
+
+def _bench(args) -> int:
+    from .bench import format_bench, run_bench
+
+    from ...backends import ModelLoadError
+
+    runs = []
+    for b in args.backends.split(","):
+        try:
+            runs.append(run_bench(args.model, weights=args.weights, frames=args.frames, fov=args.fov,
+                                  threads=args.threads, backend=b))
+        except ModelLoadError as exc:  # e.g. no int8 graph made yet: say so, bench the others
+            if b != "onnxruntime-int8":
+                raise
+            print(f"{b} skipped: {exc}")
+    for r in runs:
+        print(format_bench(r))
+    if len(runs) > 1:
+        base = runs[0]["stages_ms"]["network"]["mean"]
+        print("network time ratio (side by side, same frames): " + ", ".join(
+            f"{r['backend']} {r['stages_ms']['network']['mean'] / base:.2f}x" for r in runs))
+    if args.out:
+        out = project_root() / args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(runs, indent=1))
+    return 0
+
+
+def _plots(args) -> int:
+    import torch
+
+    from ...segmentation.data import load_grid, to_input
+    from ...segmentation.pipeline import SegmentationPipeline
+    from .evaluation import _GridView
+    from .losses import render_intensity
+    from .plots import plot_intensity, plot_label_maps, plot_training_curves
+    from .train import load_renderer
+
+    torch.set_num_threads(max(args.threads, 1))
+    real = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
+    img = project_root() / "docs" / "img"
+    grid = load_grid(real / "lidar_2d" / args.frame)
+    valid = grid[..., 4] > 0
+    rows = [("ground truth", grid[..., 5].astype(int))]
+    for name in args.models.split(","):
+        if not (models_dir() / f"{name}.pt").exists():
+            continue
+        pl = SegmentationPipeline(name, backend="onnxruntime", num_threads=args.threads)
+        batch = pl.network_input([_GridView(grid)])
+        rows.append((name, pl.run_crf(pl.run_network(batch), batch)[0].argmax(0)))
+    print(plot_label_maps(rows, valid, img / "seg_real_lidar2d.png", f"real KITTI lidar_2d {args.frame}"))
+    renderer_path = models_dir() / "squeezeseg_intensity.pt"
+    if renderer_path.exists():
+        grids = np.load(project_root() / args.grids)
+        g = grids[args.scan_index]
+        x = torch.from_numpy(to_input(g, 5))[None]
+        with torch.no_grad():
+            rendered = render_intensity(load_renderer(renderer_path)(x))[0].numpy()
+        print(plot_intensity(g[..., 3], rendered, g[..., 4] > 0, img / "seg_intensity.png"))
+    from ...kitti.calib import load_object_calib
+    from ...kitti.labels import read_labels, read_velodyne_bin
+    from .evaluation import KITTI_TYPE_TO_CLASS
+    from .plots import plot_top_view
+
+    root = real / "object_reduced" / "training"
+    pts = read_velodyne_bin(root / "velodyne_reduced" / "000134.bin")
+    calib = load_object_calib(root / "calib" / "000134.txt")
+    gt_boxes = [calib.rect_to_velo(lab.corners_rect()[:4])[:, :2]
+                for lab in read_labels(root / "label_2" / "000134.txt") if lab.type in KITTI_TYPE_TO_CLASS]
+    best = args.models.split(",")[args.topview_model]
+    if (models_dir() / f"{best}.pt").exists():
+        res = SegmentationPipeline(best, backend="onnxruntime", num_threads=args.threads).process(pts)
+        print(plot_top_view(pts, res.labels, res.table, img / "seg_real_topview.png",
+                            f"{best} on real KITTI 000134: predicted classes, DBSCAN + LATTE boxes (solid), "
+                            "ground truth (dashed)", gt_boxes))
+    logs = {p.parent.name: p for p in sorted((project_root() / "out" / "seg").glob("*/train.log"))}
+    print(plot_training_curves(logs, img / "seg_training.png"))
+    return 0
+
+
+CARD_PURPOSE = {
+    "squeezeseg": "SqueezeSeg (thesis ch. 4): CNN + recurrent CRF, class-weighted cross-entropy.",
+    "squeezesegv2": "SqueezeSegV2 (thesis 6.3): batch norm, LiDAR mask channel, focal loss (gamma 2), CAM.",
+    "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
+                        "intensity is replaced by the renderer's prediction.",
+    "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
+                        "covariances between synthetic and unlabelled real batches, both trained together, "
+                        "fine-tuned from the synthetic SqueezeSegV2.",
+    "diracdeltaseg": "DiracDeltaSeg (thesis ch. 7): shift + 1x1 convolutions, concatenative skips, the accelerator's "
+                     "operators only; trained progressively fp32 -> w8a8 -> w4a4 (DoReFa weights, PACT activations, "
+                     "one network-wide scale, eq. 7.12); runs on the `synetgy` backend bit for bit.",
+    "diracdeltaseg_fp32": "DiracDeltaSeg at the end of its fp32 stage: the float reference of `diracdeltaseg`.",
+    "squeezesegv2_da": "SqueezeSegV2 + LIR + GCA + progressive domain calibration (Algorithm 2) of every "
+                       "batch-norm layer on unlabelled real scans: the full adaptation pipeline.",
+    "squeezeseg_intensity": "Learned intensity rendering network (thesis 6.4): SqueezeSeg-shaped, no CRF, input x, y, "
+                            "z, range, output 10 intensity-bin logits + 10 per-bin deviations (hybrid loss).",
+}
+
+
+SEG_EVAL_PROTOCOL = (
+    "Protocol: per class, counts summed over every frame of a data set (lidar_2d grid cells; object-scan "
+    "points in the front 90 deg view). Real object frames are labelled from their KITTI 3D boxes by "
+    "`kitti.pointwise.label_points` (Van, Person_sitting and DontCare regions ignored; Truck, Tram, Misc "
+    "background; a point in two boxes goes to the nearest centre); synthetic scans carry the simulator's exact "
+    "labels. n/a = no ground truth (left out of averages); in brackets the true instances (n=) or, where the "
+    "data has no instance ids, the true points.")
+
+
+def _cards(args) -> int:
+    import torch
+
+    from .evaluation import OBJECT_CLASSES, counts_from_json, format_percent
+
+    results = {}
+    eval_path = project_root() / args.eval
+    if eval_path.exists():
+        results = json.loads(eval_path.read_text())
+    for name in args.models.split(","):
+        path = models_dir() / f"{name}.pt"
+        if not path.exists():
+            print(f"skip {name}: {path} missing")
+            continue
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        meta = ckpt.get("meta", {})
+        cfg = meta.get("config", {})
+        lines = [f"# {name}", "", CARD_PURPOSE.get(name, ""), "",
+                 f"- weights: `models/{name}.pt` ({path.stat().st_size / 1e6:.1f} MB, "
+                 f"{sum(v.numel() for v in ckpt['state_dict'].values() if v.dtype.is_floating_point) / 1e6:.3f} M "
+                 "float values incl. batch-norm statistics)",
+                 f"- classes: unknown, car, pedestrian, cyclist; input (C, 64, 512) raw grid "
+                 "(x, y, z, intensity, range[, mask]); normalised inside the model",
+                 f"- training: {meta.get('steps', '?')} steps, batch {cfg.get('batch_size', meta.get('batch_size', '?'))}, "
+                 f"crop width {cfg.get('crop_width', meta.get('crop_width', 0)) or 512}, loss {meta.get('loss', 'hybrid')}, "
+                 f"optimiser {cfg.get('optimizer', 'adam')} lr {cfg.get('lr', '1e-3')}, "
+                 f"CRF trained end to end: {cfg.get('crf', 'n/a')}",
+                 f"- data: {cfg.get('data', 'unlabelled real KITTI scans (raw/ and object/, no labels)')} "
+                 f"({meta.get('train_files', meta.get('real_grids', '?'))} grids)"]
+        if meta.get("arch") == "intensity_renderer":
+            lines[5] = ("- input (5, 64, 512) raw grid of which x, y, z and range are used; output intensity in "
+                        "[0, 1] = the most likely bin's centre + that bin's predicted deviation")
+            lines[6] = f"- training: {meta.get('steps')} steps: " + "; then ".join(meta.get("history", []))
+        if meta.get("pdc_layers"):
+            lines[6] = (f"- training: no gradient steps; the weights of `{meta.get('calibrated_from')}` "
+                        "(see its card) with re-estimated batch-norm statistics")
+            lines[7] = "- data: unlabelled real KITTI scans (raw/ and object/, no labels), " \
+                       f"{meta.get('real_grids')} grids (7 scans x 4 rotated front views)"
+        quant = meta.get("quant") or {}
+        if quant.get("stages"):
+            lines.append(f"- precision: {quant['precision']}, shared activation scale s = {quant['s']:.4f}; stages "
+                         + ", ".join(f"{st['stage']} {st['steps']} steps (ended by {st['stopped_by']})"
+                                     for st in quant["stages"])
+                         + f"; float reference `{quant.get('fp32_weights')}`")
+        elif quant.get("stage_of"):
+            lines.append(f"- the float stage of `{quant['stage_of']}` (schedule {quant.get('schedule')})")
+        if meta.get("trained_on"):
+            lines.append(f"- trained on: {meta['trained_on']}")
+        if cfg.get("init"):
+            lines.append(f"- fine-tuned from: `{cfg['init']}`")
+        if cfg.get("renderer"):
+            lines.append(f"- intensity rendered by: `{cfg['renderer']}`")
+        if cfg.get("real_grids"):
+            lines.append(f"- GCA real batches from: `{cfg['real_grids']}` (lambda {cfg.get('gca_lambda')})")
+        if meta.get("pdc_layers"):
+            lines.append(f"- progressive domain calibration: {meta['pdc_layers']} batch-norm layers re-estimated on "
+                         f"{meta.get('real_grids')} unlabelled real grids, from `{meta.get('calibrated_from')}`")
+        if "train_mse" in meta:
+            lines.append(f"- rendering MSE on its real grids {meta['train_mse']:.4f} "
+                         f"(predicting the mean: {meta['predict_mean_mse']:.4f}; thesis: 0.011 with the hybrid loss)")
+        if name in results:
+            lines += ["", "## Evaluation (IoU %, `squeeze-perception seg eval`; details in docs/segmentation.md)", "",
+                      SEG_EVAL_PROTOCOL, "",
+                      "| data set | frames | car | pedestrian | cyclist |", "|---|---|---|---|---|"]
+            for ds, r in results[name].items():
+                counts = counts_from_json(r)
+                iou = counts.class_level()["IoU"]
+                lines.append(f"| {ds} | {r['frames']} | " + " | ".join(
+                    f"{format_percent(iou[c])} ({counts.support(c)})" for c in OBJECT_CLASSES) + " |")
+        budget = ("Trained for 7.5 minutes on one GPU on 6,000 synthetic scans" if meta.get("trained_on") or
+                  (meta.get("source_meta") or {}).get("train_files", 0) > 1000 else
+                  "Trained for minutes on a shared 2-core CPU on a small synthetic data set")
+        lines += ["", "## Limits", "",
+                  f"{budget}, far from the thesis's schedule; treat the numbers as a working baseline, not a "
+                  "reproduction. Real KITTI frames were never used for training or tuning (only unlabelled real scans "
+                  "for the adaptation steps).", ""]
+        (models_dir() / f"{name}.md").write_text("\n".join(lines))
+        print(f"wrote models/{name}.md")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="squeeze-perception seg", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train SqueezeSeg / SqueezeSegV2 / DiracDeltaSeg on lidar_2d grids")
+    t.add_argument("--arch", default="squeezeseg", choices=("squeezeseg", "squeezesegv2", "diracdeltaseg"),
+                   help="diracdeltaseg: the Synetgy accelerator's model, trained progressively to low precision "
+                        "(--quant-schedule); also writes its float stage as models/<name>_fp32.pt")
+    t.add_argument("--name", required=True, help="output weights models/<name>.pt")
+    t.add_argument("--data", default=f"{DEFAULT_SYNTH}/lidar_2d/train")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    t.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget; resumable")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--loss", default="", choices=("", "ce", "focal"))
+    t.add_argument("--no-crf", action="store_true", help="train without the recurrent CRF")
+    t.add_argument("--init", default="", help="start from these weights")
+    t.add_argument("--renderer", default="", help="learned intensity rendering weights (+LIR)")
+    t.add_argument("--real-grids", default="", help="unlabelled real grids .npy (+GCA)")
+    t.add_argument("--gca-lambda", type=float, default=10.0)
+    t.add_argument("--max-files", type=int, default=0)
+    t.add_argument("--crop-width", type=int, default=0, help="random width crops (multiple of 16); 0 = full 512")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16 autocast for the CNN (CRF and loss in fp32); see `seg train-bench`")
+    t.add_argument("--channels-last", action="store_true", help="channels_last layout for the CNN")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the model, batches, loss and CRF run; checkpoints hold CPU tensors either way, "
+                        "so a run resumes on the other device")
+    t.add_argument("--loader-workers", type=int, default=0, metavar="N",
+                   help="make the batches in N DataLoader processes (keeps a GPU fed; the file list is fixed at "
+                        "start); 0: in the training loop, which also picks up grids a running generator adds")
+    t.add_argument("--quant-schedule", default="", metavar="W/A:STEPS[@LR],...",
+                   help="diracdeltaseg: comma list of stages WBITS/ABITS:STEPS[@LR] trained in order, each from the "
+                        "previous stage's weights (thesis 7.4), e.g. '32/32:3000,8/8:1000,4/4:1000@3e-4'; bits 2-8 "
+                        "or 32 (float), never increasing from one stage to the next; LR defaults to --lr; each "
+                        "stage has its own optimiser and step decay; replaces --steps (default: 32/32, 8/8, 4/4 "
+                        "with 3/5, 1/5, 1/5 of --steps). --minutes is shared by the stages in proportion to their "
+                        "steps, so a run cut short still ends at the last precision; the checkpoint records the "
+                        "stage, and a resumed run needs the same schedule")
+    t.add_argument("--work-dir", default="out/seg", help="checkpoint and train.log in <work-dir>/<name>/")
+    t.set_defaults(func=_train)
+
+    tb = sub.add_parser("train-bench", help="training throughput per scan: fp32 / channels_last / bf16 / "
+                                            "bf16+channels_last, interleaved in one run")
+    tb.add_argument("--arch", default="squeezesegv2", choices=("squeezeseg", "squeezesegv2"))
+    tb.add_argument("--batch-size", type=int, default=8)
+    tb.add_argument("--width", type=int, default=512)
+    tb.add_argument("--repeats", type=int, default=3)
+    tb.add_argument("--threads", type=int, default=2)
+    tb.add_argument("--no-crf", action="store_true")
+    tb.add_argument("--out", default="", help="also write the result as JSON")
+    tb.set_defaults(func=_train_bench)
+
+    a = sub.add_parser("adapt", help="domain adaptation: real grids, intensity renderer, PDC")
+    a.add_argument("step", choices=("grids", "render", "pdc"))
+    a.add_argument("--grids", default=DEFAULT_REAL_GRIDS)
+    a.add_argument("--kitti-root", default="")
+    a.add_argument("--name", default="")
+    a.add_argument("--source", default="models/squeezesegv2_gca.pt", help="pdc: weights to calibrate")
+    a.add_argument("--steps", type=int, default=400)
+    a.add_argument("--minutes", type=float, default=15.0)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--init", default="", help="render: continue from these renderer weights")
+    a.add_argument("--crop-width", type=int, default=0)
+    a.add_argument("--batch-size", type=int, default=4)
+    a.set_defaults(func=_adapt)
+
+    e = sub.add_parser("eval", help="class/instance P, R, IoU on synthetic test and real KITTI")
+    e.add_argument("--models", default="squeezeseg,squeezesegv2,squeezesegv2_lir,squeezesegv2_gca,squeezesegv2_da")
+    e.add_argument("--synth", default=DEFAULT_SYNTH)
+    e.add_argument("--kitti-root", default="")
+    e.add_argument("--max-grids", type=int, default=200)
+    e.add_argument("--max-frames", type=int, default=50)
+    e.add_argument("--crf-ablation", action="store_true", help="also evaluate squeezeseg without CRF")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--backend", default="onnxruntime", help="same labels as torch, several times faster on CPU")
+    e.add_argument("--semantic-kitti", default="", metavar="DIR",
+                   help="also evaluate on SemanticKITTI (DIR/sequences/NN/velodyne/*.bin + labels/*.label): "
+                        "full 360-degree scan and front 90-degree view")
+    e.add_argument("--semantic-kitti-sequences", default="", help="comma list, e.g. 08 (default: every sequence "
+                   "with labels)")
+    e.add_argument("--semantic-kitti-frames", type=int, default=200,
+                   help="at most this many scans, spread evenly over the sequences (0: all)")
+    e.add_argument("--datasets", default="", help=f"comma list out of {', '.join(STANDARD_DATASETS)}, semantic_kitti "
+                   "(default: the four standard ones, plus semantic_kitti with --semantic-kitti)")
+    e.add_argument("--out", default="out/seg/eval.json", help="JSON results (null where a value is undefined)")
+    e.add_argument("--merge", action="store_true", help="add to the results already in --out")
+    e.add_argument("--instances", action="store_true",
+                   help="only the instance precision/recall against the real KITTI 3D boxes (BEV IoU >= "
+                        "--iou-threshold) with ground removal off and on, + point IoU; writes out/seg/instances.json "
+                        "and docs/img/seg_real_topview.png (offline/segmentation/instance_eval.py)")
+    e.add_argument("--iou-threshold", type=float, default=0.5, help="--instances: BEV IoU for a match")
+    e.add_argument("--no-plot", action="store_true", help="--instances: do not redraw the top-view figure")
+    e.set_defaults(func=_eval)
+
+    b = sub.add_parser("bench", help="per-stage latency, compute-bound ratio, DBSCAN sklearn vs fast")
+    b.add_argument("--model", default="squeezesegv2")
+    b.add_argument("--weights", default="")
+    b.add_argument("--frames", type=int, default=16)
+    b.add_argument("--fov", default="front", choices=("front", "full"))
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8",
+                   help="comma list, run side by side (onnxruntime-int8 is skipped with the reason when "
+                        "models/<model>.int8.onnx was not made)")
+    b.add_argument("--out", default="out/seg/bench.json")
+    b.set_defaults(func=_bench)
+
+    p = sub.add_parser("plots", help="docs/img/seg_*.png: label maps, rendered intensity, training curves")
+    p.add_argument("--models", default="squeezeseg,squeezesegv2,squeezesegv2_lir,squeezesegv2_gca,squeezesegv2_da")
+    p.add_argument("--frame", default="2011_09_26_0001_0000000040.npy")
+    p.add_argument("--grids", default=DEFAULT_REAL_GRIDS)
+    p.add_argument("--scan-index", type=int, default=20, help="which unlabelled real grid to render")
+    p.add_argument("--topview-model", type=int, default=1, help="index into --models for the top-view plot")
+    p.add_argument("--kitti-root", default="")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_plots)
+
+    c = sub.add_parser("cards", help="write models/<name>.md model cards from checkpoint meta + eval json")
+    c.add_argument("--models", default="squeezeseg,squeezesegv2,squeezesegv2_lir,squeezesegv2_gca,squeezesegv2_da,"
+                   "squeezeseg_intensity,diracdeltaseg,diracdeltaseg_fp32")
+    c.add_argument("--eval", default="out/seg/eval.json")
+    c.set_defaults(func=_cards)
+
+    args = ap.parse_args(argv)
+    return int(args.func(args) or 0)

@@ -1,0 +1,1 @@
+"""Offline tracking: tracker evaluation (MOT metrics), synthetic scenarios, its CLI."""
