@@ -92,3 +92,14 @@ def test_tiny_end_to_end_run_saves_a_loadable_searched_model(tmp_path):
         manifest = read_manifest(tmp_path / arch["weights"].split("/")[-1])
         assert manifest["input"]["shape"] == [5, 16, 64] and manifest["flops"] > 0
         assert "synetgy (lookup table)" in manifest["latency_ms"]
+
+
+def test_a_time_budget_shortens_the_search_but_keeps_its_schedule_and_warmup_share():
+    from squeeze_perception.offline.common import epochs_for_budget
+
+    assert epochs_for_budget(90, 10, epoch_s=2.0, budget_s=0) == (90, 10)  # no budget: as planned
+    assert epochs_for_budget(90, 10, epoch_s=2.0, budget_s=1000) == (90, 10)  # the plan fits
+    assert epochs_for_budget(90, 10, epoch_s=2.0, budget_s=60) == (30, 3)  # a third of it fits
+    epochs, warmup = epochs_for_budget(90, 10, epoch_s=50.0, budget_s=60)
+    assert epochs == 2 and 1 <= warmup < epochs  # never fewer than one warm-up and one search epoch
+    assert epochs_for_budget(40, 0, epoch_s=1.0, budget_s=10) == (10, 0)

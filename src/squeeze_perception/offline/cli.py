@@ -31,6 +31,7 @@ def _common(ap: argparse.ArgumentParser, out: str) -> None:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     ap.add_argument("--out", default=out, help="results.json and the models with their manifests")
     ap.add_argument("--no-save", action="store_true", help="do not write model files")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -82,11 +83,19 @@ def _dnas(argv: list[str], command: str) -> int:
     ap.add_argument("--beta", type=float, help="exponent of the latency term (eq. 8.18)")
     ap.add_argument("--theta-lr", type=float)
     ap.add_argument("--repeats", type=int, help="timing repeats per block")
+    ap.add_argument("--tables", help="folder of latency_<target>.json measured before on the target machine "
+                                     "(searching on another machine, e.g. a GPU, without re-timing there)")
+    ap.add_argument("--no-measure", dest="measure", action="store_false", default=None,
+                    help="do not time the trained nets end to end here (this machine is not the target)")
+    ap.add_argument("--search-minutes", type=float, help="time budget of each search")
+    ap.add_argument("--train-minutes", type=float, help="time budget of each from-scratch training")
     args = ap.parse_args(argv)
     run = _apply(DnasRun(), args, {"targets": "targets", "samples": "samples", "batch_size": "batch_size",
                                    "search_epochs": "search_epochs", "warmup": "warmup",
                                    "train_epochs": "train_epochs", "archs": "archs_per_target", "beta": "beta",
-                                   "theta_lr": "theta_lr", "repeats": "repeats"})
+                                   "theta_lr": "theta_lr", "repeats": "repeats", "tables": "tables",
+                                   "measure": "measure", "search_minutes": "search_minutes",
+                                   "train_minutes": "train_minutes"})
     res = run_dnas(run, show_progress=not args.quiet, command=command)
     from . import ddp
 
@@ -113,11 +122,17 @@ def _mixed_precision(argv: list[str], command: str) -> int:
     ap.add_argument("--finetune-epochs", type=int)
     ap.add_argument("--archs", type=int)
     ap.add_argument("--gamma", type=float, help="exponent of the cost term (eq. 8.15)")
+    ap.add_argument("--pretrain-minutes", type=float, help="time budget of the fp32 training")
+    ap.add_argument("--search-minutes", type=float, help="time budget of the search")
+    ap.add_argument("--finetune-minutes", type=float, help="time budget of each assignment's fine-tuning")
     args = ap.parse_args(argv)
     run = _apply(MixedPrecisionRun(), args, {"cost": "cost", "choices": "choices", "samples": "samples",
                                              "batch_size": "batch_size", "pretrain_epochs": "pretrain_epochs",
                                              "search_epochs": "search_epochs", "finetune_epochs": "finetune_epochs",
-                                             "archs": "archs", "gamma": "gamma"})
+                                             "archs": "archs", "gamma": "gamma",
+                                             "pretrain_minutes": "pretrain_minutes",
+                                             "search_minutes": "search_minutes",
+                                             "finetune_minutes": "finetune_minutes"})
     res = run_mixed_precision(run, show_progress=not args.quiet, command=command)
     from . import ddp
 
@@ -142,10 +157,14 @@ def _distill(argv: list[str], command: str) -> int:
     ap.add_argument("--threshold", type=float, help="dormant below this fraction of the layer's top activity")
     ap.add_argument("--pretrain-epochs", type=int)
     ap.add_argument("--finetune-epochs", type=int)
+    ap.add_argument("--pretrain-minutes", type=float, help="time budget of the all-class training")
+    ap.add_argument("--finetune-minutes", type=float, help="time budget of the distilled net's fine-tuning")
     args = ap.parse_args(argv)
     run = _apply(DistillRun(), args, {"keep": "keep", "weights": "weights", "threshold": "threshold",
                                       "samples": "samples", "batch_size": "batch_size",
-                                      "pretrain_epochs": "pretrain_epochs", "finetune_epochs": "finetune_epochs"})
+                                      "pretrain_epochs": "pretrain_epochs", "finetune_epochs": "finetune_epochs",
+                                      "pretrain_minutes": "pretrain_minutes",
+                                      "finetune_minutes": "finetune_minutes"})
     res = run_distill(run, show_progress=not args.quiet, command=command)
     path = _write(args.out, res)
     kept = ", ".join(run.keep)
@@ -294,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "squeeze-perception offline " + " ".join(shlex.quote(a) for a in argv)
     threads = next((int(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--threads"), 1)
     torch.set_num_threads(max(threads, 1))
+    train_device = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--device"), "cpu")
+    from .common import set_device
+
+    set_device(train_device)
     ddp.init_from_env()
     sub, rest = argv[0], argv[1:]
     return {"dnas": _dnas, "mixed-precision": _mixed_precision, "distill": _distill}[sub](rest, command)

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..interfaces import CLASS_IDS, CLASS_NAMES
 from ..segmentation.searched_net import InvertedResidual, MacroArch, SearchedSegNet, TINY_MACRO
-from .common import evaluate, model_size, train_segmenter
+from .common import evaluate, model_device, model_size, train_segmenter
 from .data import SegSamples
 
 
@@ -45,9 +45,11 @@ def channel_activity(net: SearchedSegNet, samples: SegSamples, classes: tuple[in
             hooks.append(layer.bn2.register_forward_hook(
                 lambda mod, inp, out, i=i: captured.__setitem__(i, F.relu(out))))
     cell_counts: dict[int, torch.Tensor] = {}
+    dev = model_device(net)
     try:
         for start in range(0, len(samples), batch_size):
-            x, y = samples.inputs[start:start + batch_size], samples.labels[start:start + batch_size]
+            x = samples.inputs[start:start + batch_size].to(dev)
+            y = samples.labels[start:start + batch_size].to(dev)
             valid = x[:, 4] > 0
             net(x)
             for i, act in captured.items():
@@ -55,12 +57,13 @@ def channel_activity(net: SearchedSegNet, samples: SegSamples, classes: tuple[in
                 lab, ok = y[:, :, ::step], valid[:, :, ::step]
                 for k, c in enumerate(classes):
                     cells = ((lab == c) & ok).unsqueeze(1).to(act.dtype)  # (N, 1, H, w)
-                    sums.setdefault(i, torch.zeros(len(classes), act.shape[1]))[k] += (act * cells).sum((0, 2, 3))
-                    cell_counts.setdefault(i, torch.zeros(len(classes)))[k] += cells.sum()
+                    sums.setdefault(i, torch.zeros(len(classes), act.shape[1], device=dev))[k] += \
+                        (act * cells).sum((0, 2, 3))
+                    cell_counts.setdefault(i, torch.zeros(len(classes), device=dev))[k] += cells.sum()
     finally:
         for h in hooks:
             h.remove()
-    return {i: sums[i] / cell_counts[i].clamp(min=1).unsqueeze(1) for i in sums}
+    return {i: (sums[i] / cell_counts[i].clamp(min=1).unsqueeze(1)).cpu() for i in sums}
 
 
 def dormant_channels(activity: dict[int, torch.Tensor], threshold: float) -> dict[int, torch.Tensor]:
@@ -80,7 +83,7 @@ def distilled_net(net: SearchedSegNet, dormant: dict[int, torch.Tensor], keep: t
     macro = MacroArch(**{**net.macro.__dict__, "num_classes": 1 + len(keep)})
     hidden = [int((~dormant[i]).sum()) if i in dormant else h for i, h in enumerate(net.hidden)]
     small = SearchedSegNet(net.choices, macro, hidden)
-    src, dst = net.state_dict(), small.state_dict()
+    src, dst = {k: v.cpu() for k, v in net.state_dict().items()}, small.state_dict()
     rows = torch.tensor([0, *keep])
     for name in dst:
         t = src[name]
@@ -131,6 +134,8 @@ class DistillRun:
     tiny: bool = False
     pretrain_epochs: int = 30
     finetune_epochs: int = 5
+    pretrain_minutes: float = 0.0  # > 0: time budgets (a GPU lease is short)
+    finetune_minutes: float = 0.0
     threshold: float = 0.1
     batch_size: int = 8
     seed: int = 0
@@ -158,16 +163,19 @@ def run_distill(run: DistillRun, show_progress: bool = True, command: str = "") 
         macro = TINY_MACRO if run.tiny else MacroArch()
         net = SearchedSegNet(["k3_e6"] * len(macro.slots()), macro)
         train_segmenter(net, train_set, run.pretrain_epochs, run.batch_size, seed=run.seed,
-                        show_progress=show_progress, description="train the all-class net")
+                        show_progress=show_progress, description="train the all-class net",
+                        max_minutes=run.pretrain_minutes)
     test_kept, train_kept = remap_labels(test_set, keep), remap_labels(train_set, keep)
     kept_ids = tuple(range(1, len(keep) + 1))
     original = {**evaluate(KeptClassView(net, keep), test_kept, classes=kept_ids), **model_size(net, shape)}
     activity = channel_activity(net, train_set, keep)
     dormant = dormant_channels(activity, run.threshold)
-    small = distilled_net(net, dormant, keep)
+    small = distilled_net(net, dormant, keep).to(model_device(net))
     before = {**evaluate(small, test_kept, classes=kept_ids), **model_size(small, shape)}
     fit = train_segmenter(small, train_kept, run.finetune_epochs, run.batch_size, lr=5e-4, seed=run.seed,
-                          show_progress=show_progress, description="fine-tune the distilled net")
+                          show_progress=show_progress, description="fine-tune the distilled net",
+                          max_minutes=run.finetune_minutes)
+    small = small.cpu()  # counted and saved on the CPU
     after = {**evaluate(small, test_kept, classes=kept_ids), **model_size(small, shape), "finetune_loss": fit["loss"]}
     removed = {i: int(d.sum()) for i, d in dormant.items()}
     totals = {i: int(d.numel()) for i, d in dormant.items()}

@@ -29,7 +29,7 @@ from ..segmentation import constants as K
 from ..segmentation.searched_net import (Decoder, MacroArch, SearchedSegNet, Stem, TINY_MACRO, make_block,
                                          stage_ends)
 from . import ddp
-from .common import evaluate, model_size, progress, segmentation_loss, train_segmenter
+from .common import device, epochs_for_budget, evaluate, model_size, progress, segmentation_loss, train_segmenter
 from .data import SegSamples
 from .latency import LatencyTable
 
@@ -73,7 +73,7 @@ class SuperNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, full_skip = self.stem(x)
-        feats, latency = [h], torch.tensor(self.fixed_us)
+        feats, latency = [h], torch.tensor(self.fixed_us, device=x.device)
         for i, layer in enumerate(self.layers):
             mask = F.gumbel_softmax(layer.theta, tau=self.tau, hard=False)
             latency = latency + (mask * getattr(self, f"lat_{i}")).sum()  # eq. 8.20
@@ -84,7 +84,7 @@ class SuperNet(nn.Module):
         return self.decoder(feats, full_skip)
 
     def probabilities(self) -> list[list[float]]:
-        return [torch.softmax(layer.theta.detach(), 0).tolist() for layer in self.layers]
+        return [torch.softmax(layer.theta.detach().cpu(), 0).tolist() for layer in self.layers]
 
     def most_likely(self) -> list[str]:
         return [layer.names[int(layer.theta.argmax())] for layer in self.layers]
@@ -116,6 +116,7 @@ class SearchConfig:
     beta: float = 0.6
     w_fraction: float = 0.8  # X_w : X_theta = 80 : 20 (thesis)
     seed: int = 0
+    max_minutes: float = 0.0  # > 0: stop the search after this long (the schedule stays the planned one)
 
 
 def search(samples: SegSamples, table: LatencyTable, macro: MacroArch, cfg: SearchConfig,
@@ -124,7 +125,7 @@ def search(samples: SegSamples, table: LatencyTable, macro: MacroArch, cfg: Sear
     final distribution; the super net is in result['supernet']."""
     torch.manual_seed(cfg.seed)
     x_w, x_theta = samples.split((cfg.w_fraction, 1 - cfg.w_fraction), seed=cfg.seed)
-    net = SuperNet(macro, table)
+    net = SuperNet(macro, table).to(device())
     model = ddp.wrap(net)
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.w_lr, momentum=0.9, weight_decay=K.WEIGHT_DECAY)
     theta_opt = torch.optim.Adam(net.arch_parameters(), lr=cfg.theta_lr, weight_decay=5e-4)
@@ -132,17 +133,25 @@ def search(samples: SegSamples, table: LatencyTable, macro: MacroArch, cfg: Sear
     alpha = 1.0 / math.log(uniform_us) ** cfg.beta  # latency factor 1 at the uniform distribution
     rng = np.random.default_rng(cfg.seed)
     history, t_start = [], time.perf_counter()
+    epochs, warmup, eta = cfg.epochs, cfg.warmup, cfg.eta
     per_epoch = -(-len(x_w) // cfg.batch_size) + -(-len(x_theta) // cfg.batch_size)
     with progress(f"DNAS search ({table.target})", cfg.epochs * per_epoch, show_progress) as advance:
-        for epoch in range(cfg.epochs):
-            net.tau = temperature(epoch, cfg.t0, cfg.eta)
+        epoch = 0
+        while epoch < epochs:
+            if epoch == 1 and cfg.max_minutes > 0:  # the first (warm-up) epoch timed the weight phase
+                w_share = len(x_w) / (len(x_w) + len(x_theta))
+                epoch_s = (time.perf_counter() - t_start) / w_share
+                epochs, warmup = epochs_for_budget(cfg.epochs, cfg.warmup, epoch_s, 60 * cfg.max_minutes - epoch_s)
+                epochs += 1  # the epoch already run
+                eta = cfg.eta * cfg.epochs / epochs  # the same final temperature, reached sooner
+            net.tau = temperature(epoch, cfg.t0, eta)
             stats = {"epoch": epoch, "tau": net.tau}
             for phase, data, opt in (("w", x_w, w_opt), ("theta", x_theta, theta_opt)):
-                if phase == "theta" and epoch < cfg.warmup:
+                if phase == "theta" and epoch < warmup:
                     advance(-(-len(data) // cfg.batch_size))
                     continue
                 for x, y in data.batches(cfg.batch_size, rng):
-                    x, y = ddp.shard(x, y)
+                    x, y = ddp.shard(x.to(device()), y.to(device()))
                     ce = segmentation_loss(model(x), x, y)
                     loss = latency_aware_loss(ce, net.last_latency_us, alpha, cfg.beta)
                     w_opt.zero_grad()
@@ -156,6 +165,7 @@ def search(samples: SegSamples, table: LatencyTable, macro: MacroArch, cfg: Sear
                     advance(ce=stats[f"{phase}_ce"], lat_us=stats[f"{phase}_latency_us"], tau=net.tau)
             stats["most_likely"] = net.most_likely()
             history.append(stats)
+            epoch += 1
     return {"supernet": net, "history": history, "alpha": alpha, "search_s": time.perf_counter() - t_start,
             "probabilities": net.probabilities(), "most_likely": net.most_likely()}
 
@@ -174,13 +184,15 @@ def sample_architectures(net: SuperNet, n: int, seed: int = 0) -> list[list[str]
 
 
 def train_from_scratch(choices: list[str], macro: MacroArch, train: SegSamples, test: SegSamples, epochs: int,
-                       batch_size: int, seed: int = 0, show_progress: bool = True) -> tuple[SearchedSegNet, dict]:
+                       batch_size: int, seed: int = 0, show_progress: bool = True,
+                       max_minutes: float = 0.0) -> tuple[SearchedSegNet, dict]:
     """Algorithm 3, second loop: a sampled architecture trained from scratch and tested."""
     torch.manual_seed(seed)
     net = SearchedSegNet(choices, macro)
     fit = train_segmenter(net, train, epochs, batch_size, seed=seed, show_progress=show_progress,
-                          description="train " + ",".join(choices))
-    return net, {**evaluate(net, test), "train_loss": fit["loss"], "train_s": fit["train_s"]}
+                          description="train " + ",".join(choices), max_minutes=max_minutes)
+    return net, {**evaluate(net, test), "train_loss": fit["loss"], "train_s": fit["train_s"],
+                 "train_steps": fit["steps"]}
 
 
 @dataclass
@@ -204,6 +216,10 @@ class DnasRun:
     seed: int = 0
     out: str = "out/offline/dnas"
     save_models: bool = True
+    tables: str = ""  # folder of latency_<target>.json measured earlier (on the target machine)
+    measure: bool = True  # time every trained net end to end on every target (off on a foreign machine)
+    search_minutes: float = 0.0  # > 0: time budget of each search
+    train_minutes: float = 0.0  # > 0: time budget of each from-scratch training
 
     def shrink(self) -> "DnasRun":
         """The small size the tests run: 16 x 64 toy grids, the tiny macro-architecture."""
@@ -225,6 +241,16 @@ def run_dnas(run: DnasRun, tables: dict[str, LatencyTable] | None = None, show_p
     search_set, train_set, test_set = samples.split((0.4, 0.4, 0.2), seed=run.seed)
     tables = dict(tables or {})
     out = Path(run.out)
+    if run.tables:  # tables measured on the target machine; the search itself may run elsewhere (a GPU)
+        from .latency import LatencyTable, TARGETS
+
+        for target in TARGETS:
+            path = Path(run.tables) / f"latency_{target}.json"
+            if target not in tables and path.exists():
+                table = LatencyTable.load(path)
+                if (table.height, table.width, table.macro) != (run.height, run.width, macro.to_dict()):
+                    raise ValueError(f"{path}: measured for another input or macro-architecture")
+                tables[target] = table
     for target in run.targets:
         if target not in tables:
             tables[target] = build_table(macro, run.height, run.width, target, run.repeats, show_progress)
@@ -232,17 +258,19 @@ def run_dnas(run: DnasRun, tables: dict[str, LatencyTable] | None = None, show_p
                 tables[target].save(out / f"latency_{target}.json")
     results = {"config": asdict(run), "data": samples.source, "macro": macro.to_dict(), "targets": {}}
     cfg = SearchConfig(epochs=run.search_epochs, warmup=run.warmup, batch_size=run.batch_size, beta=run.beta,
-                       theta_lr=run.theta_lr, seed=run.seed, eta=4.0 / max(run.search_epochs, 1))
+                       theta_lr=run.theta_lr, seed=run.seed, eta=4.0 / max(run.search_epochs, 1),
+                       max_minutes=run.search_minutes)
     for target in run.targets:
         found = search(search_set, tables[target], macro, cfg, show_progress)
         archs = sample_architectures(found["supernet"], run.archs_per_target, run.seed)
         trained = []
         for choices in archs:
             net, metrics = train_from_scratch(choices, macro, train_set, test_set, run.train_epochs,
-                                              run.batch_size, run.seed, show_progress)
+                                              run.batch_size, run.seed, show_progress, run.train_minutes)
+            net = net.cpu()  # measured, counted and saved on the CPU
             latency = {t: tables[t].architecture_us(choices) for t in tables}
             measured = {t: measure_architecture_us(net, run.height, run.width, t, run.repeats)
-                        for t in tables} if not run.tiny else {}
+                        for t in tables} if run.measure and not run.tiny else {}
             entry = {"choices": choices, "metrics": metrics, "lut_latency_us": latency,
                      "measured_latency_us": measured, **model_size(net.eval(), (5, run.height, run.width))}
             if run.save_models and ddp.is_main():
@@ -250,6 +278,7 @@ def run_dnas(run: DnasRun, tables: dict[str, LatencyTable] | None = None, show_p
             trained.append(entry)
         results["targets"][target] = {"most_likely": found["most_likely"], "probabilities": found["probabilities"],
                                       "alpha": found["alpha"], "search_s": found["search_s"],
+                                      "search_epochs_done": len(found["history"]),
                                       "final_tau": found["history"][-1]["tau"], "architectures": trained}
     return results
 

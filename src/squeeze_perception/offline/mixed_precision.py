@@ -36,7 +36,7 @@ from ..model_cost import conv_macs
 from ..segmentation import constants as K
 from ..segmentation.searched_net import InvertedResidual, MacroArch, SearchedSegNet, TINY_MACRO
 from . import ddp
-from .common import evaluate, progress, segmentation_loss, train_segmenter
+from .common import device, epochs_for_budget, evaluate, progress, segmentation_loss, train_segmenter
 from .data import SegSamples
 
 FP = 32
@@ -49,16 +49,6 @@ FLOPS_CANDIDATES: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (3, 3), (4, 4),
 def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     """DoReFa (eq. 8.10) in [-1, 1]; batch norm after every convolution absorbs the scale."""
     return w if bits >= FP else dorefa_int(w, bits) / levels(bits)
-
-
-def quantize_activation(x: torch.Tensor, bits: int, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
-    """PACT (eq. 8.11): clip to [0, alpha] (or [-alpha, alpha]) and round to 2^k - 1 levels."""
-    if bits >= FP:
-        return x
-    if not signed:
-        return round_ste(pact(x, alpha) / alpha * levels(bits)) * alpha / levels(bits)
-    clipped = pact(x + alpha, 2 * alpha) - alpha  # [-alpha, alpha], PACT's gradient for alpha
-    return round_ste((clipped + alpha) / (2 * alpha) * levels(bits)) * (2 * alpha) / levels(bits) - alpha
 
 
 class MixedPrecisionConv(nn.Module):
@@ -85,16 +75,18 @@ class MixedPrecisionConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.choice is not None:
-            self.last_mask = F.one_hot(torch.tensor(self.choice), len(self.candidates)).float()
+            self.last_mask = F.one_hot(torch.tensor(self.choice, device=self.theta.device),
+                                       len(self.candidates)).float()
             return self.edge(x, self.choice)
         mask = F.gumbel_softmax(self.theta, tau=self.tau, hard=False)
         self.last_mask = mask
         return sum(m * self.edge(x, k) for k, m in enumerate(mask))
 
     def edge_costs(self, cost: str) -> torch.Tensor:
+        dev = self.theta.device
         if cost == "size":  # eq. 8.13
-            return torch.tensor([float(self.params * w) for w, _ in self.candidates])
-        return torch.tensor([float(self.macs * w * a) for w, a in self.candidates])  # eq. 8.14
+            return torch.tensor([float(self.params * w) for w, _ in self.candidates], device=dev)
+        return torch.tensor([float(self.macs * w * a) for w, a in self.candidates], device=dev)  # eq. 8.14
 
     def expected_cost(self, cost: str) -> torch.Tensor:
         return self.gate * (self.last_mask * self.edge_costs(cost)).sum()
@@ -181,7 +173,7 @@ class MixedPrecisionNet(nn.Module):
         with torch.no_grad():
             for m in self.convs:
                 m.choice = len(m.candidates) - 1
-            self.net(torch.zeros((1, *input_shape)))
+            self.net(torch.zeros((1, *input_shape), device=next(self.net.parameters()).device))
             for m in self.convs:
                 m.choice = None
         self.train(was)
@@ -220,7 +212,7 @@ class MixedPrecisionNet(nn.Module):
 
     def sample(self, rng: np.random.Generator) -> dict:
         def draw(theta):
-            p = torch.softmax(theta.detach(), 0).numpy().astype(np.float64)
+            p = torch.softmax(theta.detach().cpu(), 0).numpy().astype(np.float64)
             return int(rng.choice(len(p), p=p / p.sum()))
         return {"convs": [draw(m.theta) for m in self.convs], "gates": [draw(g.theta) for g in self.gates]}
 
@@ -274,6 +266,9 @@ class MixedPrecisionRun:
     seed: int = 0
     out: str = "out/offline/mixed_precision"
     save_models: bool = True
+    pretrain_minutes: float = 0.0  # > 0: time budgets of the phases (a GPU lease is short)
+    search_minutes: float = 0.0
+    finetune_minutes: float = 0.0
 
     def shrink(self) -> "MixedPrecisionRun":
         return MixedPrecisionRun(**{**asdict(self), "samples": 16, "height": 16, "width": 64, "pretrain_epochs": 2,
@@ -292,9 +287,9 @@ def run_mixed_precision(run: MixedPrecisionRun, show_progress: bool = True, comm
     shape = (5, run.height, run.width)
     base = SearchedSegNet(choices, macro)
     train_segmenter(base, train_set, run.pretrain_epochs, run.batch_size, seed=run.seed,
-                    show_progress=show_progress, description="fp32 baseline")
+                    show_progress=show_progress, description="fp32 baseline", max_minutes=run.pretrain_minutes)
     full = evaluate(base, test_set)
-    net = MixedPrecisionNet(base, run.cost, shape)
+    net = MixedPrecisionNet(base, run.cost, shape).to(device())
     # Snapshot after wrapping (the wrapped modules rename the parameters), restored strictly.
     fp32_state = {k: v.clone() for k, v in base.state_dict().items()}
     x_w, x_theta = search_set.split((0.7, 0.3), seed=run.seed)
@@ -303,20 +298,28 @@ def run_mixed_precision(run: MixedPrecisionRun, show_progress: bool = True, comm
     theta_opt = torch.optim.Adam(net.arch_parameters(), lr=run.theta_lr)
     net.set_tau(5.0)
     with torch.no_grad():
-        net(test_set.inputs[:1])
+        net(test_set.inputs[:1].to(device()))
     beta = 1.0 / math.log(float(net.expected_cost())) ** run.gamma  # factor 1 at the start
     rng = np.random.default_rng(run.seed)
     t0 = time.perf_counter()
+    epochs, warmup, epochs_done = run.search_epochs, run.warmup, 0
     steps = run.search_epochs * (-(-len(x_w) // run.batch_size) + -(-len(x_theta) // run.batch_size))
     with progress(f"mixed-precision search ({run.cost})", steps, show_progress) as advance:
-        for epoch in range(run.search_epochs):
-            net.set_tau(5.0 * math.exp(-4.0 / max(run.search_epochs, 1) * epoch))  # eq. 8.9
+        epoch = 0
+        while epoch < epochs:
+            if epoch == 1 and run.search_minutes > 0:  # fit the schedule to the budget (common.epochs_for_budget)
+                epoch_s = (time.perf_counter() - t0) * (len(x_w) + len(x_theta)) / len(x_w)
+                epochs, warmup = epochs_for_budget(run.search_epochs, run.warmup, epoch_s,
+                                                   60 * run.search_minutes - epoch_s)
+                epochs += 1
+            epochs_done += 1
+            net.set_tau(5.0 * math.exp(-4.0 / max(epochs, 1) * epoch))  # eq. 8.9
             for phase, data, opt in (("w", x_w, w_opt), ("theta", x_theta, theta_opt)):
                 for x, y in data.batches(run.batch_size, rng):
-                    if phase == "theta" and epoch < run.warmup:
+                    if phase == "theta" and epoch < warmup:
                         advance()
                         continue
-                    x, y = ddp.shard(x, y)
+                    x, y = ddp.shard(x.to(device()), y.to(device()))
                     ce = segmentation_loss(model(x), x, y)
                     cost = net.expected_cost()
                     loss = cost_weighted_loss(ce, cost, beta, run.gamma)
@@ -325,6 +328,7 @@ def run_mixed_precision(run: MixedPrecisionRun, show_progress: bool = True, comm
                     loss.backward()
                     opt.step()
                     advance(ce=float(ce.detach()), comp=net.full_precision_cost() / float(cost.detach()))
+            epoch += 1
     search_s = time.perf_counter() - t0
     assignments = [net.most_likely()]
     for _ in range(20 * run.archs):
@@ -334,12 +338,13 @@ def run_mixed_precision(run: MixedPrecisionRun, show_progress: bool = True, comm
         if a not in assignments:
             assignments.append(a)
     results = {"config": asdict(run), "data": samples.source, "base_choices": choices, "full": full,
-               "search_s": search_s, "full_cost": net.full_precision_cost(), "archs": []}
+               "search_s": search_s, "search_epochs_done": epochs_done, "full_cost": net.full_precision_cost(), "archs": []}
     for k, assignment in enumerate(assignments):
         base.load_state_dict(fp32_state, strict=True)  # every assignment starts from the fp32 weights
         net.fix(assignment)
         fit = train_segmenter(net, train_set, run.finetune_epochs, run.batch_size, seed=run.seed,
-                              show_progress=show_progress, description=f"fine-tune assignment {k}")
+                              show_progress=show_progress, description=f"fine-tune assignment {k}",
+                              max_minutes=run.finetune_minutes)
         metrics = evaluate(net, test_set)
         entry = {"assignment": assignment, "bits": net.describe(assignment), "metrics": metrics,
                  "compression": net.full_precision_cost() / net.assignment_cost(assignment),
@@ -356,7 +361,8 @@ def run_mixed_precision(run: MixedPrecisionRun, show_progress: bool = True, comm
 def _save_baked(net: MixedPrecisionNet, base: SearchedSegNet, entry: dict, run: MixedPrecisionRun, k: int,
                 command: str) -> Path:
     """The fine-tuned assignment as a plain SearchedSegNet whose weights are the quantized values
-    (exact for the weights; activation bit-widths are recorded in the manifest, not emulated)."""
+    (exact for the weights). Activation bit-widths below 32 go into the builder's `act_quant`: the
+    runtime net applies the same PACT quantizer to those convolutions' inputs."""
     from .manifest import save_model_with_manifest
 
     plain = SearchedSegNet(base.choices, base.macro)
@@ -367,11 +373,15 @@ def _save_baked(net: MixedPrecisionNet, base: SearchedSegNet, entry: dict, run: 
         if owner.endswith(".conv") and owner[: -len(".conv")] in mp_names:
             name = f"{owner[: -len('.conv')]}.{leaf}"
         state[name.replace(".block.", ".")] = tensor
-    quantized = {}
+    quantized, act_quant = {}, {}
     for name, module in base.named_modules():
         if isinstance(module, MixedPrecisionConv) and module.choice is not None:
-            plain_name = name.replace(".block.", ".") + ".weight"
-            quantized[plain_name] = quantize_weight(module.conv.weight.detach(), module.candidates[module.choice][0])
+            plain_name = name.replace(".block.", ".")
+            wbits, abits = module.candidates[module.choice]
+            quantized[plain_name + ".weight"] = quantize_weight(module.conv.weight.detach(), wbits)
+            if abits < FP:  # the runtime net quantizes this conv's input the same way (PACT, eq. 8.11)
+                alpha = float(module.alpha[module.choice].detach().abs()) + 1e-3
+                act_quant[plain_name] = [int(abits), alpha, bool(module.signed_input)]
     state.update(quantized)
     skipped = [i for i, g in enumerate(net.gates) if g.choice == 1]
     state = {k_: v for k_, v in state.items() if k_ in plain.state_dict()}
@@ -385,8 +395,9 @@ def _save_baked(net: MixedPrecisionNet, base: SearchedSegNet, entry: dict, run: 
     return save_model_with_manifest(
         plain, Path(run.out) / f"{name}.pt", name=name, task="segmentation",
         builder="squeeze_perception.segmentation.searched_net:build_searched_segnet",
-        builder_kwargs={"choices": list(base.choices), "macro": base.macro.to_dict()},
+        builder_kwargs={"choices": list(base.choices), "macro": base.macro.to_dict(),
+                        **({"act_quant": act_quant} if act_quant else {})},
         input_shape=(5, run.height, run.width), classes=CLASS_NAMES, metrics=entry["metrics"],
         latency_ms={}, command=command,
         extra={"bits": entry["bits"], "compression": entry["compression"], "cost": run.cost,
-               "activations_emulated": False})
+               "activations_emulated": bool(act_quant)})
