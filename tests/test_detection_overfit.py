@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from squeeze_perception.detection.data import list_samples
-from squeeze_perception.offline.detection.train import TrainConfig, evaluate_module, train
+from squeeze_perception.offline.detection.train import DetTrainConfig, evaluate_module, train
 from squeeze_perception.registry import MODELS, ModelSpec, get_model, register_model
 
 SMALL = "squeezedet_overfit_check"
@@ -61,9 +61,9 @@ def _frames(root, n: int = 8, seed: int = 0, cars_per_frame: int = 6):
 
 def test_squeezedet_memorises_eight_frames(tmp_path, small_model):
     split = _frames(tmp_path / "training")
-    cfg = TrainConfig(model=small_model, train_dir=str(split), out=str(tmp_path / "overfit.pt"), steps=300,
-                      batch_size=8, optimizer="adam", lr=2e-3, max_shift=(0, 0), flip=False, photometric=0.0,
-                      dropout=0.0, threads=2, checkpoint_every=1000, log_every=20)
+    cfg = DetTrainConfig(arch=small_model, data=str(split), out=str(tmp_path / "overfit.pt"), steps=300,
+                         batch_size=8, optimizer="adam", lr=2e-3, max_shift=(0, 0), flip=False, photometric=0.0,
+                         dropout=0.0, threads=2, checkpoint_every=1000, log_every=20)
     result = train(cfg, progress=False)
     assert result["steps"] == 300
 

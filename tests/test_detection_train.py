@@ -11,7 +11,7 @@ from PIL import Image
 from squeeze_perception.backends import load_state_dict
 from squeeze_perception.detection.data import PIXEL_MEAN, augment, letterbox, list_samples, training_boxes
 from squeeze_perception.kitti.labels import read_labels
-from squeeze_perception.offline.detection.train import TrainConfig, input_anchors, train
+from squeeze_perception.offline.detection.train import DetTrainConfig, input_anchors, train
 
 
 def test_letterbox_kitti_1224x370_scales_then_pads_and_maps_back():
@@ -74,9 +74,9 @@ def test_training_smoke_two_steps_then_resume(tmp_path):
     boxes, classes = training_boxes(read_labels(samples[0].label_path))
     assert len(boxes) == 4 and set(classes.tolist()) == {1, 2, 3}  # DontCare not trained
     out = tmp_path / "sq.pt"
-    cfg = TrainConfig(model="squeezedet", train_dir=str(split), out=str(out), steps=2, batch_size=2,
-                      crop_width=160, crop_height=96, max_shift=(20, 10), threads=1, checkpoint_every=1,
-                      log_every=1)
+    cfg = DetTrainConfig(arch="squeezedet", data=str(split), out=str(out), steps=2, batch_size=2,
+                         crop_width=160, crop_height=96, max_shift=(20, 10), threads=1, checkpoint_every=1,
+                         log_every=1)
     result = train(cfg, progress=False)
     assert result["steps"] == 2 and np.isfinite(result["final_loss"])
     ck = torch.load(out, map_location="cpu", weights_only=True)
@@ -96,9 +96,9 @@ def test_training_smoke_two_steps_then_resume(tmp_path):
     after = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]["convdet.weight"]
     assert not torch.equal(before, after)  # the resumed step updated the weights
     # a second phase from these weights with another optimiser keeps the anchors
-    cfg2 = TrainConfig(model="squeezedet", train_dir=str(split), out=str(tmp_path / "phase2.pt"), steps=1,
-                       batch_size=1, crop_width=160, crop_height=96, threads=1, optimizer="adam", lr=1e-4,
-                       init_weights=str(out))
+    cfg2 = DetTrainConfig(arch="squeezedet", data=str(split), out=str(tmp_path / "phase2.pt"), steps=1,
+                          batch_size=1, crop_width=160, crop_height=96, threads=1, optimizer="adam", lr=1e-4,
+                          init_weights=str(out))
     assert train(cfg2, progress=False)["steps"] == 1
     ck2 = torch.load(tmp_path / "phase2.pt", map_location="cpu", weights_only=True)
     np.testing.assert_array_equal(ck2["state_dict"]["anchor_shapes"].numpy(),
@@ -227,7 +227,7 @@ def test_batch_stream_is_the_same_from_a_thread_or_loader_processes_and_after_re
     split = _tiny_split(tmp_path / "training", n_images=4)
     anchors = np.tile(np.array([[80, 48, 30, 30]], np.float32), (12, 1))
     anchors[:, 0] += np.arange(12) * 5
-    cfg = TrainConfig(steps=4, batch_size=2, seed=7, max_shift=(20, 10), photometric=1.0, positive_iou=0.3)
+    cfg = DetTrainConfig(steps=4, batch_size=2, seed=7, max_shift=(20, 10), photometric=1.0, positive_iou=0.3)
     for defer in (False, True):
         stream = BatchStream(list_samples(split), cfg, (200, 120), anchors, (160, 96), defer)
         by_thread = list(_batches(stream, 0, 0))

@@ -9,7 +9,7 @@ import torch
 from squeeze_perception.backends import load_state_dict
 from squeeze_perception.offline.segmentation.adapt import batchnorm_forward_order, progressive_domain_calibration
 from squeeze_perception.offline.segmentation.bench import count_macs, crf_macs
-from squeeze_perception.offline.segmentation.train import TrainConfig, apply_rendered_intensity, train
+from squeeze_perception.offline.segmentation.train import SegTrainConfig, apply_rendered_intensity, train
 from squeeze_perception.segmentation.models import build_squeezeseg, build_squeezesegv2
 
 torch.set_num_threads(1)
@@ -34,8 +34,8 @@ def _write_grids(folder, n=2, width=512):
 def test_training_smoke_run_saves_loadable_weights_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("SQUEEZE_PERCEPTION_MODELS", str(tmp_path / "models"))
     data = _write_grids(tmp_path / "grids")
-    cfg = TrainConfig(name="tiny_v2", arch="squeezesegv2", data=str(data), steps=2, batch_size=1,
-                      work_dir=str(tmp_path / "work"), log_every=1, crf=True)
+    cfg = SegTrainConfig(out=str(tmp_path / "models" / "tiny_v2.pt"), arch="squeezesegv2", data=str(data), steps=2,
+                         batch_size=1, work_dir=str(tmp_path / "work"), log_every=1, crf=True)
     path = train(cfg, progress=False)
     state = torch.load(path, weights_only=False)
     assert state["model"] == "tiny_v2" and state["meta"]["steps"] == 2 and state["meta"]["loss"] == "focal"
@@ -68,7 +68,7 @@ def test_training_logits_in_channels_last_equal_fp32_and_bf16_stays_close_with_c
     # bf16 keeps 8 mantissa bits in the CNN only: the labels barely move.
     assert (half.argmax(1) == ref.argmax(1)).float().mean() > 0.97
     with pytest.raises(ValueError, match="precision"):
-        train(TrainConfig(name="x", precision="fp16"), progress=False)
+        train(SegTrainConfig(out="x.pt", precision="fp16"), progress=False)
 
 
 def test_train_bench_times_every_variant_and_reports_the_loss_change():

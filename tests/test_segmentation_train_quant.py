@@ -15,8 +15,8 @@ from squeeze_perception import registry
 from squeeze_perception.accelerator.quant import precision, shared_scale
 from squeeze_perception.backends import TorchBackend, load_state_dict
 from squeeze_perception.offline.segmentation import train as train_mod
-from squeeze_perception.offline.segmentation.train import (QuantStage, TrainConfig, build_arch, default_quant_schedule,
-                                                           parse_quant_schedule, train)
+from squeeze_perception.offline.segmentation.train import (QuantStage, SegTrainConfig, build_arch,
+                                                           default_quant_schedule, parse_quant_schedule, train)
 from squeeze_perception.registry import ModelSpec
 
 WIDTH = 32  # four width halvings: a multiple of 16
@@ -50,9 +50,9 @@ def _write_grids(folder, n=4, width=WIDTH, seed=0):
 
 
 def _cfg(tmp_path, name, schedule, **kw):
-    return TrainConfig(name=name, arch="diracdeltaseg", data=str(_write_grids(tmp_path / "grids")),
-                       batch_size=2, work_dir=str(tmp_path / "work"), log_every=1, ckpt_every=1,
-                       quant_schedule=schedule, **kw)
+    return SegTrainConfig(out=str(tmp_path / "models" / f"{name}.pt"), arch="diracdeltaseg",
+                          data=str(_write_grids(tmp_path / "grids")), batch_size=2, work_dir=str(tmp_path / "work"),
+                          log_every=1, checkpoint_every=1, quant_schedule=schedule, **kw)
 
 
 class _Killed(Exception):
@@ -74,7 +74,7 @@ def test_schedule_syntax_and_default():
         with pytest.raises(ValueError, match=why):
             parse_quant_schedule(bad)
     with pytest.raises(ValueError, match="quantizable architecture"):
-        train_mod.quant_stages(TrainConfig(name="x", arch="squeezesegv2", quant_schedule="4/4:1"))
+        train_mod.quant_stages(SegTrainConfig(out="x.pt", arch="squeezesegv2", quant_schedule="4/4:1"))
     assert train_mod.model_in_channels(build_arch("diracdeltaseg")) == 6  # the SqueezeSegV2 grid, mask included
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
@@ -120,9 +120,9 @@ def test_resume_continues_in_the_stage_it_was_in(tmp_path, models, monkeypatch):
         train(cfg, progress=False)
     state = torch.load(tmp_path / "work" / "dds" / "checkpoint.pt", weights_only=False)
     assert (state["stage"], state["stage_step"], state["step"]) == (2, 1, 4)
-    assert state["opt"] is not None and all(
-        v.device.type == "cpu" for s in state["opt"]["state"].values() for v in s.values() if torch.is_tensor(v))
-    s_before = float(state["model"]["body.conv1.s"])
+    assert state["optimizer"] is not None and all(
+        v.device.type == "cpu" for s in state["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v))
+    s_before = float(state["state_dict"]["body.conv1.s"])
     fp32_bytes = (models / "dds_fp32.pt").read_bytes()
     assert not (models / "dds.pt").exists()
 
@@ -143,7 +143,8 @@ def test_resume_continues_in_the_stage_it_was_in(tmp_path, models, monkeypatch):
 
 
 def test_minutes_are_shared_so_a_cut_run_still_ends_quantized(tmp_path, models):
-    out = train(_cfg(tmp_path, "dds", "32/32:1000,4/4:1000", minutes=0.0), progress=False)
+    # a budget spent before the first step (max_minutes 0 would mean no budget)
+    out = train(_cfg(tmp_path, "dds", "32/32:1000,4/4:1000", max_minutes=1e-9), progress=False)
     meta = torch.load(out, weights_only=False)["meta"]
     assert meta["quant"]["precision"] == "w4a4" and meta["steps"] == 0
     assert [s["stopped_by"] for s in meta["quant"]["stages"]] == ["minutes", "minutes"]

@@ -82,7 +82,9 @@ def load_training_checkpoint(ckpt_path: str | Path, model: str = "squeezedet"):
     from .train import build_training_module
 
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    spec = get_model(ck.get("config", {}).get("model", model), task="detection")
-    module = build_training_module(spec, ck.get("config", {}).get("batchnorm", False))
+    config = ck.get("config", {})
+    # "arch": the shared TrainConfig name; checkpoints written before it say "model"
+    spec = get_model(config.get("arch", config.get("model", model)), task="detection")
+    module = build_training_module(spec, config.get("batchnorm", False))
     module.load_state_dict(ck["state_dict"])
     return module.eval(), spec, ck

@@ -217,7 +217,7 @@ def train_throughput(model: str = "squeezedet", batch_size: int = 2, width: int 
     import torch
 
     from ...detection.loss import squeezedet_loss
-    from .train import TrainConfig, build_training_module, input_anchors
+    from .train import DetTrainConfig, build_training_module, input_anchors
 
     torch.set_num_threads(threads)
     spec = get_model(model, task="detection")
@@ -232,7 +232,7 @@ def train_throughput(model: str = "squeezedet", batch_size: int = 2, width: int 
     runners = {}
     for variant in variants:
         # The network `det train` trains (batch norm on by default), not the deployed plain one.
-        module = build_training_module(spec, TrainConfig.batchnorm).train()
+        module = build_training_module(spec, DetTrainConfig.batchnorm).train()
         anchors = torch.from_numpy(input_anchors(module, width, height))
         from ...detection.loss import build_targets
         gt = np.array([[100, 150, 180, 200], [300, 160, 330, 230]], np.float32)

@@ -52,24 +52,13 @@ def _cmd_anchors(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .train import TrainConfig, train
+    from ..training import config_from_args
+    from .train import DetTrainConfig, train
 
-    cfg = TrainConfig(model=args.model, train_dir=args.train_dir,
-                      out=args.out or str(models_dir() / f"{args.model}.pt"), steps=args.steps,
-                      batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, lr_decay_steps=args.lr_decay_steps,
-                      weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad_norm,
-                      warmup_steps=args.warmup_steps, crop_width=args.crop[0], crop_height=args.crop[1],
-                      threads=args.threads, device=args.device, loader_workers=args.loader_workers,
-                      seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      log_file=args.log_file, resume=args.resume, init_weights=args.init_weights, max_minutes=args.max_minutes,
-                      precision=args.precision, channels_last=not args.no_channels_last, compile=args.compile,
-                      flip=not args.no_flip, max_shift=tuple(args.max_shift), eval_dir=args.eval_dir,
-                      eval_every=args.eval_every, eval_limit=args.eval_limit, batchnorm=not args.no_batchnorm,
-                      photometric=args.photometric, positive_iou=args.positive_iou)
-    t0 = time.time()
-    result = train(cfg)
-    print(f"trained {result['steps']} steps in {(time.time() - t0) / 60:.1f} min, final loss "
-          f"{result['final_loss']}; weights {result['weights']} (checkpoint {result['checkpoint']}, log {result['log']})")
+    crop = args.crop or (args.crop_width, args.crop_height)  # --crop W H: the older spelling of both
+    cfg = config_from_args(DetTrainConfig, args, crop_width=crop[0], crop_height=crop[1],
+                           flip=not args.no_flip, batchnorm=not args.no_batchnorm, max_shift=tuple(args.max_shift))
+    train(cfg)
     return 0
 
 
@@ -341,7 +330,7 @@ def _cmd_overfit(args) -> int:
     """Prove the learning path: memorise N frames, then score them with the KITTI evaluation."""
     import shutil
 
-    from .train import TrainConfig, evaluate_module, moderate_count, select_overfit_frames, train
+    from .train import DetTrainConfig, evaluate_module, moderate_count, select_overfit_frames, train
 
     frames = select_overfit_frames(args.split, args.frames)
     work = Path(args.out_dir)
@@ -352,13 +341,13 @@ def _cmd_overfit(args) -> int:
         shutil.copy(s.label_path, work / "frames" / "label_2" / s.label_path.name)
     n_cars = sum(moderate_count(s.labels()) for s in frames)
     print(f"{len(frames)} frames ({', '.join(s.name for s in frames)}) with {n_cars} moderate cars")
-    cfg = TrainConfig(model=args.model, train_dir=str(work / "frames"), out=str(work / "overfit.pt"), steps=args.steps,
-                      batch_size=args.batch_size, optimizer="adam", lr=args.lr, lr_decay_steps=args.lr_decay_steps,
-                      max_shift=(0, 0), flip=False,
-                      photometric=0.0, dropout=0.0, threads=args.threads, device=args.device,
-                      loader_workers=args.loader_workers,
-                      checkpoint_every=100, resume=args.resume,
-                      eval_dir=str(work / "frames"), eval_every=args.eval_every, eval_limit=len(frames))
+    cfg = DetTrainConfig(arch=args.model, data=str(work / "frames"), out=str(work / "overfit.pt"), steps=args.steps,
+                         batch_size=args.batch_size, optimizer="adam", lr=args.lr, lr_decay_steps=args.lr_decay_steps,
+                         max_shift=(0, 0), flip=False,
+                         photometric=0.0, dropout=0.0, threads=args.threads, device=args.device,
+                         loader_workers=args.loader_workers,
+                         checkpoint_every=100, resume=args.resume,
+                         eval_dir=str(work / "frames"), eval_every=args.eval_every, eval_limit=len(frames))
     train(cfg)
     from .adapt import load_training_checkpoint
 
@@ -374,7 +363,8 @@ def _cmd_overfit(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import TrainConfig  # the training defaults live in one place
+    from ..training import add_train_arguments
+    from .train import DetTrainConfig  # the training defaults live in one place
 
     p = argparse.ArgumentParser(prog="squeeze-perception det", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -394,42 +384,29 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_anchors)
 
     t = sub.add_parser("train", help="train on a KITTI-object folder (resumable)")
-    t.add_argument("--model", default="squeezedet")
-    t.add_argument("--train-dir", default=str(SYNTH / "training"))
-    t.add_argument("--out", default="", help="weights file (default models/<model>.pt)")
-    t.add_argument("--steps", type=int, default=20000)
-    t.add_argument("--batch-size", type=int, default=20)
-    t.add_argument("--lr", type=float, default=0.01)
-    t.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    t.add_argument("--lr-decay-steps", type=int, default=10000)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--clip-grad-norm", type=float, default=1.0)
-    t.add_argument("--warmup-steps", type=int, default=0)
-    t.add_argument("--crop", type=int, nargs=2, default=(0, 0), metavar=("W", "H"),
+    # The shared training flags (offline/training.py); --model and --train-dir are their older names here.
+    add_train_arguments(t, DetTrainConfig(steps=20000), aliases={"--arch": ("--model",), "--data": ("--train-dir",)},
+                        help_={"--arch": "registered detection model",
+                               "--data": "KITTI object folder (image_2, label_2)"})
+    t.set_defaults(data=str(SYNTH / "training"))
+    t.add_argument("--lr-decay-steps", type=int, default=DetTrainConfig.lr_decay_steps)
+    t.add_argument("--weight-decay", type=float, default=DetTrainConfig.weight_decay)
+    t.add_argument("--clip-grad-norm", type=float, default=DetTrainConfig.clip_grad_norm)
+    t.add_argument("--warmup-steps", type=int, default=DetTrainConfig.warmup_steps)
+    t.add_argument("--crop-height", type=int, default=DetTrainConfig.crop_height,
+                   help="with --crop-width: random crops of the model-size image (0: full height)")
+    t.add_argument("--crop", type=int, nargs=2, default=None, metavar=("W", "H"),
                    help="train on random W x H crops of the model-size image (0 0 = full size)")
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--device", default=TrainConfig.device, help="torch device to train on (cpu, cuda, cuda:1, ...)")
-    t.add_argument("--loader-workers", type=int, default=TrainConfig.loader_workers,
-                   help="data-loading processes (0: one background thread, enough for a 2-core CPU)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=50)
-    t.add_argument("--log-file", default="")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--init-weights", default="", help="start from these weights with a fresh optimiser")
-    t.add_argument("--max-minutes", type=float, default=0.0)
-    t.add_argument("--precision", choices=("fp32", "bf16"), default="bf16",
-                   help="bf16 autocast for the network (loss in fp32); see `det train-bench`")
-    t.add_argument("--no-channels-last", action="store_true", help="keep the NCHW layout")
     t.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     t.add_argument("--no-flip", action="store_true", help="no horizontal flip (overfit checks)")
     t.add_argument("--no-batchnorm", action="store_true",
                    help="train without batch norm (by default BN is used while training and folded on save)")
-    t.add_argument("--positive-iou", type=float, default=TrainConfig.positive_iou,
+    t.add_argument("--positive-iou", type=float, default=DetTrainConfig.positive_iou,
                    help="anchors overlapping an object by this IoU are positives too (0: the thesis's single "
                         "responsible anchor; see detection/loss.py build_targets)")
-    t.add_argument("--photometric", type=float, default=TrainConfig.photometric,
+    t.add_argument("--photometric", type=float, default=DetTrainConfig.photometric,
                    help="strength of the random exposure/colour/blur/noise augmentation (0: off)")
-    t.add_argument("--max-shift", type=int, nargs=2, default=(150, 50), metavar=("DX", "DY"),
+    t.add_argument("--max-shift", type=int, nargs=2, default=DetTrainConfig.max_shift, metavar=("DX", "DY"),
                    help="random crop shift in pixels (0 0: no shift)")
     t.add_argument("--eval-dir", default="", help="labelled split for the held-out AP curve")
     t.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: never)")
@@ -491,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--steps", type=int, default=600)
     of.add_argument("--batch-size", type=int, default=8)
     of.add_argument("--lr", type=float, default=0.002)
-    of.add_argument("--lr-decay-steps", type=int, default=TrainConfig.lr_decay_steps,
+    of.add_argument("--lr-decay-steps", type=int, default=DetTrainConfig.lr_decay_steps,
                     help="halve the learning rate every this many steps")
     of.add_argument("--threads", type=int, default=2)
     of.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")

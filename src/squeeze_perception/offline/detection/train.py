@@ -1,11 +1,12 @@
 """Training loop for SqueezeDet: the thesis recipe (SGD, momentum 0.9, lr 0.01 halved every
 10k steps, batch 20, random crop and flip, eq. 3.2 loss) with knobs for a CPU budget.
 
-Resumable: a checkpoint (model, optimiser, step; the batch stream needs no RNG state) is
-written every `checkpoint_every` steps beside the output weights; `resume=True` continues
-from it. Each checkpoint also writes the weights file itself, so an interrupted run still
-leaves usable weights. Progress goes to a JSON-lines log (one line per `log_every` steps)
-and to a tqdm bar.
+The settings are offline/training.py's TrainConfig (the names every model's training shares)
+plus the detector's own (`DetTrainConfig`); the loop runs on its machinery. Resumable: a
+checkpoint (model, optimiser, step, RNG state) is written every `checkpoint_every` steps beside
+the output weights (`<out>.ckpt`); `resume=True` continues from it as if never stopped. Each
+checkpoint also writes the weights file itself, so an interrupted run still leaves usable
+weights. Progress goes to a JSON-lines log (one line per `log_every` steps) and a tqdm bar.
 
 Batch k is drawn from its own generator, seeded by (seed, k): the stream of batches is the same
 whether one background thread or `loader_workers` processes load it, and a resumed run
@@ -28,48 +29,40 @@ from ...detection.data import (apply_photometric, apply_photometric_torch, augme
 from ...detection.loss import build_targets
 from ...detection.models import LAYOUTS, grid_geometry
 from ...registry import get_model
+from ..training import (Progress, TimeBudget, TrainConfig, load_checkpoint, restore_rng, run_steps,
+                        save_checkpoint, seed_everything)
 
 
 @dataclass
-class TrainConfig:
-    model: str = "squeezedet"
-    train_dir: str = "data/synth/object/training"
-    out: str = "models/squeezedet.pt"
+class DetTrainConfig(TrainConfig):
+    """The shared settings with the detector's defaults, and its own knobs."""
+    arch: str = "squeezedet"  # a registered detection model
+    data: str = "data/synth/object/training"  # KITTI object layout (image_2/, label_2/)
     steps: int = 1000
     batch_size: int = 20
     lr: float = 0.01
-    lr_decay_steps: int = 10000
-    lr_decay: float = 0.5
-    momentum: float = 0.9
     optimizer: str = "sgd"  # "sgd" (thesis) | "adam" (faster start from random init on a CPU budget)
-    weight_decay: float = 0.0
-    clip_grad_norm: float = 1.0
-    warmup_steps: int = 0
-    crop_width: int = 0  # 0: the full model input width
-    crop_height: int = 0
-    max_shift: tuple[int, int] = (150, 50)
+    log_every: int = 5
     threads: int = 2
-    # "cpu" | "cuda" (any torch device): where the network trains. Checkpoints and weights are
-    # always written with CPU tensors, so a run may resume on another device.
-    device: str = "cpu"
+    # Throughput knobs (measured by `squeeze-perception det train-bench`): bf16 autocast and the
+    # channels_last layout use this CPU's AVX-512 BF16 units; the loss is always computed in fp32.
+    precision: str = "bf16"
+    channels_last: bool = True
     # 0: one background thread loads the next batch (2-core machines); N: N loader processes
     # (torch DataLoader) for machines whose accelerator outruns one thread.
     loader_workers: int = 0
-    seed: int = 0
-    checkpoint_every: int = 50
-    log_every: int = 5
-    log_file: str = ""
-    resume: bool = False
-    max_minutes: float = 0.0  # stop (after a checkpoint) when the wall-clock budget is spent
+    lr_decay_steps: int = 10000
+    lr_decay: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    clip_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    crop_height: int = 0  # with crop_width: random crops of the model-size image (0: the full height)
+    max_shift: tuple[int, int] = (150, 50)
     anchors: list = field(default_factory=list)  # explicit (9,2) shapes; empty -> k-means
-    init_weights: str = ""  # start from these weights (and their anchors) with a fresh optimiser
-    # Throughput knobs (measured by `squeeze-perception det train-bench`): bf16 autocast and the
-    # channels_last layout use this CPU's AVX-512 BF16 units; the loss is always computed in fp32.
-    precision: str = "bf16"  # "fp32" | "bf16"
     # Batch normalisation while training (folded into the convolutions in the saved weights).
     batchnorm: bool = True
     dropout: float | None = None  # None: the model's own (0.5 before ConvDet); 0 for overfit checks
-    channels_last: bool = True
     compile: bool = False
     flip: bool = True
     # Anchor assignment: 0 = the thesis's single responsible anchor per object; > 0 also makes
@@ -80,6 +73,12 @@ class TrainConfig:
     eval_dir: str = ""
     eval_every: int = 0
     eval_limit: int = 50
+
+    def checkpoint_path(self) -> Path:
+        return self.weights_path().with_suffix(".ckpt")
+
+    def log_path(self) -> Path:
+        return Path(self.log_file) if self.log_file else self.weights_path().with_suffix(".log.jsonl")
 
 
 # Batches whose activation statistics seed fresh BNs when training starts from plain weights.
@@ -165,7 +164,7 @@ class BatchStream:
 
     CACHE_FRAMES = 64
 
-    def __init__(self, samples, cfg: "TrainConfig", input_size: tuple[int, int], anchors: np.ndarray,
+    def __init__(self, samples, cfg: DetTrainConfig, input_size: tuple[int, int], anchors: np.ndarray,
                  crop: tuple[int, int], defer_photometric: bool):
         self.samples, self.cfg, self.input_size, self.anchors = samples, cfg, input_size, anchors
         self.crop, self.defer_photometric = crop, defer_photometric
@@ -215,41 +214,40 @@ def _batches(stream: BatchStream, first_step: int, workers: int):
     yield from loader
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
+def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
     import torch
-    from tqdm import tqdm
 
     from ...detection.loss import squeezedet_loss
+    from ...detection.models import fold_batchnorm, seed_batchnorm_as_identity
 
+    cfg.check()
     torch.set_num_threads(max(1, cfg.threads))
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
-    spec = get_model(cfg.model, task="detection")
-    from ...detection.models import fold_batchnorm, seed_batchnorm_as_identity
-
+    spec = get_model(cfg.arch, task="detection")
     module = build_training_module(spec, cfg.batchnorm, cfg.dropout).to(device)
-    samples = list_samples(cfg.train_dir, require_labels=True)
+    samples = list_samples(cfg.data, require_labels=True)
     crop_w = cfg.crop_width or module.input_width
     crop_h = cfg.crop_height or module.input_height
-    out = Path(cfg.out)
-    ckpt_path = out.with_suffix(".ckpt")
-    log_path = Path(cfg.log_file) if cfg.log_file else out.with_suffix(".log.jsonl")
+    out, ckpt_path, log_path = cfg.weights_path(), cfg.checkpoint_path(), cfg.log_path()
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
-        raise ValueError(f"unknown optimizer '{cfg.optimizer}' (sgd | adam)")
-    step, meta_anchor = 0, {}
+        opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Photometric noise drawn on the device (the CPU path draws it in the loaders, per batch).
+    noise = torch.Generator(device=device)
+    noise.manual_seed(cfg.seed * 1_000_003)
+    generators = {"photometric": noise}
+    step, meta_anchor, resumed = 0, {}, None
     if cfg.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        module.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        step, meta_anchor = ck["step"], ck.get("anchor_info", {})
+        resumed = load_checkpoint(ckpt_path)
+        module.load_state_dict(resumed["state_dict"])
+        opt.load_state_dict(resumed["optimizer"])
+        step, meta_anchor = resumed["step"], resumed.get("anchor_info", {})
     elif cfg.init_weights:
         from ...backends import load_state_dict
 
@@ -259,7 +257,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if unexpected or any("_bn." not in k and not k.endswith((".1.weight", ".1.bias", ".1.running_mean",
                                                                    ".1.running_var", ".1.num_batches_tracked"))
                              for k in missing):
-            raise ValueError(f"{cfg.init_weights} does not fit {cfg.model}: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"{cfg.init_weights} does not fit {cfg.arch}: missing {missing}, unexpected {unexpected}")
         init_meta = torch.load(cfg.init_weights, map_location="cpu", weights_only=True).get("meta", {})
         meta_anchor = {**init_meta.get("anchors", {}), "init_weights": cfg.init_weights,
                        "init_steps": init_meta.get("steps")}
@@ -274,7 +272,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                                                         cfg.photometric, cfg.positive_iou)[0]).to(device)
                             for _ in range(BN_SEED_BATCHES)]
             meta_anchor["batchnorm_seeded"] = seed_batchnorm_as_identity(module, seed_batches)
-        log_path.write_text("")
     else:
         if cfg.anchors:
             shapes, mean_iou, n_boxes = np.asarray(cfg.anchors, np.float32), float("nan"), 0
@@ -283,7 +280,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                                                               k=module.num_anchors, seed=cfg.seed)
         module.set_anchor_shapes(shapes)
         meta_anchor = {"shapes": shapes.round(1).tolist(), "kmeans_mean_iou": mean_iou, "n_boxes": n_boxes}
-        log_path.write_text("")
 
     def lr_at(s: int) -> float:
         lr = cfg.lr * cfg.lr_decay ** (s // cfg.lr_decay_steps)
@@ -292,93 +288,85 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         return lr
 
     def save(final: bool = False):
-        state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
         was_training = module.training
         module.eval()
         deployed = {k: v.cpu() for k, v in fold_batchnorm(module).items()}
         module.train(was_training)
-        opt_state = opt.state_dict()
-        if device.type != "cpu":
-            opt_state = {**opt_state, "state": {k: {n: (t.cpu() if torch.is_tensor(t) else t) for n, t in v.items()}
-                                                for k, v in opt_state["state"].items()}}
-        torch.save({"state_dict": state, "optimizer": opt_state, "step": step,
-                    "anchor_info": meta_anchor, "config": asdict(cfg)}, ckpt_path)
+        save_checkpoint(ckpt_path, model=module, optimizer=opt, step=step, config=cfg, generators=generators,
+                        anchor_info=meta_anchor)
         meta = {"steps": step, "config": asdict(cfg), "anchors": meta_anchor, "train_images": len(samples),
                 "images_seen": step * cfg.batch_size,
                 "crop": [crop_w, crop_h], "finished": final,
                 "saved_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        torch.save({"state_dict": deployed, "model": cfg.model, "meta": meta}, out)
+        torch.save({"state_dict": deployed, "model": cfg.arch, "meta": meta}, out)
 
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision '{cfg.precision}' (fp32 | bf16)")
     if cfg.channels_last:
         module.to(memory_format=torch.channels_last)
     forward_raw = torch.compile(module.forward_raw) if cfg.compile else module.forward_raw
     eval_samples = list_samples(cfg.eval_dir, require_labels=True)[:cfg.eval_limit] if cfg.eval_dir else []
     module.train()
-    t_start = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.model}")
-    history = []
+    if resumed is not None and "rng" in resumed:  # last: building and loading above draw from them too
+        restore_rng(resumed["rng"], generators)
+    budget = TimeBudget(cfg.max_minutes)
+    bar = Progress(cfg.name, cfg.steps, step, log_path, fresh=resumed is None, enabled=progress)
     defer_photometric = device.type != "cpu"
     crop_anchors = input_anchors(module, crop_w, crop_h)
     anchors_t = torch.from_numpy(crop_anchors).to(device)
     stream = BatchStream(samples, cfg, (module.input_width, module.input_height), crop_anchors, (crop_w, crop_h),
                          defer_photometric)
-    noise = torch.Generator(device=device)
-    noise.manual_seed(cfg.seed * 1_000_003 + step)
     batches = _batches(stream, step, cfg.loader_workers)
-    with log_path.open("a") as log:
-        while step < cfg.steps:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            images, targets, draws = next(batches)
-            if defer_photometric:
-                crops = torch.as_tensor(images).to(device, non_blocking=True)
-                batch = normalise_torch(apply_photometric_torch(crops, draws, noise))
-            else:
-                batch = torch.as_tensor(images)
-            if cfg.channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                deltas, conf, cls = forward_raw(batch)
-            loss, parts = squeezedet_loss(deltas.float(), conf.float(), cls.float(), anchors_t, targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower lr or raise clip")
-            if cfg.clip_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad_norm)
-            opt.step()
-            step += 1
-            bar.update(1)
-            rec = {"step": step, "loss": float(loss.detach()), **parts, "lr": lr_at(step - 1),
-                   "objects": int(sum(len(t.labels) for t in targets)), "elapsed_s": round(time.time() - t_start, 1)}
-            history.append(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-            out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) > cfg.max_minutes * 60
-            if eval_samples and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps or out_of_time):
-                ev = evaluate_module(module, eval_samples, precision=cfg.precision)
-                module.train()
-                ev_rec = {"step": step, "eval": ev, "elapsed_s": round(time.time() - t_start, 1)}
-                log.write(json.dumps(ev_rec) + "\n")
-                log.flush()
-                bar.write(f"step {step}: held-out AP(moderate, 40-pt) car {ev['car_moderate_ap40']}, "
-                          f"mean {ev['map40_moderate']}, recall@64 {ev['recall_at_64']:.2f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
-                save(final=step >= cfg.steps)
-                # A dataset still being generated grows between checkpoints: the thread loader
-                # picks up new frames (loader processes keep the list they started with).
-                stream.samples = list_samples(cfg.train_dir, require_labels=True)
-                if stream.cache is not None and len(stream.samples) > stream.CACHE_FRAMES:
-                    stream.cache = None
-            if out_of_time:
-                break
-    bar.close()
-    batches.close()
-    return {"steps": step, "final_loss": history[-1]["loss"] if history else None, "weights": str(out),
+
+    def one_step(done: int) -> dict:
+        nonlocal step
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        images, targets, draws = next(batches)
+        if defer_photometric:
+            crops = torch.as_tensor(images).to(device, non_blocking=True)
+            batch = normalise_torch(apply_photometric_torch(crops, draws, noise))
+        else:
+            batch = torch.as_tensor(images)
+        if cfg.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            deltas, conf, cls = forward_raw(batch)
+        loss, parts = squeezedet_loss(deltas.float(), conf.float(), cls.float(), anchors_t, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower lr or raise clip")
+        if cfg.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad_norm)
+        opt.step()
+        step += 1
+        return {"step": step, "loss": float(loss.detach()), **parts, "lr": lr_at(step - 1),
+                "objects": int(sum(len(t.labels) for t in targets)), "elapsed_s": round(budget.elapsed_s(), 1)}
+
+    def held_out_ap(record: dict, ending: bool) -> None:
+        if eval_samples and cfg.eval_every and (step % cfg.eval_every == 0 or ending):
+            ev = evaluate_module(module, eval_samples, precision=cfg.precision)
+            module.train()
+            bar.write({"step": step, "eval": ev, "elapsed_s": round(budget.elapsed_s(), 1)})
+            bar.note(f"step {step}: held-out AP(moderate, 40-pt) car {ev['car_moderate_ap40']}, "
+                     f"mean {ev['map40_moderate']}, recall@64 {ev['recall_at_64']:.2f}")
+
+    def checkpoint(ending: bool) -> None:
+        save(final=step >= cfg.steps)
+        # A dataset still being generated grows between checkpoints: the thread loader picks up
+        # new frames (loader processes keep the list they started with).
+        stream.samples = list_samples(cfg.data, require_labels=True)
+        if stream.cache is not None and len(stream.samples) > stream.CACHE_FRAMES:
+            stream.cache = None
+
+    try:
+        ran = run_steps(one_step, done=step, until=cfg.steps, budget=budget, progress=bar, cfg=cfg,
+                        save=checkpoint, after_step=held_out_ap)
+    finally:
+        bar.close()
+        batches.close()
+    bar.summary(step, ran.stopped_by, budget.elapsed_s(), ran.last.get("loss"), weights=out, checkpoint=ckpt_path,
+                log=log_path)
+    return {"steps": step, "final_loss": ran.last.get("loss"), "weights": str(out), "stopped_by": ran.stopped_by,
             "checkpoint": str(ckpt_path), "log": str(log_path), "anchors": meta_anchor}
 
 

@@ -20,15 +20,13 @@ THESIS_REFERENCE_62 = {  # Table 6.2, car / pedestrian IoU, GTA-LiDAR -> KITTI
 
 
 def _train(args) -> int:
-    from .train import TrainConfig, train
+    from ..training import config_from_args
+    from .train import SegTrainConfig, train
 
-    cfg = TrainConfig(name=args.name, arch=args.arch, data=args.data, steps=args.steps, batch_size=args.batch_size,
-                      lr=args.lr, optimizer=args.optimizer, minutes=args.minutes, threads=args.threads,
-                      loss=args.loss, crf=not args.no_crf, init=args.init, renderer=args.renderer,
-                      real_grids=args.real_grids, gca_lambda=args.gca_lambda, max_files=args.max_files,
-                      seed=args.seed, crop_width=args.crop_width, precision=args.precision,
-                      channels_last=args.channels_last, device=args.device, loader_workers=args.loader_workers,
-                      quant_schedule=args.quant_schedule, work_dir=args.work_dir)
+    if not (args.name or args.out):
+        raise SystemExit("seg train: name the weights with --name NAME (models/NAME.pt) or --out FILE")
+    cfg = config_from_args(SegTrainConfig, args, out=args.out or str(models_dir() / f"{args.name}.pt"),
+                           crf=not args.no_crf)
     train(cfg)
     return 0
 
@@ -347,45 +345,44 @@ def _cards(args) -> int:
 
 
 def main(argv: list[str]) -> int:
+    from ..training import add_train_arguments
+    from .train import SegTrainConfig  # the training defaults live in one place
+
     ap = argparse.ArgumentParser(prog="squeeze-perception seg", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train SqueezeSeg / SqueezeSegV2 / DiracDeltaSeg on lidar_2d grids")
-    t.add_argument("--arch", default="squeezeseg", choices=("squeezeseg", "squeezesegv2", "diracdeltaseg"),
-                   help="diracdeltaseg: the Synetgy accelerator's model, trained progressively to low precision "
-                        "(--quant-schedule); also writes its float stage as models/<name>_fp32.pt")
-    t.add_argument("--name", required=True, help="output weights models/<name>.pt")
-    t.add_argument("--data", default=f"{DEFAULT_SYNTH}/lidar_2d/train")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
-    t.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget; resumable")
-    t.add_argument("--threads", type=int, default=1)
+    # The shared training flags (offline/training.py); --minutes and --init are their older names here.
+    add_train_arguments(
+        t, SegTrainConfig(), aliases={"--max-minutes": ("--minutes",), "--init-weights": ("--init",)},
+        help_={"--arch": "squeezeseg | squeezesegv2 | diracdeltaseg (the Synetgy accelerator's model, trained "
+                         "progressively to low precision (--quant-schedule); also writes its float stage as "
+                         "<name>_fp32.pt beside the weights)",
+               "--out": "weights file (default models/<name>.pt)",
+               "--max-minutes": "wall-clock budget in minutes (0: none); resumable",
+               "--resume": "continue from <work-dir>/<name>/checkpoint.pt when there is one (default; "
+                           "--no-resume starts afresh)",
+               "--precision": "bf16 autocast for the CNN (CRF and loss in fp32); see `seg train-bench`",
+               "--device": "where the model, batches, loss and CRF run (cpu, cuda); checkpoints hold CPU "
+                           "tensors either way, so a run resumes on the other device",
+               "--loader-workers": "make the batches in N DataLoader processes (keeps a GPU fed; the file list is "
+                                   "fixed at start); 0: in the training loop, which also picks up grids a running "
+                                   "generator adds",
+               "--crop-width": "random width crops (multiple of 16); 0 = full 512"})
+    t.set_defaults(data=f"{DEFAULT_SYNTH}/lidar_2d/train")
+    t.add_argument("--name", default="", help="output weights models/<name>.pt (or give --out)")
     t.add_argument("--loss", default="", choices=("", "ce", "focal"))
     t.add_argument("--no-crf", action="store_true", help="train without the recurrent CRF")
-    t.add_argument("--init", default="", help="start from these weights")
     t.add_argument("--renderer", default="", help="learned intensity rendering weights (+LIR)")
     t.add_argument("--real-grids", default="", help="unlabelled real grids .npy (+GCA)")
-    t.add_argument("--gca-lambda", type=float, default=10.0)
+    t.add_argument("--gca-lambda", type=float, default=SegTrainConfig.gca_lambda)
     t.add_argument("--max-files", type=int, default=0)
-    t.add_argument("--crop-width", type=int, default=0, help="random width crops (multiple of 16); 0 = full 512")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="bf16 autocast for the CNN (CRF and loss in fp32); see `seg train-bench`")
-    t.add_argument("--channels-last", action="store_true", help="channels_last layout for the CNN")
-    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                   help="where the model, batches, loss and CRF run; checkpoints hold CPU tensors either way, "
-                        "so a run resumes on the other device")
-    t.add_argument("--loader-workers", type=int, default=0, metavar="N",
-                   help="make the batches in N DataLoader processes (keeps a GPU fed; the file list is fixed at "
-                        "start); 0: in the training loop, which also picks up grids a running generator adds")
     t.add_argument("--quant-schedule", default="", metavar="W/A:STEPS[@LR],...",
                    help="diracdeltaseg: comma list of stages WBITS/ABITS:STEPS[@LR] trained in order, each from the "
                         "previous stage's weights (thesis 7.4), e.g. '32/32:3000,8/8:1000,4/4:1000@3e-4'; bits 2-8 "
                         "or 32 (float), never increasing from one stage to the next; LR defaults to --lr; each "
                         "stage has its own optimiser and step decay; replaces --steps (default: 32/32, 8/8, 4/4 "
-                        "with 3/5, 1/5, 1/5 of --steps). --minutes is shared by the stages in proportion to their "
+                        "with 3/5, 1/5, 1/5 of --steps). --max-minutes is shared by the stages in proportion to their "
                         "steps, so a run cut short still ends at the last precision; the checkpoint records the "
                         "stage, and a resumed run needs the same schedule")
     t.add_argument("--work-dir", default="out/seg", help="checkpoint and train.log in <work-dir>/<name>/")

@@ -1,8 +1,11 @@
 """Training loop for SqueezeSeg / SqueezeSegV2 (and the intensity renderer) on lidar_2d grids.
 
-CPU-friendly: bounded by steps and wall-clock minutes, resumable from a checkpoint in the
-work folder, logs one line per `log_every` steps to a file and a tqdm bar. The result is
-saved as models/<name>.pt in the project's checkpoint format with a `meta` record.
+The settings are offline/training.py's TrainConfig (the names every model's training shares)
+plus the segmenter's own (`SegTrainConfig`); the loop runs on its machinery. CPU-friendly:
+bounded by steps and wall-clock minutes (`max_minutes`), resumable from a checkpoint in the work
+folder (network, optimiser, scheduler, step and RNG state: a resumed run continues as if never
+stopped), logs one line per `log_every` steps to a file and a tqdm bar. The result is saved as
+`out` (models/<name>.pt) in the project's checkpoint format with a `meta` record.
 Optional domain adaptation (section 6.4): `renderer` replaces the intensity channel of every
 synthetic grid by learned intensity rendering; `real_grids` + `gca_lambda` add geodesic
 correlation alignment between the synthetic and real batches' output logits.
@@ -14,7 +17,7 @@ activation bits : steps (32 = float), each starting from the previous stage's ne
 scale s of eq. 7.12 is set when the network first leaves float and kept after). Each stage has
 its own optimiser and step decay; the checkpoint records the stage, so a resumed run continues
 in it. The fp32 stage's network is also saved as models/<name>_fp32.pt (the float reference
-for `seg eval`). `device="cuda"` trains on a GPU (checkpoints hold CPU tensors either way).
+for `seg eval`), beside `out`. `device="cuda"` trains on a GPU (checkpoints hold CPU tensors either way).
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from ...paths import models_dir, project_root
 from ...segmentation import constants as K
 from ...segmentation.data import GridDataset, list_grids, to_input
 from ...segmentation.models import SqueezeSegNet, build_intensity_renderer, build_squeezeseg, build_squeezesegv2
+from ..training import (Progress, StepsDone, TimeBudget, TrainConfig, load_checkpoint, restore_rng, run_steps,
+                        save_checkpoint, seed_everything, to_cpu)
 from .losses import (flatten_valid, focal_loss, geodesic_correlation_loss, intensity_hybrid_loss,
                      render_intensity, weighted_cross_entropy)
 
@@ -40,39 +45,40 @@ FLOAT_BITS = 32
 
 
 @dataclass
-class TrainConfig:
-    name: str  # output weights name (models/<name>.pt)
+class SegTrainConfig(TrainConfig):
+    """The shared settings with the segmenter's defaults, and its own knobs."""
     arch: str = "squeezeseg"  # squeezeseg | squeezesegv2 | diracdeltaseg
     data: str = "data/synth/lidar_2d/train"
     steps: int = 2000
     batch_size: int = 8
     lr: float = 1e-3
     optimizer: str = "adam"  # adam | sgd (the release: SGD, lr 0.01, momentum 0.9)
-    minutes: float = 60.0
-    threads: int = 1
-    loss: str = ""  # "" -> ce for squeezeseg, focal for squeezesegv2 and diracdeltaseg
-    crf: bool = True  # train the recurrent CRF end to end
-    init: str = ""  # start from these weights (fine-tuning)
-    renderer: str = ""  # learned intensity rendering weights (+LIR)
-    real_grids: str = ""  # .npy stack of unlabelled real grids (+GCA)
-    gca_lambda: float = K.GCA_LAMBDA
-    log_every: int = 10
-    ckpt_every: int = 50
-    seed: int = 0
-    max_files: int = 0
-    crop_width: int = 0  # train on random width crops (fully convolutional; cheaper steps on a CPU)
-    work_dir: str = "out/seg"
+    max_minutes: float = 60.0
+    resume: bool = True  # a run continues from its checkpoint in work_dir unless told otherwise
     # Throughput knobs (measured by `squeeze-perception seg train-bench`): bf16 autocast for the
     # network and the channels_last layout use the AVX-512 BF16 units; the CRF and the loss always
     # run in fp32 (the bilateral kernel's exp(-d^2) needs more than bf16's 8 mantissa bits).
-    precision: str = "fp32"  # fp32 | bf16
-    channels_last: bool = False
-    device: str = "cpu"  # cpu | cuda (cuda:N): model, batches, loss and CRF on that device
-    loader_workers: int = 0  # > 0: batches made by a torch DataLoader in that many processes
+    precision: str = "fp32"
+    loss: str = ""  # "" -> ce for squeezeseg, focal for squeezesegv2 and diracdeltaseg
+    crf: bool = True  # train the recurrent CRF end to end
+    renderer: str = ""  # learned intensity rendering weights (+LIR)
+    real_grids: str = ""  # .npy stack of unlabelled real grids (+GCA)
+    gca_lambda: float = K.GCA_LAMBDA
+    max_files: int = 0
+    work_dir: str = "out/seg"  # checkpoint and train.log in <work_dir>/<name>/
     # Progressive quantization (diracdeltaseg only): "wbits/abits:steps[@lr],..." (see
     # parse_quant_schedule); "" -> default_quant_schedule(steps). Replaces `steps`.
     quant_schedule: str = ""
     extra: dict = field(default_factory=dict)
+
+    def work_path(self) -> Path:
+        return _resolve(self.work_dir) / self.name
+
+    def checkpoint_path(self) -> Path:
+        return self.work_path() / "checkpoint.pt"
+
+    def log_path(self) -> Path:
+        return Path(self.log_file) if self.log_file else self.work_path() / "train.log"
 
 
 def build_arch(arch: str) -> torch.nn.Module:
@@ -94,21 +100,10 @@ def model_in_channels(model: torch.nn.Module) -> int:
     return int(model.body.conv1.cin)  # DiracDeltaSeg: its first 1x1 convolution
 
 
-def _cpu(obj):
-    """The same nested dicts / lists with every tensor on the CPU (checkpoints load anywhere)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
-
-
 def save_weights(module: torch.nn.Module, name: str, meta: dict, path: Path | None = None) -> Path:
     path = path or models_dir() / f"{name}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": _cpu(module.state_dict()), "model": name, "meta": meta}, path)
+    torch.save({"state_dict": to_cpu(module.state_dict()), "model": name, "meta": meta}, path)
     return path
 
 
@@ -172,7 +167,7 @@ def default_quant_schedule(steps: int) -> list[QuantStage]:
     return [QuantStage(w, a, n) for (w, a), n in zip(PROGRESSIVE_SCHEDULE, counts)]
 
 
-def quant_stages(cfg: "TrainConfig") -> list[QuantStage]:
+def quant_stages(cfg: SegTrainConfig) -> list[QuantStage]:
     """The stages of this run ([] for the float architectures)."""
     if cfg.arch not in QUANTIZED_ARCHS:
         if cfg.quant_schedule:
@@ -251,37 +246,32 @@ def _resolve(p: str) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> Path:
-    from tqdm import tqdm
-
-    torch.manual_seed(cfg.seed)
+def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
+    cfg.check()
     torch.set_num_threads(max(cfg.threads, 1))
-    work = _resolve(cfg.work_dir) / cfg.name
-    work.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = work / "checkpoint.pt", work / "train.log"
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, got '{cfg.precision}'")
+    seed_everything(cfg.seed)
     stages = quant_stages(cfg)
     if stages and cfg.precision != "fp32":
         raise ValueError("bf16 autocast would round the quantized accumulators; train diracdeltaseg in fp32")
     device = training_device(cfg.device)
+    out, ckpt_path, log_path = cfg.weights_path(), cfg.checkpoint_path(), cfg.log_path()
     schedule_text = ",".join(st.text() for st in stages)
     model = build_arch(cfg.arch)
-    if cfg.init:
+    if cfg.init_weights:
         from ...backends import load_state_dict
 
-        model.load_state_dict(load_state_dict(_resolve(cfg.init)))
+        model.load_state_dict(load_state_dict(_resolve(cfg.init_weights)))
     loss_name = cfg.loss or ("focal" if cfg.arch in FOCAL_ARCHS else "ce")
     total_steps = sum(st.steps for st in stages) if stages else cfg.steps
     # Resume: the network (and, for a staged run, the stage it was in and its steps so far).
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    state = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path.exists() else None
     step = stage_idx = stage_step = 0
     history: list[dict] = []
     if state is not None:
         if stages and state.get("schedule") != schedule_text:
             raise ValueError(f"checkpoint {ckpt_path} was trained with quant schedule '{state.get('schedule')}', "
                              f"not '{schedule_text}': use that schedule, another --name, or remove the checkpoint")
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["state_dict"])
         step = int(state["step"])
         if stages:
             stage_idx, stage_step, history = int(state["stage"]), int(state["stage_step"]), list(state["history"])
@@ -306,9 +296,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         real = torch.from_numpy(np.stack([to_input(g, in_channels) for g in real_np])).to(device)
     weights = torch.tensor(K.CLASS_LOSS_WEIGHTS, device=device)
     rng = np.random.default_rng(cfg.seed + 1000 + step)
-    t_start = time.perf_counter()
+    # The batch draws and the augmentation (DataLoader workers keep their own: such a run draws
+    # fresh batches after a resume).
+    generators = {"batches": rng, "augment": data.rng}
+    if state is not None and "rng" in state:  # last: building and loading above draw from them too
+        restore_rng(state["rng"], generators)
+    budget = TimeBudget(cfg.max_minutes)
     model.train()
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.name}", disable=not progress)
+    bar = Progress(cfg.name, total_steps, step, log_path, fresh=state is None, enabled=progress)
     last: dict = {}
 
     def make_optimizer(lr: float, steps: int):
@@ -320,13 +315,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=max(steps // 3, 1), gamma=0.5)
 
     def checkpoint(opt, sched, **stage_state) -> None:
-        torch.save({"model": _cpu(model.state_dict()), "opt": None if opt is None else _cpu(opt.state_dict()),
-                    "sched": None if sched is None else sched.state_dict(), "step": step, **stage_state}, ckpt_path)
+        save_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched, step=step, config=cfg,
+                        generators=generators, **stage_state)
 
-    def run(opt, sched, done: int, steps: int, deadline: float, log, stage_state: dict | None) -> int:
-        """Train until `steps` steps of this stage are done or the clock passes `deadline`."""
-        nonlocal step, last
-        while done < steps and time.perf_counter() < deadline:
+    def run(opt, sched, done: int, steps: int, stage_budget: TimeBudget, stage_state: dict | None) -> StepsDone:
+        """Train until `steps` steps of this stage are done or its budget is spent."""
+        nonlocal last
+
+        def one_step(done: int) -> dict:
+            nonlocal step
             if batches is not None:
                 x, y = next(batches)
             else:
@@ -359,63 +356,67 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             opt.step()
             sched.step()
             step += 1
-            done += 1
-            bar.update(1)
-            last = {"step": step, "loss": loss.item(), "gca": gca.item(), "lr": sched.get_last_lr()[0],
-                    "elapsed_s": round(time.perf_counter() - t_start, 1)}
+            record = {"step": step, "loss": loss.item(), "gca": gca.item(), "lr": sched.get_last_lr()[0],
+                      "elapsed_s": round(budget.elapsed_s(), 1)}
             if stage_state is not None:
-                last["stage"] = stages[stage_state["stage"]].label
-                stage_state["stage_step"] = done
-            if step % cfg.log_every == 0:
-                log.write(json.dumps(last) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
-            if step % cfg.ckpt_every == 0 or done >= steps:
-                checkpoint(opt, sched, **(stage_state or {}))
-        return done
+                record["stage"] = stages[stage_state["stage"]].label
+                stage_state["stage_step"] = done + 1
+            return record
 
-    with open(log_path, "a") as log:
+        ran = run_steps(one_step, done=done, until=steps, budget=stage_budget, progress=bar, cfg=cfg,
+                        save=lambda ending: checkpoint(opt, sched, **(stage_state or {})))
+        last = ran.last or last
+        return ran
+
+    stopped_by = "steps"
+    try:
         if not stages:
             opt, sched = make_optimizer(cfg.lr, cfg.steps)
-            if state is not None:
-                opt.load_state_dict(state["opt"])
-                sched.load_state_dict(state["sched"])
-            run(opt, sched, step, cfg.steps, t_start + cfg.minutes * 60, log, None)
+            if state is not None and state.get("optimizer") is not None:
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+            stopped_by = run(opt, sched, step, cfg.steps, budget, None).stopped_by
             checkpoint(opt, sched)
         else:
             from ...accelerator.quant import progressive_quantize, shared_scale
 
             # The budget is split over the stages still to run in proportion to their remaining
             # steps (the deadlines are cumulative: time a stage leaves unused goes to the next),
-            # so a run cut by --minutes still reaches the last precision.
+            # so a run cut by max_minutes still reaches the last precision.
             remaining = [st.steps - (stage_step if i == stage_idx else 0) for i, st in enumerate(stages)][stage_idx:]
-            budget = cfg.minutes * 60
-            deadlines = [t_start + budget * sum(remaining[:k + 1]) / max(sum(remaining), 1)
-                         for k in range(len(remaining))]
+            budget_s = budget.deadline - budget.start
+            deadlines = [budget.start + budget_s * sum(remaining[:k + 1]) / max(sum(remaining), 1)
+                         if budget_s != float("inf") else float("inf") for k in range(len(remaining))]
             todo = iter(range(stage_idx, len(stages)))
             resumed = {"stage": stage_idx, "stage_step": stage_step}
 
             def fine_tune(net, bits) -> dict:
+                nonlocal stopped_by
                 i = next(todo)
                 st = stages[i]
                 opt, sched = make_optimizer(st.lr or cfg.lr, st.steps)
                 done = 0
                 if i == resumed["stage"] and resumed["stage_step"] > 0 and state is not None \
-                        and state.get("opt") is not None:
-                    opt.load_state_dict(state["opt"])
-                    sched.load_state_dict(state["sched"])
+                        and state.get("optimizer") is not None:
+                    opt.load_state_dict(state["optimizer"])
+                    sched.load_state_dict(state["scheduler"])
                     done = resumed["stage_step"]
                 stage_state = {"stage": i, "stage_step": done, "schedule": schedule_text, "history": history}
-                done = run(opt, sched, done, st.steps, deadlines[i - stage_idx], log, stage_state)
+                ran = run(opt, sched, done, st.steps, TimeBudget.until(deadlines[i - stage_idx], budget.start),
+                          stage_state)
+                done = ran.done
+                if ran.stopped_by == "minutes":
+                    stopped_by = "minutes"
                 record = {"stage": st.label, "wbits": st.wbits, "abits": st.abits, "steps": done,
-                          "planned_steps": st.steps, "stopped_by": "steps" if done >= st.steps else "minutes",
+                          "planned_steps": st.steps, "stopped_by": ran.stopped_by,
                           "last_loss": last.get("loss"), "end_step": step,
                           "s": None if st.abits >= FLOAT_BITS else shared_scale(net)}
                 if st.is_float:  # the float reference of the quantized model (seg eval --models <name>_fp32)
                     fp32_meta = {"arch": cfg.arch, "loss": loss_name, "steps": step, "batch_size": cfg.batch_size,
                                  "train_files": len(data), "data": cfg.data, "config": asdict(cfg), "last": last,
                                  "quant": {"precision": "fp32", "stage_of": cfg.name, "schedule": schedule_text}}
-                    saved = save_weights(model, f"{cfg.name}_fp32", fp32_meta)
+                    saved = save_weights(model, f"{cfg.name}_fp32", fp32_meta,
+                                         path=out.with_name(f"{out.stem}_fp32{out.suffix}"))
                     # recorded relative to the project when inside it, so the meta holds no machine's path
                     root = project_root().resolve()
                     record["weights"] = str(saved.resolve().relative_to(root)
@@ -426,8 +427,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 return record
 
             progressive_quantize(model, fine_tune, [(st.wbits, st.abits) for st in stages[stage_idx:]])
-    bar.close()
-    batches = None  # stops the loader's workers
+    finally:
+        bar.close()
+        batches = None  # stops the loader's workers
     meta = {"arch": cfg.arch, "loss": loss_name, "steps": step, "batch_size": cfg.batch_size,
             "train_files": len(data), "data": cfg.data, "config": asdict(cfg), "last": last}
     model = model.to(memory_format=torch.contiguous_format).cpu()
@@ -438,10 +440,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         meta["quant"] = {"precision": "fp32" if wbits >= FLOAT_BITS and abits >= FLOAT_BITS else f"w{wbits}a{abits}",
                          "schedule": schedule_text, "s": shared_scale(model), "stages": history,
                          "fp32_weights": next((r["weights"] for r in history if r.get("weights")), None)}
-    out = save_weights(model.eval(), cfg.name, meta)
-    print(f"saved {out} after {step} steps (last loss {last.get('loss', float('nan')):.4f})"
-          + (f", {meta['quant']['precision']}; float stage: {meta['quant']['fp32_weights']}" if stages else ""))
-    return out
+    saved = save_weights(model.eval(), cfg.name, meta, path=out)
+    bar.summary(step, stopped_by, budget.elapsed_s(), last.get("loss"), weights=saved, checkpoint=ckpt_path,
+                log=log_path)
+    if stages:
+        print(f"{cfg.name}: {meta['quant']['precision']}; float stage: {meta['quant']['fp32_weights']}")
+    return saved
 
 
 def train_renderer(name: str, real_grids: np.ndarray, steps: int = 300, batch_size: int = 4,
