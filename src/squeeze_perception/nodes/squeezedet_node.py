@@ -18,10 +18,10 @@ from ..msgs_conv import MessageFormatError, array_to_image, image_to_array, tabl
 from ..node_base import LATCHED_QOS, MODEL_RELOAD_KEYS, ModelSlot, ParamSpec, PerceptionNode, run_node
 from ..registry import backend_names, model_names
 from ..vision_msgs_conv import detection2d_array, load_vision_msgs
+from ..visualization import class_colour_uint8
 
 STAGE = "detect"
 # Box colours (RGB) per class id: unknown, car, pedestrian, cyclist.
-CLASS_COLOURS = ((200, 200, 200), (255, 64, 64), (64, 255, 64), (64, 160, 255))
 
 PARAMS = [
     ParamSpec("model", "squeezedet", "Registry detection model (squeeze-perception models)",
@@ -59,7 +59,7 @@ def draw_detections(rgb: np.ndarray, dets: np.ndarray) -> np.ndarray:
     draw = ImageDraw.Draw(im)
     for d in dets:
         cid = int(d["class_id"])
-        colour = CLASS_COLOURS[cid] if 0 <= cid < len(CLASS_COLOURS) else CLASS_COLOURS[0]
+        colour = class_colour_uint8(cid)
         draw.rectangle([float(d["u_min"]), float(d["v_min"]), float(d["u_max"]), float(d["v_max"])],
                        outline=colour, width=2)
         name = itf.CLASS_NAMES[cid] if 0 <= cid < len(itf.CLASS_NAMES) else str(cid)
@@ -74,6 +74,24 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return img
+
+
+def build_detector(p: dict):
+    """The detector for node parameters `p` (also used by `track eval --source network`)."""
+    from ..detection.decode import DecodeConfig
+    from ..detection.inference import Detector
+
+    return Detector(p["model"], p["backend"], p["weights"] or None,
+                    DecodeConfig(top_k=p["top_k"], nms_iou=p["nms_iou"], score_threshold=p["score_threshold"]),
+                    num_threads=p["num_threads"])
+
+
+def detect_image(detector, rgb: np.ndarray, p: dict):
+    """The Prediction for one (H, W, 3) uint8 RGB image under node parameters `p`; an image
+    that would need more than `max_upscale` is refused (InputSizeError)."""
+    h, w = rgb.shape[:2]
+    check_image_size(w, h, detector.input_width, detector.input_height, p["max_upscale"])
+    return detector.predict(rgb)
 
 
 class SqueezeDetNode(PerceptionNode):
@@ -105,12 +123,7 @@ class SqueezeDetNode(PerceptionNode):
         return self.model_slot.error
 
     def _make_detector(self, p: dict):
-        from ..detection.decode import DecodeConfig
-        from ..detection.inference import Detector
-
-        return Detector(p["model"], p["backend"], p["weights"] or None,
-                        DecodeConfig(top_k=p["top_k"], nms_iou=p["nms_iou"], score_threshold=p["score_threshold"]),
-                        num_threads=p["num_threads"])
+        return build_detector(p)
 
     def on_parameters_changing(self, changes: dict) -> str | None:
         return self.model_slot.prepare(self.p, changes)  # loads a new detector when a reload key changes
@@ -138,9 +151,7 @@ class SqueezeDetNode(PerceptionNode):
             if info is not None and info.width and (info.width != w or info.height != h):
                 self.report_error(STAGE, f"image {w}x{h} differs from camera_info {info.width}x{info.height}",
                                   dropped=False)
-            det = self.detector
-            check_image_size(w, h, det.input_width, det.input_height, self.p["max_upscale"])
-            pred = det.predict(rgb)
+            pred = detect_image(self.detector, rgb, self.p)
             self.record_inference(ctx, (STAGE,), pred)  # energy per frame, inference latency
             self.det_pub.publish(table_to_cloud(pred.detections, msg.header))
             if self.det2d_pub is not None:

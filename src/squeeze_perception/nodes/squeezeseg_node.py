@@ -20,11 +20,11 @@ from ..plausibility import check_points
 from .limits import POINT_LIMIT_PARAMS, check_point_limit_change, point_limits
 from ..registry import backend_names, model_names
 from ..vision_msgs_conv import instances_detection3d_array, load_vision_msgs
+from ..visualization import class_colour
 
 SUB_STAGES = ("projection", "network", "crf", "clustering", "boxfit")
 MODEL_KEYS = MODEL_RELOAD_KEYS  # a change reloads the pipeline
 # RGBA per class id for markers (unknown, car, pedestrian, cyclist).
-CLASS_COLOURS = ((0.6, 0.6, 0.6, 0.8), (0.9, 0.2, 0.2, 0.8), (0.2, 0.4, 0.95, 0.8), (0.2, 0.85, 0.3, 0.8))
 
 PARAMS = [
     ParamSpec("model", "squeezesegv2", "Segmentation model name from the registry",
@@ -48,6 +48,31 @@ PARAMS = [
     ParamSpec("num_threads", 0, "Torch / ONNX Runtime threads (0 = library default)", min=0, max=64),
     *POINT_LIMIT_PARAMS,
 ]
+
+
+def build_pipeline(p: dict):
+    """The segmentation pipeline for node parameters `p` (also used by `track eval --source network`,
+    so the offline evaluation segments exactly as this node does)."""
+    from ..segmentation.pipeline import SegmentationPipeline
+
+    return SegmentationPipeline(
+        model=p["model"], backend=p["backend"], weights=p["weights"], fov=p["fov"], crf=p["crf"],
+        cluster_eps=p["cluster_eps"], cluster_min_points=p["cluster_min_points"],
+        clustering=p["clustering"], ground_removal=p["ground_removal"], ground_threshold=p["ground_threshold"],
+        ground_max_slope=p["ground_max_slope"], num_threads=p["num_threads"])
+
+
+def mask_implausible_points(points: np.ndarray, p: dict) -> tuple[np.ndarray, dict[str, int]]:
+    """(points to segment, dropped counts per cause) of one (N, 4) scan under node parameters `p`.
+
+    Implausible points (NaN/Inf, out of range, intensity out of bounds) are left out of
+    segmentation like NaN points: label 0, instance -1, still one output row each."""
+    keep, dropped = check_points(points, point_limits(p))
+    work = points
+    if not keep.all():
+        work = points.copy()
+        work[~keep] = np.nan
+    return work, dropped
 
 
 class SqueezeSegNode(PerceptionNode):
@@ -78,13 +103,7 @@ class SqueezeSegNode(PerceptionNode):
         return self.model_slot.error
 
     def _build(self, p: dict):
-        from ..segmentation.pipeline import SegmentationPipeline
-
-        return SegmentationPipeline(
-            model=p["model"], backend=p["backend"], weights=p["weights"], fov=p["fov"], crf=p["crf"],
-            cluster_eps=p["cluster_eps"], cluster_min_points=p["cluster_min_points"],
-            clustering=p["clustering"], ground_removal=p["ground_removal"], ground_threshold=p["ground_threshold"],
-            ground_max_slope=p["ground_max_slope"], num_threads=p["num_threads"])
+        return build_pipeline(p)
 
     def on_parameters_changing(self, changes: dict) -> str | None:
         reason = check_point_limit_change(self.p, changes)
@@ -119,14 +138,8 @@ class SqueezeSegNode(PerceptionNode):
                 if len(cloud) else np.zeros((0, 4), np.float32)
             if len(points) == 0:
                 self.report_error("points", "empty cloud (0 points); publishing empty outputs", dropped=False)
-            # Implausible points (NaN/Inf, out of range, intensity out of bounds) are left out of
-            # segmentation like NaN points: label 0, instance -1, still one output row each.
-            keep, dropped = check_points(points, point_limits(self.p))
+            work, dropped = mask_implausible_points(points, self.p)
             self.report_dropped_points("points", dropped, len(points))
-            work = points
-            if not keep.all():
-                work = points.copy()
-                work[~keep] = np.nan
             result = self.pipeline.process(work)
             if len(points) and result.in_fov == 0:
                 self.report_error("points", f"no returns inside the {self.pipeline.fov} field of view; "
@@ -162,7 +175,7 @@ def instance_markers(table: np.ndarray, header) -> MarkerArray:
     clear.action = Marker.DELETEALL
     arr.markers.append(clear)
     for row in table:
-        colour = CLASS_COLOURS[int(row["class_id"]) % len(CLASS_COLOURS)]
+        colour = class_colour(row["class_id"])
         box = Marker()
         box.header, box.ns, box.id = header, "instances", int(row["instance_id"])
         box.type, box.action = Marker.CUBE, Marker.ADD

@@ -30,9 +30,9 @@ from ..tracking.kalman import MOTION_MODELS
 from ..tracking.pipeline import TrackingPipeline
 from ..tracking.sync import StampSync
 from ..tracking.tracker import TrackerConfig
+from ..visualization import class_colour
 from ..vision_msgs_conv import load_vision_msgs, tracks_detection3d_array
 
-CLASS_COLOURS = ((0.6, 0.6, 0.6), (0.9, 0.2, 0.2), (0.2, 0.4, 0.95), (0.2, 0.85, 0.3))
 
 
 def _numbers(n: int):
@@ -281,7 +281,7 @@ def track_markers(tracks: np.ndarray, header: Header, trails: dict[int, list] | 
     trails = trails or {}
     for row in tracks:
         tid = int(row["track_id"])
-        r, g, b = CLASS_COLOURS[int(row["class_id"]) % len(CLASS_COLOURS)]
+        r, g, b = class_colour(row["class_id"])
         centre = Point(x=float(row["x"]), y=float(row["y"]), z=float(row["z"]))
         box = Marker(header=header, ns="track_boxes", id=tid, type=Marker.CUBE, action=Marker.ADD)
         box.pose.position = centre

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import interfaces as itf
+from ..visualization import CLASS_COLOURS
 
 # Colours per class id (unknown, car, pedestrian, cyclist), as the RViz markers use.
-CLASS_COLOURS = ((0.55, 0.55, 0.55), (0.9, 0.2, 0.2), (0.2, 0.4, 0.95), (0.2, 0.85, 0.3))
 # A camera image is paired with the scan whose stamp is nearest, within this (KITTI: same stamp).
 PAIR_TOLERANCE_NS = 50_000_000
 

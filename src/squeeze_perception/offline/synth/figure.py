@@ -17,10 +17,14 @@ import numpy as np
 from ...kitti.datasets import KittiObjectDataset
 from ...kitti.pointwise import pointwise_labels
 from ...kitti.projection import point_labels_to_cells, spherical_project
+from ...interfaces import CLASS_NAMES
 from ...paths import kitti_real_dir
+from ...visualization import class_colour_uint8
 from .demo_bag import DEMO_SEED
 
-CLASS_COLOURS = np.array([[40, 40, 40], [30, 144, 255], [255, 60, 60], [255, 200, 0]], np.uint8)
+# The project's class colours (visualization.py); label 0 (no object) stays dark in these figures so
+# that the objects stand out against the scene.
+CLASS_COLOURS = np.array([(40, 40, 40)] + [class_colour_uint8(c) for c in range(1, len(CLASS_NAMES))], np.uint8)
 BOX_COLOURS = {"Car": "deepskyblue", "Van": "lightblue", "Truck": "lightblue", "Pedestrian": "red",
                "Cyclist": "gold", "DontCare": "grey"}
 
