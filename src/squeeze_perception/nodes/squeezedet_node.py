@@ -21,7 +21,6 @@ from ..vision_msgs_conv import detection2d_array, load_vision_msgs
 from ..visualization import class_colour_uint8
 
 STAGE = "detect"
-# Box colours (RGB) per class id: unknown, car, pedestrian, cyclist.
 
 PARAMS = [
     ParamSpec("model", "squeezedet", "Registry detection model (squeeze-perception models)",
