@@ -103,3 +103,24 @@ def test_a_time_budget_shortens_the_search_but_keeps_its_schedule_and_warmup_sha
     epochs, warmup = epochs_for_budget(90, 10, epoch_s=50.0, budget_s=60)
     assert epochs == 2 and 1 <= warmup < epochs  # never fewer than one warm-up and one search epoch
     assert epochs_for_budget(40, 0, epoch_s=1.0, budget_s=10) == (10, 0)
+
+
+def test_the_int8_target_times_the_block_as_the_int8_backend_would_run_it():
+    import io
+
+    import onnx
+
+    from squeeze_perception.offline.latency import TARGETS, _quantized, build_table
+    from squeeze_perception.segmentation.searched_net import TINY_MACRO, make_block
+
+    assert "onnxruntime-int8" in TARGETS
+    block = make_block(8, 8, 1, "k3_e3").eval()
+    x = torch.rand(1, 8, 16, 32)
+    buf = io.BytesIO()
+    torch.onnx.export(block, (x,), buf, dynamo=False, opset_version=17, input_names=["in0"])
+    ops = [n.op_type for n in onnx.load_from_string(_quantized(buf.getvalue(), ["in0"], (x,), False)).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ, as offline quantize-int8 writes
+    assert ops.count("DequantizeLinear") >= 2 * ops.count("Conv")  # input and weights of every conv in int8
+    table = build_table(TINY_MACRO, 16, 64, "onnxruntime-int8", repeats=2, show_progress=False)
+    assert table.fixed_us > 0 and all(v >= 0 for v in table.blocks.values())
+    assert any(v > 0 for v in table.blocks.values())

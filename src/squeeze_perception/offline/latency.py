@@ -6,6 +6,10 @@ Targets:
   onnxruntime          measured: the block alone exported to ONNX, run by ONNX Runtime's CPU
                        provider with its default threads (fp32, batch 1), median of repeats.
   onnxruntime-1thread  the same with one intra-op thread (a small single-core device).
+  onnxruntime-int8     the block's ONNX graph statically quantized as the onnxruntime-int8
+                       backend does it (offline/quantize.py: QDQ, per-channel int8 weights, uint8
+                       activations; calibrated on random inputs of the block's shape, which set
+                       the scales but not the speed), timed like onnxruntime.
   synetgy              modelled: the Synetgy cycle model of accelerator/hardware.py (thesis 7.5):
                        1x1 convolutions on the FPGA (IC x OC lanes, DRAM traffic, one driver call
                        per convolution and group), everything else (depthwise convolutions, channel
@@ -29,7 +33,7 @@ from torch import nn
 
 from ..segmentation.searched_net import BLOCKS, Decoder, LayerSlot, MacroArch, SearchedSegNet, Stem, make_block
 
-TARGETS = ("onnxruntime", "onnxruntime-1thread", "synetgy")
+TARGETS = ("onnxruntime", "onnxruntime-1thread", "onnxruntime-int8", "synetgy")
 
 
 def slot_input_shapes(macro: MacroArch, height: int, width: int) -> list[tuple[int, int, int]]:
@@ -43,9 +47,28 @@ def slot_input_shapes(macro: MacroArch, height: int, width: int) -> list[tuple[i
 
 
 # ------------------------------------------------------------------------------ measured (ORT)
+def _quantized(fp32_graph: bytes, names: list[str], inputs: tuple[torch.Tensor, ...], whole_net: bool) -> bytes:
+    """The graph quantized the way the onnxruntime-int8 backend's models are: its QuantOptions
+    defaults for a whole net (classifier kept in fp32); every convolution in int8 for a block or
+    the fixed parts alone."""
+    import tempfile
+
+    from .quantize import QuantOptions, quantize_onnx
+
+    rng = np.random.default_rng(0)
+    batches = [{n: (t.numpy() * rng.uniform(0.5, 1.5)).astype(np.float32) for n, t in zip(names, inputs)}
+               for _ in range(4)]
+    with tempfile.TemporaryDirectory(prefix="lut_int8.") as tmp:
+        fp32, out = Path(tmp) / "block.onnx", Path(tmp) / "block.int8.onnx"
+        fp32.write_bytes(fp32_graph)
+        quantize_onnx(fp32, out, batches, QuantOptions(head_conv_fp32=whole_net))
+        return out.read_bytes()
+
+
 def onnxruntime_us(module: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int = 0,
-                   repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time in microseconds of `module(*inputs)` exported to ONNX (fp32)."""
+                   repeats: int = 20, warmup: int = 3, int8: bool = False, whole_net: bool = False) -> float:
+    """Median wall time in microseconds of `module(*inputs)` exported to ONNX (fp32, or with
+    `int8` statically quantized as the onnxruntime-int8 backend runs it)."""
     from ..backends import ort_session
 
     import onnxruntime as ort
@@ -54,11 +77,12 @@ def onnxruntime_us(module: nn.Module, inputs: tuple[torch.Tensor, ...], threads:
     buf = io.BytesIO()
     names = [f"in{i}" for i in range(len(inputs))]
     torch.onnx.export(module, inputs, buf, dynamo=False, opset_version=17, input_names=names)
+    graph = _quantized(buf.getvalue(), names, inputs, whole_net) if int8 else buf.getvalue()
     opts = ort.SessionOptions()
     if threads > 0:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    session = ort_session(buf.getvalue(), opts)
+    session = ort_session(graph, opts)
     feed = {n: t.numpy() for n, t in zip(names, inputs)}
     for _ in range(warmup):
         session.run(None, feed)
@@ -180,6 +204,10 @@ class LatencyTable:
         return LatencyTable(**json.loads(Path(path).read_text()))
 
 
+def _int8(target: str) -> bool:
+    return target == "onnxruntime-int8"
+
+
 def _threads(target: str) -> int:
     return 1 if target == "onnxruntime-1thread" else 0
 
@@ -209,14 +237,15 @@ def build_table(macro: MacroArch, height: int, width: int, target: str, repeats:
                         measured[key] = 0.0  # an identity costs no operator at all
                     else:
                         block = make_block(slot.cin, slot.cout, slot.stride, name)
-                        measured[key] = onnxruntime_us(block, (torch.rand(1, c, h, w),), _threads(target), repeats)
+                        measured[key] = onnxruntime_us(block, (torch.rand(1, c, h, w),), _threads(target), repeats,
+                                                       int8=_int8(target))
                 table.blocks[f"{slot.index}:{name}"] = measured[key]
                 advance()
         if target == "synetgy":
             table.fixed_us = synetgy_fixed_us(macro, height, width)
         else:
             table.fixed_us = onnxruntime_us(_FixedParts(macro), _fixed_inputs(macro, height, width),
-                                            _threads(target), repeats)
+                                            _threads(target), repeats, int8=_int8(target))
         advance()
     return table
 
@@ -230,4 +259,4 @@ def measure_architecture_us(net: SearchedSegNet, height: int, width: int, target
         return synetgy_fixed_us(net.macro, height, width) + sum(
             synetgy_block_us(s, c, h, w) for s, c, (_, h, w) in zip(slots, net.choices, shapes))
     x = torch.rand(1, net.in_channels, height, width) * 20
-    return onnxruntime_us(net, (x,), _threads(target), repeats)
+    return onnxruntime_us(net, (x,), _threads(target), repeats, int8=_int8(target), whole_net=True)

@@ -170,12 +170,15 @@ class _Reader:
 
     def __init__(self, input_name: str, batches: Iterable[np.ndarray]):
         self.input_name = input_name
-        self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
+        self.batches = [{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in b.items()} if isinstance(b, dict)
+                        else np.ascontiguousarray(b, dtype=np.float32) for b in batches]
         self._it = iter(self.batches)
 
     def get_next(self):
         b = next(self._it, None)
-        return None if b is None else {self.input_name: b}
+        if b is None or isinstance(b, dict):  # a dict: a graph with several inputs, fed by name
+            return b
+        return {self.input_name: b}
 
     def rewind(self):
         self._it = iter(self.batches)
