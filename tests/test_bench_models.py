@@ -17,7 +17,7 @@ from squeeze_perception.offline.graphbench.cli import main as bench_main
 from squeeze_perception.registry import ModelSpec
 
 SEG_BUILD = "squeeze_perception.accelerator.models:build_diracdeltaseg"
-SEG_SHAPE = (6, 64, 16)  # lidar_2d height (load_grid checks it), a narrow tile (4 width halvings)
+SEG_SHAPE = (6, 64, 512)  # the grid the segmentation pipeline feeds (it refuses any other on load)
 CLASSES = ("unknown", "car", "pedestrian", "cyclist")
 DET_W, DET_H = 373, 113  # SqueezeDet at 0.3x (as tests/test_detection_overfit.py)
 
