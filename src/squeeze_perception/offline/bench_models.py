@@ -22,13 +22,13 @@ Definitions (docs/accelerator.md, "Every model on every backend"):
   backend of a model since it counts operations, not time), `NVML` (GPU), `none`.
 - **x bound**: latency / (2 x MACs / peak), the peak being the best n x n x n matmul of the
   rounds (fp32: torch.mm and ONNX Runtime MatMul; int8 rows: u8 x s8 MatMulInteger), timed
-  inside the same rounds (detection/bench.py's kernels); MACs from `energy.model_workload`, or
+  inside the same rounds (offline/detection/bench.py's kernels); MACs from `energy.model_workload`, or
   for DiracDelta models (whose QConv it does not count) from the compiled Synetgy program when
   the synetgy backend loads the model. n/a for emulated rows.
 - **accuracy**: detection - car AP (%) at the moderate level, protocol kitti-2019
-  (detection/evaluation.py), of `Detector.predict` on the first `det_frames` frames of a
+  (offline/detection/evaluation.py), of `Detector.predict` on the first `det_frames` frames of a
   KITTI-layout split; segmentation - mean class-level IoU (%) over the object classes with
-  ground truth (segmentation/evaluation.py `SegCounts.mean_iou`, the pipeline's network + CRF,
+  ground truth (offline/segmentation/evaluation.py `SegCounts.mean_iou`, the pipeline's network + CRF,
   as `seg eval`) on the first `seg_grids` lidar_2d grids.
 - **change vs fp32**: accuracy minus that of the fp32 reference on the same frames: the torch
   backend of the same model, or, for a quantized model with a registered `<name>_fp32` sibling
@@ -442,7 +442,7 @@ class ModelsBench:
 
 class _PeakKernels:
     """The peak fp32 (and int8) rate, timed once per round between the model calls: best of
-    three calls of each n x n x n kernel (detection/bench.py's runners)."""
+    three calls of each n x n x n kernel (offline/detection/bench.py's runners)."""
 
     def __init__(self, n: int, threads: int, int8: bool):
         import torch
