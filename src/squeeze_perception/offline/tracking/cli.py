@@ -1,8 +1,11 @@
 """`squeeze-perception track eval|bench`.
 
 eval   MOT metrics (TrackEval: HOTA, CLEAR MOT, IDF1) on synthetic sequences with ground-truth
-       tracks, fed through the seeded noise model (offline/tracking/scenarios.py), LiDAR-only vs
-       camera fusion vs fusion + camera updates, plus the per-frame latency of each.
+       tracks, LiDAR-only vs camera fusion vs fusion + camera updates, plus the per-frame latency
+       of each. Inputs (--source): `noise`, the seeded noise model around the ground truth
+       (offline/tracking/scenarios.py), or `network`, the shipped SqueezeSeg pipeline and
+       SqueezeDet run on each drive's scans and images as their nodes run them, cached per drive
+       under out/track_network (offline/tracking/network_source.py).
 bench  Per-frame latency (mean, p99, std) of fusion + tracking vs number of objects.
 """
 from __future__ import annotations
@@ -21,8 +24,11 @@ from ...paths import config_dir, project_root
 from ...tracking.fusion import KITTI_IMAGE_SIZE, KITTI_P_RECT_02, KITTI_VELO_TO_RECT, velo_to_image_matrix
 from ...tracking.pipeline import TrackingPipeline
 from ...tracking.tracker import TrackerConfig
+from ...backends import ModelLoadError
+from ...registry import RegistryError
 from . import evaluation as ev
 from . import scenarios as sc
+from .network_source import DEFAULT_CACHE_DIR, NetworkSourceError
 
 VARIANTS = {
     "lidar_only": dict(use_camera=False, camera_updates=False),
@@ -124,16 +130,31 @@ def cmd_eval(args) -> int:
         print(f"no raw/*/*_sync/tracks_velo.csv under {args.root}; generate the synthetic set "
               "(squeeze-perception synth ...) or pass --builtin N", file=sys.stderr)
         return 2
-    lidar_noise = sc.LidarNoise(clutter_objects=args.clutter)
-    inputs = [sc.simulate_inputs(s, args.seed + i, c.velo_to_image, c.image_size, lidar_noise)
-              for i, (s, c) in enumerate(tqdm(list(zip(sequences, cameras)), desc="noise model", leave=False))]
+    variants = dict(VARIANTS)
+    if args.source == "network":
+        if not csvs:
+            print("--source network needs raw drives with tracks_velo.csv (not --builtin)", file=sys.stderr)
+            return 2
+        try:
+            inputs, inputs_text, with_camera = network_inputs(args, csvs, sequences)
+        except (NetworkSourceError, ModelLoadError, RegistryError) as exc:
+            print(f"network source: {exc}", file=sys.stderr)
+            return 2
+        if not with_camera:  # no camera boxes: the fusion variants would repeat LiDAR-only
+            variants = {"lidar_only": VARIANTS["lidar_only"]}
+    else:
+        lidar_noise = sc.LidarNoise(clutter_objects=args.clutter)
+        inputs = [sc.simulate_inputs(s, args.seed + i, c.velo_to_image, c.image_size, lidar_noise)
+                  for i, (s, c) in enumerate(tqdm(list(zip(sequences, cameras)), desc="noise model", leave=False))]
+        inputs_text = (f"noise model, seed {args.seed}, {args.clutter} static clutter blobs")
+    quality = ev.input_quality(sequences, inputs, ev.EvalRegion(max_range_m=args.max_range, d_max_m=args.d_max))
     dropouts = [_dropout_frames(len(s), args.dropout_period, args.dropout_frames) for s in sequences]
     results: dict[str, dict] = {}
     scenarios = [("", [set()] * len(sequences))]
     if args.dropout_period:
         scenarios.append((" [lidar dropout]", dropouts))
     for suffix, drops in scenarios:
-        for name, flags in VARIANTS.items():
+        for name, flags in variants.items():
             all_tracks, all_times = [], []
             for seq, inp, cam, drop in tqdm(list(zip(sequences, inputs, cameras, drops)), desc=name + suffix,
                                             leave=False):
@@ -147,22 +168,59 @@ def cmd_eval(args) -> int:
             metrics.update(latency_ms_mean=float(t.mean()), latency_ms_p99=float(np.percentile(t, 99)),
                            latency_ms_std=float(t.std()), frames=int(t.size))
             results[name + suffix] = {"all": metrics, "per_class": per_class}
-    report = format_eval(results, source, args)
+    report = format_eval(results, source, args, inputs_text, quality)
     print(report)
     if args.plot:
-        plot_eval(results, args.plot, source)
+        plot_eval(results, args.plot, f"{source}, {args.source} inputs")
         print(f"wrote {args.plot}")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"source": source, "seed": args.seed, "results": results}, indent=1))
+        out.write_text(json.dumps({"source": source, "inputs": args.source, "inputs_text": inputs_text,
+                                   "seed": args.seed, "input_quality": quality, "results": results}, indent=1))
         print(f"wrote {out}")
     return 0
 
 
-def format_eval(results: dict, source: str, args) -> str:
-    lines = [f"tracker evaluation on {source}, noise seed {args.seed}, {args.clutter} static clutter blobs, BEV centre-distance similarity "
-             f"(d_max {args.d_max} m), range <= {args.max_range} m, front 90 deg", ""]
+def network_inputs(args, csvs: list[Path], sequences: list[sc.GroundTruthSequence]):
+    """(tracker inputs per sequence, a line naming them, whether camera boxes are included)."""
+    from . import network_source as ns
+
+    threads = args.threads
+    seg = ns.segmentation_params(args.seg_model, args.seg_backend, args.seg_weights, threads)
+    det = None
+    if args.det_model != "none":
+        det = ns.detection_params(args.det_model, args.det_backend, args.det_weights, threads)
+    source = ns.NetworkSource(seg, det, Path(args.cache_dir), refresh=args.refresh_cache)
+    drives = [(p.parent, len(s)) for p, s in zip(csvs, sequences)]
+    outputs = source.outputs(drives)
+    table_params = ns.tracker_table_params(Path(args.config) if args.config else None)
+    inputs = [ns.tracker_inputs(seg_out, det_out, table_params) for seg_out, det_out in outputs]
+    seg_ms = np.concatenate([o[0].frame_ms for o in outputs])
+    seg_net = np.concatenate([o[0].network_ms for o in outputs])
+    text = (f"networks: {source.describe()}; segmentation {seg_ms.mean():.0f} ms/frame "
+            f"(network + CRF {seg_net.mean():.0f})")
+    if det is not None:
+        det_ms = np.concatenate([o[1].frame_ms for o in outputs])
+        text += f", detection {det_ms.mean():.0f} ms/frame"
+    cached = sum(o[0].from_cache for o in outputs) + sum(o[1].from_cache for o in outputs if o[1] is not None)
+    total = len(outputs) * (2 if det is not None else 1)
+    text += (f" ({args.threads} thread(s); {source.computed_frames['segmentation']} + "
+             f"{source.computed_frames['detection']} frames run now, {cached}/{total} drive outputs from the cache in "
+             f"{args.cache_dir})")
+    return inputs, text, det is not None
+
+
+def format_eval(results: dict, source: str, args, inputs_text: str = "", quality: dict | None = None) -> str:
+    lines = [f"tracker evaluation on {source}, BEV centre-distance similarity "
+             f"(d_max {args.d_max} m), range <= {args.max_range} m, front 90 deg",
+             f"inputs ({args.source}): {inputs_text}"]
+    if quality:
+        lines.append(f"inputs in the region: {quality['instances_per_frame']:.2f} instances/frame, "
+                     f"{quality['instance_precision']:.2f} of them within 1 m of a ground-truth object, "
+                     f"{quality['object_recall']:.2f} of the ground-truth objects (with LiDAR points) have one; "
+                     f"{quality['detections_per_frame']:.2f} camera boxes/frame")
+    lines.append("")
     head = "| variant | HOTA | DetA | AssA | MOTA | MOTP (m) | IDF1 | IDSW | Frag | FP | FN | latency ms mean / p99 |"
     lines += [head, "|" + "---|" * 12]
     for name, r in results.items():
@@ -193,7 +251,9 @@ def plot_eval(results: dict, path: str, title: str) -> None:
         vals = [results[name]["all"][k] for k in keys]
         ax.bar(np.arange(len(keys)) + i * width, vals, width, label=name)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys)
-    ax.set_ylim(0, 1)
+    lowest = min(results[n]["all"][k] for n in names for k in keys)
+    ax.set_ylim(min(0.0, lowest * 1.05), 1)  # MOTA goes below 0 when false tracks outnumber the objects
+    ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_title(f"tracker on {title}", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
@@ -305,6 +365,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dropout-period", type=int, default=50,
                    help="also run with the LiDAR silent for --dropout-frames of every N frames (0 = off)")
     e.add_argument("--dropout-frames", type=int, default=10)
+    e.add_argument("--source", choices=("noise", "network"), default="noise",
+                   help="tracker inputs: the seeded noise model around the ground truth, or the shipped "
+                        "networks run on the drives' scans and images (needs raw drives)")
+    e.add_argument("--seg-model", default=None, help="--source network: segmentation registry model "
+                   "(default: config/squeezeseg.yaml)")
+    e.add_argument("--seg-backend", default=None, help="--source network: segmentation backend "
+                   "(default: config/squeezeseg.yaml, onnxruntime)")
+    e.add_argument("--seg-weights", default=None, help="--source network: segmentation weights file")
+    e.add_argument("--det-model", default=None, help="--source network: SqueezeDet registry model for the "
+                   "fusion variants (default: config/squeezedet.yaml; 'none' = LiDAR-only)")
+    e.add_argument("--det-backend", default=None, help="--source network: detection backend "
+                   "(default: config/squeezedet.yaml)")
+    e.add_argument("--det-weights", default=None, help="--source network: detection weights file")
+    e.add_argument("--threads", type=int, default=1, help="--source network: inference threads per network")
+    e.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
+                   help="--source network: per-drive network outputs are cached here")
+    e.add_argument("--refresh-cache", action="store_true", help="--source network: run the networks again "
+                   "even when cached outputs exist")
     e.add_argument("--out", default=None, help="write the results as JSON here")
     e.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
     b = sub.add_parser("bench", help="per-frame latency vs number of objects")

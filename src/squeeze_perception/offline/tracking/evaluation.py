@@ -179,3 +179,31 @@ def summarise(h: dict, c: dict, i: dict, region: EvalRegion) -> dict[str, float]
 
 def empty_tracks(n: int) -> list[np.ndarray]:
     return [itf.empty(itf.TRACK_DTYPE) for _ in range(n)]
+
+
+def input_quality(sequences: list[GroundTruthSequence], inputs: list[list[tuple[np.ndarray, np.ndarray | None]]],
+                  region: EvalRegion = EvalRegion(), match_m: float = 1.0) -> dict[str, float]:
+    """How good the tracker's inputs are before any tracking, class-agnostic, in the evaluation
+    region: instances per frame, the share of them within `match_m` of a ground-truth object
+    (one instance per object, Hungarian), the share of cared-for objects that got one, and
+    camera boxes per frame. Says whether a tracker's misses and false tracks come from its inputs."""
+    n_inst = n_matched = n_gt = n_gt_hit = n_det = frames = 0
+    for seq, seq_inputs in zip(sequences, inputs):
+        for gt, (inst, det) in zip(seq.frames, seq_inputs):
+            frames += 1
+            n_det += 0 if det is None else len(det)
+            gt = gt[_in_region(gt["x"], gt["y"], region) & (gt["num_points"] >= region.min_points)
+                    & (gt["class_id"] > 0)]
+            inst = inst[_in_region(inst["x"], inst["y"], region)]
+            n_inst += len(inst)
+            n_gt += len(gt)
+            if len(gt) and len(inst):
+                d = np.hypot(gt["x"][:, None] - inst["x"][None, :], gt["y"][:, None] - inst["y"][None, :])
+                # gated, so a far pair never displaces a near one
+                r, c = linear_sum_assignment(np.where(d <= match_m, d, 1e6))
+                hits = int((d[r, c] <= match_m).sum())
+                n_matched += hits
+                n_gt_hit += hits
+    return {"instances_per_frame": n_inst / max(frames, 1), "instance_precision": n_matched / max(n_inst, 1),
+            "object_recall": n_gt_hit / max(n_gt, 1), "detections_per_frame": n_det / max(frames, 1),
+            "frames": frames}
