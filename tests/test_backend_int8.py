@@ -152,6 +152,59 @@ def test_quantize_command_writes_an_int8_graph_close_to_fp32(tiny, tmp_path, cap
     assert (got.argmax(1)[0][valid] == ref.argmax(1)[0][valid]).mean() >= 0.9
 
 
+def test_fp32_layers_keep_the_named_convolutions_fp32_and_quantize_the_others(tiny, tmp_path, capsys):
+    import onnx
+
+    from squeeze_perception.backends import import_onnxruntime, ort_session
+    from squeeze_perception.offline.quantize import layer_prefixes_for
+
+    spec, models, calib = tiny
+    out = tmp_path / "sweep" / "tiny_conv2_fp32.int8.onnx"
+    assert _quantize(calib, "--fp32-layers", "conv2", "--out", str(out)) == 0
+    manifest = json.loads(out.with_name("tiny_conv2_fp32.int8.manifest.json").read_text())
+    assert manifest["quantization"]["fp32_layers"] == ["conv2"]
+    kept_names = manifest["quantization"]["kept_fp32"]
+    assert "/conv2/Conv" in kept_names and "/Relu_1" in kept_names  # its ReLU, fed only by it, too
+    assert "/conv1/Conv" not in kept_names and "/Relu" not in kept_names
+    graph = onnx.load(str(out)).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    kept = convs["/conv2/Conv"]
+    assert producers.get(kept.input[1]) is None  # fp32 weights
+    for name in ("/conv1/Conv", "/conv3/Conv"):  # the others: int8 weights and int8 inputs (QDQ)
+        assert producers.get(convs[name].input[1]) == "DequantizeLinear"
+        assert producers.get(convs[name].input[0]) == "DequantizeLinear"
+    # as the backend's session runs it: conv1 and conv3 fused into int8 kernels, conv2 and the
+    # head fp32 Conv (without the backend's session config ORT would quantize conv2's weights)
+    ort = import_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    for key, value in OnnxRuntimeInt8Backend.session_config.items():
+        opts.add_session_config_entry(key, value)
+    ort_session(str(out), opts)
+    ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearConv") == 2 and ops.count("Conv") == 2
+    assert not (models / "tiny_int8.int8.onnx").exists()  # --out: the default file is left alone
+    # a name that matches no node is refused, not silently quantized
+    assert _quantize(calib, "--fp32-layers", "conv9", "--out", str(tmp_path / "typo.int8.onnx")) == 1
+    assert "conv9" in capsys.readouterr().err
+    # SqueezeDet's fire modules are named by the layer names of its trunk
+    assert layer_prefixes_for(registry.get_model("squeezedet"), ["fire10", "fire11/expand3x3", "convdet", "/x/"]) == [
+        "/features/features.12/", "/features/features.13/expand3x3/", "/convdet/", "/x/"]
+
+
+def test_op_profile_sums_the_int8_graph_by_operator_type(tiny):
+    from squeeze_perception.offline.detection.bench import op_profile
+
+    spec, models, calib = tiny
+    assert _quantize(calib) == 0
+    prof = op_profile(models / "tiny_int8.int8.onnx", threads=1, runs=3,
+                      config=OnnxRuntimeInt8Backend.session_config, input_shape=spec.input_shape)
+    assert prof["runs"] == 3 and prof["nodes"]["QLinearConv"] == 3  # conv1..conv3 fused, the head fp32
+    assert prof["ops"]["QLinearConv"] > 0 and prof["nodes"]["Conv"] == 1
+    assert abs(prof["kernel_ms"] - sum(prof["ops"].values())) < 1e-9 and prof["run_ms"] >= prof["kernel_ms"] * 0.5
+
+
 def test_missing_int8_file_is_refused_with_the_command_that_makes_it(tiny):
     spec, models, _ = tiny
     with pytest.raises(ModelLoadError, match=r"tiny_int8\.int8\.onnx' not found.*"

@@ -20,6 +20,9 @@ from .common import (ONNX_MODEL_KEY, ModelLoadError, check_input, export_onnx, e
 class OnnxRuntimeBackend:
     """ONNX Runtime CPU execution provider over an exported graph (models/<name>.onnx)."""
 
+    # SessionOptions config entries (add_session_config_entry) a subclass needs
+    session_config: dict[str, str] = {}
+
     def __init__(self, spec: ModelSpec, weights: str | Path | None = None, num_threads: int = 0):
         ort = import_onnxruntime()
 
@@ -68,6 +71,8 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         if num_threads > 0:
             opts.intra_op_num_threads = num_threads
+        for key, value in self.session_config.items():
+            opts.add_session_config_entry(key, value)
         try:
             self.session = ort_session(str(path), opts)
         except Exception as exc:  # noqa: BLE001

@@ -200,6 +200,9 @@ def _quantize_int8(argv: list[str], command: str) -> int:
     ap.add_argument("--method", choices=METHODS, default="minmax", help="activation range calibration")
     ap.add_argument("--activations", choices=("uint8", "int8"), default="uint8",
                     help="uint8: the u8 x s8 form MLAS runs natively on x86 (VNNI); int8: symmetric")
+    ap.add_argument("--format", choices=("qdq", "qoperator"), default="qdq",
+                    help="qdq: QuantizeLinear/DequantizeLinear around fp32 ops, fused by ORT at load; "
+                         "qoperator: the int8 operators (QLinearConv, ...) written in the file")
     ap.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default per channel)")
     ap.add_argument("--reduce-range", action="store_true", help="7-bit weights, for x86 CPUs without VNNI")
     ap.add_argument("--int8-head-conv", action="store_true",
@@ -207,6 +210,10 @@ def _quantize_int8(argv: list[str], command: str) -> int:
                          "its outputs then carry int8 steps into decoding / the CRF); default: kept fp32")
     ap.add_argument("--fp32-first-conv", action="store_true",
                     help="keep the first convolution (on the raw, normalised input) in fp32 too")
+    ap.add_argument("--fp32-layers", default="", metavar="NAME[,NAME...]",
+                    help="layers kept fp32, by the model's layer names (SqueezeDet: conv1, fire2 ... fire11, "
+                         "convdet; a sub-module: fire11/expand3x3) or ONNX node-name prefixes starting with '/'; "
+                         "ReLU / Concat fed only by kept layers stay fp32 with them (a sensitivity sweep's knob)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads (export, calibration)")
     args = ap.parse_args(argv)
     if (args.weights or args.out) and len(args.model) != 1:
@@ -218,8 +225,10 @@ def _quantize_int8(argv: list[str], command: str) -> int:
     failed = 0
     for name in args.model:
         opts = QuantOptions(per_channel=not args.per_tensor, activation_type=args.activations,
+                            quant_format=args.format,
                             method=args.method, reduce_range=args.reduce_range,
-                            head_conv_fp32=not args.int8_head_conv, first_conv_fp32=args.fp32_first_conv)
+                            head_conv_fp32=not args.int8_head_conv, first_conv_fp32=args.fp32_first_conv,
+                            fp32_layers=[x.strip() for x in args.fp32_layers.split(",") if x.strip()])
         try:
             manifest = quantize_model(name, args.calib_frames, weights=args.weights or None, out=args.out or None,
                                       calib_dir=args.calib_dir or None, options=opts, command=command)

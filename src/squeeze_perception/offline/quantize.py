@@ -25,8 +25,12 @@ Choices (ONNX Runtime 1.x, CPU execution provider):
     confidence, class softmax); SqueezeSeg's conv14 logits, which the recurrent CRF turns into
     probabilities with a softmax. A quantization step there moves box edges by whole pixels
     times exp() and shifts the CRF's softmax; it is one layer of ~30, so it costs little.
-* Calibration: MinMax over the synthetic frames (fast and deterministic; --method percentile
-  or entropy are available). Never the real KITTI data under ../shared/data: those are the
+  - with --fp32-layers, named layers (a sensitivity sweep's knob, docs/performance.md): for
+    SqueezeDet fire11's two expand convolutions, whose concatenated output is ConvDet's input;
+    8-bit steps there cost 3 points of car AP (box IoU 0.7); with them fp32 it is within 0.1.
+* Calibration: MinMax over the synthetic frames (fast, deterministic, folded every few frames so
+  memory stays bounded; --method percentile or entropy hold every frame's activations: > 18 GB
+  for 64 SqueezeDet frames). Never the real KITTI data under ../shared/data: those are the
   evaluation set.
 """
 from __future__ import annotations
@@ -57,21 +61,29 @@ CONV_TYPES = ("Conv", "ConvTranspose")
 @dataclass
 class QuantOptions:
     per_channel: bool = True
+    quant_format: str = "qdq"  # "qdq" (ORT fuses Q/DQ pairs at load) or "qoperator" (QLinearConv ... in the file)
     activation_type: str = "uint8"  # "uint8" (U8S8, the x86 fast path) or "int8"
     weight_type: str = "int8"
     method: str = "minmax"
     reduce_range: bool = False
     head_conv_fp32: bool = True  # False (--int8-head-conv): the last conv in int8 too, only what follows in fp32
     first_conv_fp32: bool = False  # True (--fp32-first-conv): the first convolution(s), on the raw input, in fp32
+    # --fp32-layers: named layers (a model's layer names such as "fire11", or ONNX node-name
+    # prefixes such as "/features/features.13/") kept fp32 whole: what a sensitivity sweep varies
+    fp32_layers: list[str] = field(default_factory=list)
     keep_fp32: list[str] = field(default_factory=list)  # filled in: the excluded node names
 
 
 # ------------------------------------------------------------------------- graph analysis
-def fp32_nodes(model, head_conv: bool = True, first_conv: bool = False) -> tuple[list[str], dict[str, list[str]]]:
+def fp32_nodes(model, head_conv: bool = True, first_conv: bool = False,
+               layer_prefixes: Sequence[str] = ()) -> tuple[list[str], dict[str, list[str]]]:
     """Names of the nodes to keep in fp32 (see the module docstring) and why, by group:
     'input' (no convolution upstream: input normalisation), 'head' (the last convolutions,
-    those with no convolution downstream, and everything after them) and, with `first_conv`,
-    'first' (the convolutions with no convolution upstream, which see the raw input)."""
+    those with no convolution downstream, and everything after them), with `first_conv`,
+    'first' (the convolutions with no convolution upstream, which see the raw input), and
+    'layers': every node whose name starts with one of `layer_prefixes` (ONNX node names of an
+    exported torch module are its module path, '/features/features.13/squeeze/Conv', so a
+    prefix selects a whole module; see `layer_prefixes_for`)."""
     graph = model.graph
     nodes = list(graph.node)
     for i, n in enumerate(nodes):
@@ -119,11 +131,46 @@ def fp32_nodes(model, head_conv: bool = True, first_conv: bool = False) -> tuple
     feeding = set().union(*(upstream(c) for c in convs))
     pre &= feeding
     first = {c.name for c in convs if not (upstream(c) & conv_names)} if first_conv else set()
+    unmatched = [p for p in layer_prefixes if not any(n.name.startswith(p) for n in nodes)]
+    if unmatched:  # a typo must not silently quantize the layer the sweep meant to keep
+        raise ValueError(f"no node of the graph is named like {unmatched}")
+    layers = {n.name for n in nodes if any(n.name.startswith(p) for p in layer_prefixes)}
+    # A non-convolution fed only by kept layers (their ReLU, the fire module's Concat) stays fp32
+    # too: quantizing it would put an 8-bit step right after the layer kept fp32 for its precision
+    # and gain no int8 kernel. Graph order is topological, so one pass follows chains.
+    for n in nodes:
+        fed_by = [producer[i] for i in n.input if i in producer]
+        if (n.op_type not in CONV_TYPES and n.name not in layers and fed_by
+                and all(p.name in layers for p in fed_by)):
+            layers.add(n.name)
     order = {n.name: i for i, n in enumerate(nodes)}
     groups = {"input": sorted(pre, key=order.get), "first": sorted(first - head, key=order.get),
-              "head": sorted(head, key=order.get)}
+              "layers": sorted(layers - head - first - pre, key=order.get), "head": sorted(head, key=order.get)}
     assert all(name in by_name for g in groups.values() for name in g)
-    return groups["input"] + groups["first"] + groups["head"], groups
+    return groups["input"] + groups["first"] + groups["layers"] + groups["head"], groups
+
+
+def layer_prefixes_for(spec: ModelSpec | None, layers: Sequence[str]) -> list[str]:
+    """ONNX node-name prefixes of the named layers. A model with `layer_names` parallel to its
+    `features` (SqueezeDet: conv1, maxpool1, fire2 ... fire11) maps 'fire11' to the module path
+    the exporter gives its nodes, '/features/features.13/'; other torch attributes ('convdet')
+    become '/convdet/'; 'fire11/expand3x3' is that sub-module ('/features/features.13/expand3x3/');
+    a name starting with '/' is taken as a prefix as it is."""
+    names: tuple[str, ...] = ()
+    if spec is not None and any(not layer.startswith("/") for layer in layers):
+        with contextlib.suppress(Exception):  # an ONNX-only model has no torch module: prefixes only
+            names = tuple(getattr(spec.build(), "layer_names", ()))
+    prefixes = []
+    for layer in layers:
+        # 'fire11/expand3x3': a sub-module of a named layer
+        top, _, sub = layer.partition("/")
+        if layer.startswith("/"):
+            prefixes.append(layer)
+        elif top in names and names.index(top) < len(names) - 2 and names[-2:] == ("dropout", "convdet"):
+            prefixes.append(f"/features/features.{names.index(top)}/" + (f"{sub}/" if sub else ""))
+        else:
+            prefixes.append(f"/{layer}/")
+    return prefixes
 
 
 # ------------------------------------------------------------------------- calibration data
@@ -197,10 +244,11 @@ def _stride(n: int, most: int = 4) -> int:
 
 # ------------------------------------------------------------------------- quantization
 def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options: QuantOptions | None = None,
-                  metadata: dict[str, str] | None = None) -> QuantOptions:
+                  metadata: dict[str, str] | None = None, layer_prefixes: Sequence[str] | None = None) -> QuantOptions:
     """Quantize the fp32 ONNX file `fp32` into `out` (QDQ, static) calibrated on `batches`.
     Returns the options with `keep_fp32` filled in. The graph's metadata (the model name stamp)
-    is kept and `metadata` added."""
+    is kept and `metadata` added. `layer_prefixes`: node-name prefixes kept fp32 (default: the
+    options' fp32_layers taken as prefixes)."""
     import onnx
 
     from ..backends import import_onnxruntime
@@ -210,11 +258,15 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     options = options or QuantOptions()
+    if layer_prefixes is None:
+        layer_prefixes = list(options.fp32_layers)
     if not batches:
         raise ValueError("no calibration inputs")
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
+    # absolute: the pre-processing step below runs in a scratch working directory
+    out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     source_meta = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
     tmp_pre = out.with_name(f".{out.name}.{os.getpid()}.pre.onnx")
@@ -232,12 +284,14 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
                 # up-sampling); ONNX's own shape inference suffices for quantize_static.
                 quant_pre_process(str(fp32.resolve()), str(tmp_pre.resolve()), skip_symbolic_shape=True)
         pre = onnx.load(str(tmp_pre))
-        keep, _ = fp32_nodes(pre, head_conv=options.head_conv_fp32, first_conv=options.first_conv_fp32)
+        keep, _ = fp32_nodes(pre, head_conv=options.head_conv_fp32, first_conv=options.first_conv_fp32,
+                             layer_prefixes=layer_prefixes or ())
         onnx.save(pre, str(tmp_pre))  # with the node names fp32_nodes may have filled in
         input_name = pre.graph.input[0].name
         options.keep_fp32 = keep
         quantize_static(
-            str(tmp_pre), str(tmp_out), _Reader(input_name, batches), quant_format=QuantFormat.QDQ,
+            str(tmp_pre), str(tmp_out), _Reader(input_name, batches),
+            quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[options.quant_format],
             per_channel=options.per_channel, reduce_range=options.reduce_range,
             activation_type=types[options.activation_type], weight_type=types[options.weight_type],
             nodes_to_exclude=keep, calibrate_method=methods[options.method],
@@ -293,7 +347,8 @@ def quantize_model(name: str, calib_frames: int = 32, weights: str | Path | None
     t0 = time.perf_counter()
     source_sha = sha256_file(weights)
     options = quantize_onnx(fp32, out, batches, options,
-                            metadata={ONNX_MODEL_KEY: spec.name, INT8_SOURCE_KEY: source_sha})
+                            metadata={ONNX_MODEL_KEY: spec.name, INT8_SOURCE_KEY: source_sha},
+                            layer_prefixes=layer_prefixes_for(spec, options.fp32_layers))
     seconds = time.perf_counter() - t0
     manifest = int8_manifest(spec, out, weights, source_sha, folder, names, options, seconds, command)
     from .manifest import write_manifest
@@ -331,10 +386,11 @@ def int8_manifest(spec: ModelSpec, out: Path, weights: Path, source_sha: str, fo
         "source": {"checkpoint": weights.name, "sha256": source_sha},
         "calibration": {"set": calib, "synthetic_only": True, "count": len(names), "frames": names,
                         "method": options.method},
-        "quantization": {"format": "QDQ", "per_channel": options.per_channel,
+        "quantization": {"format": {"qdq": "QDQ", "qoperator": "QOperator"}[options.quant_format],
+                         "per_channel": options.per_channel,
                          "weights": options.weight_type, "activations": options.activation_type,
                          "reduce_range": options.reduce_range, "head_conv_fp32": options.head_conv_fp32,
-                         "first_conv_fp32": options.first_conv_fp32,
+                         "first_conv_fp32": options.first_conv_fp32, "fp32_layers": list(options.fp32_layers),
                          "kept_fp32": options.keep_fp32},
         "metrics": {},  # not measured here: det eval / seg eval against fp32, tables in docs/performance.md
         "latency_ms": {},
@@ -349,6 +405,7 @@ def summary_line(manifest: dict) -> str:
     q, c = manifest["quantization"], manifest["calibration"]
     return (f"{manifest['name']}: wrote {manifest['weights']['file']} ({manifest['weights']['bytes'] / 1e6:.1f} MB) "
             f"in {manifest['seconds']:.0f} s; calibration {c['count']} synthetic frames from {c['set']} "
-            f"({c['method']}); QDQ, {'per-channel ' if q['per_channel'] else ''}{q['weights']} weights, "
-            f"{q['activations']} activations; {len(q['kept_fp32'])} nodes kept fp32")
+            f"({c['method']}); {q['format']}, {'per-channel ' if q['per_channel'] else ''}{q['weights']} weights, "
+            f"{q['activations']} activations; {len(q['kept_fp32'])} nodes kept fp32"
+            + (f" (layers {', '.join(q['fp32_layers'])})" if q.get("fp32_layers") else ""))
 

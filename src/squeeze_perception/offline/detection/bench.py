@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -41,6 +42,8 @@ class BenchResult:
     int8_bound_ms: float | None = None
     int8_ratio: float | None = None  # latency / int8 bound, as torch_ratio
     int8_skipped: str | None = None  # why int8 was not measured (no int8 file, ...)
+    # further int8 graphs / session settings timed in the same rounds (label -> median ms)
+    int8_variants_ms: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -116,10 +119,24 @@ def _time(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def int8_backend(spec, path: str | Path | None = None, config: dict[str, str] | None = None, threads: int = 0):
+    """The onnxruntime-int8 backend over `path` (default: the committed graph) with session config
+    entries added to the backend's own (a setting to compare, not what the backend runs)."""
+    from ...backends import OnnxRuntimeInt8Backend
+
+    cls = OnnxRuntimeInt8Backend
+    if config:
+        cls = type("OnnxRuntimeInt8Variant", (OnnxRuntimeInt8Backend,),
+                   {"session_config": {**OnnxRuntimeInt8Backend.session_config, **config}})
+    return cls(spec, weights=path, num_threads=threads)
+
+
 def bench(model: str = "squeezedet", repeats: int = 10, threads: int = 2, onnx: bool = True,
-          progress=None, int8: bool = True) -> BenchResult:
+          progress=None, int8: bool = True, int8_variants: dict[str, tuple] | None = None) -> BenchResult:
     """Median batch-1 latency (ms) with torch and onnxruntime (the shipped weights when present,
-    else random ones: latency does not depend on the values); peak = best matmul round."""
+    else random ones: latency does not depend on the values); peak = best matmul round.
+    int8_variants: label -> (int8 ONNX file or None for the committed one, session config dict),
+    timed in the same interleaved rounds (quantization / ORT settings side by side)."""
     import torch
 
     from ...backends import ModelLoadError, OnnxRuntimeBackend, OnnxRuntimeInt8Backend, load_state_dict
@@ -159,6 +176,10 @@ def bench(model: str = "squeezedet", repeats: int = 10, threads: int = 2, onnx: 
             except ModelLoadError as exc:
                 int8_skipped = str(exc)
                 step(f"int8 skipped: {exc}")
+        for label, (path, config) in (int8_variants or {}).items():
+            variant = int8_backend(spec, path, config, threads)
+            runners[f"int8:{label}"] = lambda v=variant: v.infer(batch)
+            runners.setdefault("ort_int8_matmul", ort_int8_matmul_runner(PEAK_N, threads))
         # Interleaved rounds: on a shared machine the load drifts, so every round times the
         # peak kernel and each backend back to back and the ratios compare like with like.
         times = {k: [] for k in runners}
@@ -182,10 +203,61 @@ def bench(model: str = "squeezedet", repeats: int = 10, threads: int = 2, onnx: 
         int8_bound = 2 * stats.macs / int8_peak * 1e3
         int8_fields.update(int8_ms=int8_ms, int8_peak_gops=int8_peak / 1e9, int8_bound_ms=int8_bound,
                            int8_ratio=int8_ms / int8_bound)
+    if int8_variants:
+        int8_fields["int8_variants_ms"] = {k[len("int8:"):]: statistics.median(v) for k, v in times.items()
+                                           if k.startswith("int8:")}
+        if "int8_peak_gops" not in int8_fields:
+            int8_peak = 2 * PEAK_N ** 3 / (min(times["ort_int8_matmul"]) / 1e3)
+            int8_fields.update(int8_peak_gops=int8_peak / 1e9, int8_bound_ms=2 * stats.macs / int8_peak * 1e3)
     return BenchResult(model=model, threads=threads, macs=stats.macs, peak_gflops=peak / 1e9, bound_ms=bound_ms,
                        torch_ms=torch_ms, torch_ratio=torch_ms / bound_ms,
                        onnxruntime_ms=ort_ms, onnxruntime_ratio=None if ort_ms is None else ort_ms / bound_ms,
                        repeats=repeats, load_average=os.getloadavg()[0], **int8_fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where an ONNX graph's time goes: ONNX Runtime's own profiler, summed by operator type.
+
+def op_profile(path: str | Path, threads: int = 1, runs: int = 10, config: dict[str, str] | None = None,
+               input_shape: Sequence[int] | None = None, warmup: int = 2) -> dict:
+    """Per-run milliseconds by operator type of the graph as ORT optimised it (SessionOptions.
+    enable_profiling; the kernel_time events of the CPU provider's nodes), over `runs` runs
+    after `warmup` (first runs pay allocations and pre-packing). Returns {"ops": {op: ms},
+    "nodes": {op: count}, "run_ms": median model_run ms, "kernel_ms": sum of the ops}."""
+    import json
+
+    from ...backends import import_onnxruntime, ort_session
+
+    ort = import_onnxruntime()
+    with tempfile.TemporaryDirectory(prefix="ort_profile.") as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        for key, value in (config or {}).items():
+            opts.add_session_config_entry(key, value)
+        sess = ort_session(str(path), opts)
+        inp = sess.get_inputs()[0]
+        shape = [1, *input_shape] if input_shape else [d if isinstance(d, int) else 1 for d in inp.shape]
+        x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+        for _ in range(warmup + runs):
+            sess.run(None, {inp.name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    model_runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                        key=lambda e: e["ts"])
+    timed = model_runs[warmup:]
+    start = timed[0]["ts"] if timed else 0
+    ops: dict[str, float] = {}
+    nodes: dict[str, set] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < start:
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        ops[op] = ops.get(op, 0.0) + e["dur"] / 1e3 / max(len(timed), 1)
+        nodes.setdefault(op, set()).add(e["name"])
+    return {"ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])), "nodes": {k: len(v) for k, v in nodes.items()},
+            "run_ms": statistics.median(e["dur"] / 1e3 for e in timed) if timed else None,
+            "kernel_ms": sum(ops.values()), "threads": threads, "runs": len(timed)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import math
 import sys
@@ -259,7 +260,8 @@ def _cmd_bench(args) -> int:
     for name in args.models:
         with console.status(f"{name}") as status:  # progress on stderr
             r = bench(name, repeats=args.repeats, threads=args.threads, onnx=not args.no_onnx,
-                      progress=lambda msg, n=name: status.update(f"{n}: {msg}"), int8=not args.no_int8)
+                      progress=lambda msg, n=name: status.update(f"{n}: {msg}"), int8=not args.no_int8,
+                      int8_variants=_int8_variants(args))
         rows.append(r.as_dict())
         ort = "-" if r.onnxruntime_ms is None else f"{r.onnxruntime_ms:9.1f} ms  x{r.onnxruntime_ratio:5.2f}"
         print(f"{name:18s} threads {r.threads}  GMACs {r.macs / 1e9:6.2f}  peak {r.peak_gflops:6.1f} GFLOP/s  "
@@ -271,10 +273,63 @@ def _cmd_bench(args) -> int:
                   + ("-" if r.onnxruntime_ms is None else f"{r.int8_ms / r.onnxruntime_ms:.2f}"))
         elif not args.no_int8:
             print(f"{'':18s} onnxruntime-int8 not measured: {r.int8_skipped}")
+        for label, ms in (r.int8_variants_ms or {}).items():
+            print(f"{'':18s} int8 {label:34s} {ms:9.1f} ms  x{ms / r.int8_bound_ms:5.2f} of the int8 bound"
+                  + ("" if r.onnxruntime_ms is None else f"; / fp32 {ms / r.onnxruntime_ms:.2f}"))
     print(f"batch 1, median of {args.repeats} interleaved rounds; ratio = latency / (2 x MACs / peak), peak = best "
           f"1024^3 fp32 matmul (torch or ORT) with the same threads; 1-min load average {rows[-1]['load_average']:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _int8_variants(args) -> dict[str, tuple]:
+    """--int8-file / --int8-config of det bench and det profile: label -> (file, session config)."""
+    variants: dict[str, tuple] = {}
+    for path in args.int8_file or ():
+        variants[Path(path).stem] = (path, None)
+    for entry in args.int8_config or ():
+        key, _, value = entry.partition("=")
+        variants[entry] = (None, {key: value})
+    return variants
+
+
+def _cmd_profile(args) -> int:
+    from ...backends import OnnxRuntimeInt8Backend, int8_path_for
+    from ...registry import get_model
+    from ..quantize import ensure_fp32_onnx
+    from .bench import op_profile
+
+    spec = get_model(args.model, task="detection")
+    graphs = {"fp32": (ensure_fp32_onnx(spec, spec.weights_path()), {})}
+    if not args.no_int8:
+        graphs["int8"] = (int8_path_for(spec.weights_path()), {})
+    for label, (path, config) in _int8_variants(args).items():
+        graphs[label] = (path or int8_path_for(spec.weights_path()), config or {})
+    results = {}
+    for label, (path, config) in graphs.items():
+        # int8 graphs run as the backend runs them: its session config, then the variant's
+        full = config if label == "fp32" else {**OnnxRuntimeInt8Backend.session_config, **config}
+        results[label] = {"file": str(path), "config": full,
+                          **op_profile(path, threads=args.threads, runs=args.runs, config=full,
+                                       input_shape=spec.input_shape)}
+    ops = sorted({op for r in results.values() for op in r["ops"]},
+                 key=lambda op: -max(r["ops"].get(op, 0.0) for r in results.values()))
+    labels = list(results)
+    print(f"{args.model}: ms per run by operator type (ORT profiler, {args.threads} thread(s), "
+          f"{args.runs} runs after 2 warm-up; nodes after ORT's optimisation)")
+    print(f"{'op type':24s}" + "".join(f"{label[:22]:>24s}" for label in labels))
+    for op in ops:
+        print(f"{op:24s}" + "".join(
+            f"{results[label]['ops'].get(op, 0.0):15.2f} ({results[label]['nodes'].get(op, 0):3d} n)"
+            if op in results[label]["ops"] else f"{'-':>24s}" for label in labels))
+    print(f"{'sum of kernels':24s}" + "".join(f"{results[label]['kernel_ms']:24.2f}" for label in labels))
+    print(f"{'model_run (median)':24s}" + "".join(f"{results[label]['run_ms']:24.2f}" for label in labels))
+    print(f"1-min load average {os.getloadavg()[0]:.2f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -420,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="KITTI 2D AP as the KITTI object devkit computes it, and recall vs N_box")
     e.add_argument("--model", default="squeezedet")
-    e.add_argument("--weights", default=None)
+    e.add_argument("--weights", default=None, help="checkpoint (default: the model's), or with --backend "
+                   "onnxruntime-int8 an int8 .onnx file to run instead of models/<model>.int8.onnx")
     e.add_argument("--backend", default="torch")
     e.add_argument("--split", action="append", help="KITTI object split folder(s) (repeatable); "
                    f"'real' = {kitti_real_dir()}/object*/training")
@@ -457,8 +513,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-onnx", action="store_true")
     b.add_argument("--no-int8", action="store_true", help="skip onnxruntime-int8 (models/<model>.int8.onnx, made "
                    "by `squeeze-perception offline quantize-int8`) and its int8 bound")
+    b.add_argument("--int8-file", action="append", metavar="PATH",
+                   help="another int8 graph (e.g. a quantization variant) timed in the same rounds (repeatable)")
+    b.add_argument("--int8-config", action="append", metavar="KEY=VALUE",
+                   help="the committed int8 graph with this ORT session config entry added, timed in the same "
+                        "rounds (repeatable, one variant each)")
     b.add_argument("--json", default="")
     b.set_defaults(func=_cmd_bench)
+
+    pr = sub.add_parser("profile", help="ms per operator type of the fp32 and int8 graphs (ONNX Runtime profiler)")
+    pr.add_argument("--model", default="squeezedet")
+    pr.add_argument("--threads", type=int, default=1)
+    pr.add_argument("--runs", type=int, default=10)
+    pr.add_argument("--no-int8", action="store_true", help="not the committed int8 graph")
+    pr.add_argument("--int8-file", action="append", metavar="PATH", help="another int8 graph (repeatable)")
+    pr.add_argument("--int8-config", action="append", metavar="KEY=VALUE",
+                    help="the committed int8 graph with this session config entry added (repeatable)")
+    pr.add_argument("--json", default="")
+    pr.set_defaults(func=_cmd_profile)
 
     of = sub.add_parser("overfit", help="learning-path check: memorise N frames, AP on them must reach --target")
     of.add_argument("--split", default=str(SYNTH / "training"), help="labelled split to take the frames from")
