@@ -246,3 +246,27 @@ def test_camera_disabled_never_waits_for_detections(ros):
         assert len(out["tracks"]) == 3 and node.sync.stats.paired == 0
     finally:
         node.destroy_node()
+
+
+def test_frames_the_sync_drops_are_counted_and_said(ros):
+    """A frame older than the last tracked one (a short loop, an out-of-order publisher) and the
+    overflow of frames waiting for their camera table: counted as dropped, one log line per cause."""
+    node = _make_node(max_wait_s=10.0, camera_timeout_s=10.0)
+    try:
+        _capture(node)
+        seq = sc.crossing_pair(cls=1, lateral_gap_m=2.0, n_frames=20)
+        node.on_instances(_instances_msg(seq.frames[0], T0))
+        node.on_detections(_detections_msg(seq.frames[0], T0))  # pairs and releases frame 0
+        node.on_instances(_instances_msg(seq.frames[1], T0 + 0.1))  # waits for its camera table
+        node.on_detections(_detections_msg(seq.frames[1], T0 + 0.1))
+        dropped = node.stats["instances"].frames_dropped
+        node.on_instances(_instances_msg(seq.frames[0], T0 + 0.05))  # older than frame 1, not a loop
+        assert node.stats["instances"].frames_dropped == dropped + 1
+        assert "older than the last tracked frame" in node.stats["instances"].last_error
+        for k in range(2, 2 + node.sync.max_pending + 2):  # nothing from the camera: frames pile up
+            node.on_instances(_instances_msg(seq.frames[k], T0 + 0.1 * k))
+        assert node.sync.stats.overflow_dropped == 2
+        assert node.stats["instances"].frames_dropped == dropped + 3
+        assert "the oldest dropped" in node.stats["instances"].last_error
+    finally:
+        node.destroy_node()

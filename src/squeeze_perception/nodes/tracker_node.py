@@ -183,8 +183,10 @@ class TrackerNode(PerceptionNode):
             table = self._plausible("instances", cloud_to_table(msg, itf.INSTANCE_DTYPE), check_instances)
             self.frame_id = msg.header.frame_id or itf.FRAME_VELODYNE
             self.last_instances_s = time.monotonic()
-            ctx.published += self._run(self.sync.push_instances(stamp_to_ns(msg.header.stamp), table,
-                                                                time.monotonic()))
+            late, overflow = self.sync.stats.late_dropped, self.sync.stats.overflow_dropped
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+            ctx.published += self._run(self.sync.push_instances(stamp_ns, table, time.monotonic()))
+            self._report_sync_drops(stamp_ns, late, overflow)
 
     def on_detections(self, msg: PointCloud2) -> None:
         with self.frame("detections", msg.header) as ctx:
@@ -196,6 +198,18 @@ class TrackerNode(PerceptionNode):
                 ctx.published += self._camera_only(msg.header, table)
                 return
             ctx.published += self._run(self.sync.push_detections(stamp_to_ns(msg.header.stamp), table, now))
+
+    def _report_sync_drops(self, stamp_ns: int, late_before: int, overflow_before: int) -> None:
+        """The sync drops an instance frame that comes after a newer one was tracked (late) or
+        when too many wait for their camera table (overflow): each is counted as a dropped
+        instances frame with one log line per cause, never silently."""
+        for _ in range(self.sync.stats.late_dropped - late_before):
+            self.report_error("instances", f"instance frame at stamp {stamp_ns / 1e9:.3f} s is older than the last "
+                              "tracked frame (but less than reset_jump_back_s older: not a bag loop)",
+                              cause="sync:late")
+        for _ in range(self.sync.stats.overflow_dropped - overflow_before):
+            self.report_error("instances", f"more than {self.sync.max_pending} instance frames waiting for their "
+                              "camera table: the oldest dropped", cause="sync:overflow")
 
     def _plausible(self, stage: str, table: np.ndarray, check) -> np.ndarray:
         kept, dropped = check(table, table_limits(self.p))
