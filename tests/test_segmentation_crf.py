@@ -91,6 +91,13 @@ class ReferenceCRF(nn.Module):
 
 
 # ---------------------------------------------------------------- tests
+@pytest.fixture(autouse=True)
+def torch_path(monkeypatch):
+    """This file holds the torch path to the reference; inference would otherwise take the C
+    kernel, which tests/test_segmentation_crf_native.py holds to both."""
+    monkeypatch.setenv("SQUEEZE_PERCEPTION_NATIVE_CRF", "0")
+
+
 def _scene(b=1, h=64, w=512, seed=0, empty=0.3, dtype=torch.float32):
     """A range-image-like input: smooth surfaces (so the bilateral kernel is not all ~0), a share
     of empty cells, exact duplicates of neighbouring points, random logits."""

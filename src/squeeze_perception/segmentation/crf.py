@@ -19,6 +19,10 @@ LiDAR range image; torch is used for autograd, so training runs it end to end):
   slices and the angular message, whose kernel does not depend on the data, is one depthwise
   3x5 convolution (torch's conv2d with groups=C, i.e. a library kernel).
 
+Inference (no gradient needed, CPU float32) runs the same mathematics as one fused C kernel,
+segmentation/_crf_native.py (SQUEEZE_PERCEPTION_NATIVE_CRF=0 turns it off); this torch code is
+its reference and the training path.
+
 The mathematics is that of the previous unfold-based version (kept in
 tests/test_segmentation_crf.py as the reference; equal to 1e-5, gradients included).
 """
@@ -29,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _crf_native
 from . import constants as K
 
 EXP_CUTOFF = 40.0  # bilateral kernel exp(-a) floored at exp(-40) = 4.2e-18 (no denormals)
@@ -127,6 +132,10 @@ class RecurrentCRF(nn.Module):
         n_iter = self.iterations if iterations is None else iterations
         if n_iter <= 0:
             return logits
+        if self._native_allowed(logits, xyz, mask):
+            out = _crf_native.crf_forward(self, logits, xyz, mask, n_iter, EXP_CUTOFF)
+            if out is not None:
+                return out
         _, c, h, w = logits.shape
         ph, pw = self._pad
         bi_w = self.pair_weights(xyz, mask)
@@ -146,6 +155,14 @@ class RecurrentCRF(nn.Module):
                 self.compat_bilateral(self.bi_coef * msg_bi)
             out = logits - pairwise
         return out
+
+    def _native_allowed(self, logits: torch.Tensor, xyz: torch.Tensor, mask: torch.Tensor) -> bool:
+        """The C kernel (segmentation/_crf_native.py) computes outputs only, no autograd graph:
+        it runs when nothing here needs a gradient; training keeps the torch path."""
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (
+                logits, xyz, mask, self.compat_angular.weight, self.compat_bilateral.weight)):
+            return False
+        return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (logits, xyz, mask))
 
     def _offset(self, p: int) -> tuple[int, int]:
         kw = self.window[1]
