@@ -145,3 +145,21 @@ def test_ground_removal_unlabels_the_road_before_clustering(v1_weights):
     assert (with_road.labels[road][in_view] == 1).all()
     assert (without.labels[road] == 0).mean() > 0.99 and (without.instances[road] == -1).mean() > 0.99
     assert (without.labels[:5000] == 1).mean() > 0.9  # the car body stays
+
+
+def test_front_view_projection_equals_projecting_every_point():
+    """project_tiles computes beam rows only inside the front 90 degrees: same grid, same owners
+    and same in-view rows as the projection of the whole scan."""
+    from squeeze_perception.kitti.projection import beam_rows, spherical_project
+    from squeeze_perception.paths import kitti_real_dir
+    from squeeze_perception.segmentation.pipeline import project_tiles
+
+    scan = sorted((kitti_real_dir() / "object" / "training" / "velodyne").glob("*.bin"))[0]
+    points = np.fromfile(scan, np.float32).reshape(-1, 4)
+    (proj,), owner = project_tiles(points, "front")
+    full = spherical_project(points, fov="front", rows=beam_rows(points))
+    np.testing.assert_array_equal(proj.grid, full.grid)
+    np.testing.assert_array_equal(proj.point_index, full.point_index)
+    np.testing.assert_array_equal(proj.rows, full.rows)
+    np.testing.assert_array_equal(owner >= 0, full.in_fov)
+    assert 0.1 < full.in_fov.mean() < 0.5  # the front view is a part of the scan, not all or nothing

@@ -118,22 +118,24 @@ def spherical_project(points: np.ndarray, fov: str = "front", height: int = 64,
     cols[~inside] = -1
     point_rows[~inside] = -1
 
-    xyz = pts[:, :3].astype(np.float64)
-    ranges = np.linalg.norm(xyz, axis=1)
     idx = np.flatnonzero(inside)
+    # Ranges of the points that take part only (a front view is about a quarter of a scan).
+    ranges = np.linalg.norm(pts[idx, :3].astype(np.float64), axis=1)
     cell = point_rows[idx] * width + cols[idx]
     # Sort by cell, then by range, so the first entry of each cell is its nearest point.
-    order = np.lexsort((ranges[idx], cell))
+    order = np.lexsort((ranges, cell))
+    sorted_cells = cell[order]
     first = np.ones(len(order), dtype=bool)
-    first[1:] = cell[order][1:] != cell[order][:-1]
+    first[1:] = sorted_cells[1:] != sorted_cells[:-1]
     winners = idx[order][first]
-    winner_cells = cell[order][first]
+    winner_cells = sorted_cells[first]
+    winner_ranges = ranges[order][first]
 
     point_index = np.full(height * width, -1, dtype=np.int64)
     point_index[winner_cells] = winners
     grid = np.zeros((height * width, 5), dtype=np.float32)
     grid[winner_cells, :4] = pts[winners, :4]
-    grid[winner_cells, 4] = ranges[winners]
+    grid[winner_cells, 4] = winner_ranges
     mask = point_index >= 0
     return SphericalProjection(grid=grid.reshape(height, width, 5), mask=mask.reshape(height, width),
                                point_index=point_index.reshape(height, width), rows=point_rows, cols=cols,

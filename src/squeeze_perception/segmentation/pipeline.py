@@ -81,11 +81,18 @@ def rotate_z(xy: np.ndarray, angle: float) -> np.ndarray:
 
 def project_tiles(points: np.ndarray, fov: str):
     """(list of SphericalProjection, (N,) tile index of each point or -1)."""
-    from ..kitti.projection import beam_rows, spherical_project
+    from ..kitti.projection import azimuth_cols, beam_rows, spherical_project
 
     if fov not in FOVS:
         raise ValueError(f"fov must be one of {FOVS}, got '{fov}'")
-    rows = beam_rows(points)  # independent of the rotation about z, computed once
+    if fov == "front":
+        # Only the points inside the front 90 degrees (about a quarter of a scan) can take a cell:
+        # their beam rows are all the projection needs, and the row search is its costliest step.
+        rows = np.full(len(points), -1, dtype=np.int64)
+        in_front = azimuth_cols(points, "front") >= 0
+        rows[in_front] = beam_rows(points[in_front])
+    else:
+        rows = beam_rows(points)  # independent of the rotation about z, computed once
     n_tiles = 1 if fov == "front" else 4
     owner = np.full(len(points), -1, dtype=np.int64)
     projs = []
@@ -193,7 +200,9 @@ class SegmentationPipeline:
         if not finite.any():
             return result
         good = np.flatnonzero(finite)
-        p = pts[good, :4].astype(np.float32)
+        # No gather when every row is finite (the usual case): a plain copy is several times cheaper
+        # than the fancy-indexed one; a copy all the same, so nothing below can touch the caller's array.
+        p = np.array(pts[:, :4] if len(good) == n else pts[good, :4], dtype=np.float32)
         t = {}
         t0 = time.perf_counter()
         projs, owner = project_tiles(p, self.fov)
