@@ -157,3 +157,23 @@ def test_frame_rate_and_render_of_a_minimal_report():
                    "topics": stats, "processes": [core.ProcessUsage("n", os.getpid()).summary()]}]}]}
     text = core.render(report)
     assert "tracks" in text and "processes" in text
+
+
+def test_param_overrides_reach_the_nodes_after_their_own_params_files(tmp_path):
+    """`bench graph -p backend:=onnxruntime-int8` must win over config/<node>.yaml (a plain `-p`
+    or a "/**" section loses against the node's own section there and was silently ignored)."""
+    import yaml
+
+    from squeeze_perception.offline.graphbench.ros import ros_args
+
+    nodes = ("squeezedet_node", "squeezeseg_node")
+    args = ros_args(nodes, ["backend:=onnxruntime-int8", "num_threads:=1", "annotate:=false"],
+                    tmp_path / "overrides.yaml")
+    files = [args[i + 1] for i, a in enumerate(args) if a == "--params-file"]
+    assert files[-1] == str(tmp_path / "overrides.yaml") and len(files) == 3  # the overrides last
+    assert "-p" not in args[3:]  # only use_sim_time stays a plain -p
+    data = yaml.safe_load((tmp_path / "overrides.yaml").read_text())
+    assert set(data) == set(nodes)  # node-named sections, not "/**"
+    assert data["squeezeseg_node"]["ros__parameters"] == {"backend": "onnxruntime-int8", "num_threads": 1,
+                                                          "annotate": False}
+    assert "&" not in (tmp_path / "overrides.yaml").read_text()  # no YAML aliases: rcl refuses them

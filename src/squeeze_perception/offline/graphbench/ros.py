@@ -189,14 +189,37 @@ class Graph:
                 p.wait()
 
 
-def ros_args(nodes: tuple[str, ...], params: list[str]) -> list[str]:
+def overrides_file(params: list[str], path: Path, nodes: tuple[str, ...]) -> Path:
+    """The `-p NAME:=VALUE` overrides as a params file naming each node. A plain `-p` on the
+    command line, or a "/**" section, loses against the nodes' own sections in their params files
+    (config/<node>.yaml, where `backend`, `num_threads`... are set): the overrides go in
+    node-named sections of a params file given after those, which wins. Values are typed as YAML
+    types them (1 -> int, true -> bool)."""
+    import yaml
+
+    values = {}
+    for item in params:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise ValueError(f"parameter override '{item}' is not NAME:=VALUE")
+        values[name] = yaml.safe_load(value) if value else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one dict per node: shared ones would be written as YAML aliases, which rcl refuses
+    path.write_text(yaml.safe_dump({n: {"ros__parameters": dict(values)} for n in nodes}, sort_keys=False))
+    return path
+
+
+def ros_args(nodes: tuple[str, ...], params: list[str], overrides: Path | None = None) -> list[str]:
     args = ["--ros-args", "-p", "use_sim_time:=true"]
     for n in nodes:
         f = config_dir() / f"{n.removesuffix('_node')}.yaml"
         if f.exists():
             args += ["--params-file", str(f)]
-    for p in params:
-        args += ["-p", p]
+    if params and overrides is not None:
+        args += ["--params-file", str(overrides_file(params, overrides, nodes))]
+    else:
+        for p in params:
+            args += ["-p", p]
     return args
 
 
@@ -207,11 +230,13 @@ def start_graph(mode: str, nodes: tuple[str, ...], params: list[str], log_dir: P
     log_dir.mkdir(parents=True, exist_ok=True)
     groups = [(n,) for n in nodes] if mode == "processes" else [tuple(nodes)]
     for group in groups:
+        overrides = log_dir / f"{mode}_{'+'.join(group)}_overrides.yaml"
         if len(group) == 1 and mode == "processes":
-            cmd = [sys.executable, "-m", f"squeeze_perception.nodes.{group[0]}", *ros_args(group, params)]
+            cmd = [sys.executable, "-m", f"squeeze_perception.nodes.{group[0]}",
+                   *ros_args(group, params, overrides)]
         else:
             cmd = [sys.executable, "-m", "squeeze_perception.offline.graphbench.compose", *group,
-                   *ros_args(group, params)]
+                   *ros_args(group, params, overrides)]
         log = open(log_dir / f"{mode}_{'+'.join(group)}.log", "w")
         g.procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), group))
     return g
