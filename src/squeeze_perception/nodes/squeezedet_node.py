@@ -34,7 +34,8 @@ PARAMS = [
     ParamSpec("annotate", True, "Publish the image with boxes drawn on it"),
     ParamSpec("max_upscale", 4.0, "Refuse images needing more than this upscaling to fit the model input",
               min=1.0, max=100.0),
-    ParamSpec("num_threads", 0, "CPU threads for inference (0 = library default)", min=0, max=256),
+    ParamSpec("num_threads", 1, "CPU threads for inference (0 = library default: every core; 1 leaves the other "
+              "core of a 2-core machine to squeezeseg_node, docs/performance.md)", min=0, max=256),
 ]
 
 

@@ -45,7 +45,8 @@ PARAMS = [
               min=0.01, max=2.0),
     ParamSpec("ground_max_slope", 15.0, "Steepest ground plane accepted (deg from horizontal)", min=0.0, max=45.0),
     ParamSpec("max_points", 500000, "Refuse clouds larger than this", min=1, max=10_000_000),
-    ParamSpec("num_threads", 0, "Torch / ONNX Runtime threads (0 = library default)", min=0, max=64),
+    ParamSpec("num_threads", 1, "Torch / ONNX Runtime threads (0 = library default: every core; 1 leaves the "
+              "other core of a 2-core machine to squeezedet_node, docs/performance.md)", min=0, max=64),
     *POINT_LIMIT_PARAMS,
 ]
 
