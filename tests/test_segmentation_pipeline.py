@@ -150,12 +150,19 @@ def test_ground_removal_unlabels_the_road_before_clustering(v1_weights):
 def test_front_view_projection_equals_projecting_every_point():
     """project_tiles computes beam rows only inside the front 90 degrees: same grid, same owners
     and same in-view rows as the projection of the whole scan."""
+    from squeeze_perception.kitti.hdl64e import HDL64E_BEAM_HEIGHT_M, HDL64E_ELEVATION_DEG
     from squeeze_perception.kitti.projection import beam_rows, spherical_project
-    from squeeze_perception.paths import kitti_real_dir
     from squeeze_perception.segmentation.pipeline import project_tiles
 
-    scan = sorted((kitti_real_dir() / "object" / "training" / "velodyne").glob("*.bin"))[0]
-    points = np.fromfile(scan, np.float32).reshape(-1, 4)
+    # A 360-degree HDL-64E-like scan (no data files needed): every beam, random azimuths and ranges
+    rng = np.random.default_rng(0)
+    beam = rng.integers(0, 64, 60000)
+    azimuth = rng.uniform(-np.pi, np.pi, len(beam))
+    rng_m = rng.uniform(2.0, 60.0, len(beam))
+    elevation = np.radians(HDL64E_ELEVATION_DEG[beam])
+    points = np.stack([rng_m * np.cos(elevation) * np.cos(azimuth), rng_m * np.cos(elevation) * np.sin(azimuth),
+                       rng_m * np.sin(elevation) + HDL64E_BEAM_HEIGHT_M[beam], rng.uniform(0, 1, len(beam))],
+                      1).astype(np.float32)
     (proj,), owner = project_tiles(points, "front")
     full = spherical_project(points, fov="front", rows=beam_rows(points))
     np.testing.assert_array_equal(proj.grid, full.grid)
