@@ -391,3 +391,31 @@ def test_ninety_degrees_is_not_searched_even_where_ties_make_it_cheaper_than_zer
     assert theta == pytest.approx(np.pi / 4)
     pts = _with_z(xy)
     _assert_box(rectangle_fit(pts), tol=1e-9, **_expected_box(pts, theta))
+
+
+def test_boxes_for_instances_groups_points_as_a_mask_per_instance_would():
+    """The table from one sort of the instance ids equals fitting each instance's mask in turn:
+    same rows in id order, same points per box (cloud order), same label vote and confidence."""
+    import numpy as np
+
+    from squeeze_perception import interfaces as itf
+    from squeeze_perception.segmentation.boxfit import rectangle_fit
+    from squeeze_perception.segmentation.pipeline import boxes_for_instances
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    points = (rng.normal(size=(n, 4)) * 15).astype(np.float32)
+    instances = np.full(n, -1)
+    picked = rng.choice(n, 3000, replace=False)
+    instances[picked] = rng.choice([0, 2, 3, 9, 40], len(picked))  # gaps in the ids
+    labels = rng.integers(0, 4, n)
+    confidence = rng.uniform(size=n).astype(np.float32)
+    expected = np.zeros(5, dtype=itf.INSTANCE_DTYPE)
+    for row, inst in enumerate((0, 2, 3, 9, 40)):
+        sel = instances == inst
+        box = rectangle_fit(points[sel, :3])
+        expected[row] = (inst, np.bincount(labels[sel]).argmax(), box.x, box.y, box.z, box.length, box.width,
+                         box.height, box.yaw, sel.sum(), confidence[sel].mean())
+    got = boxes_for_instances(points, labels, instances, confidence)
+    assert got.tobytes() == expected.tobytes()
+    assert len(boxes_for_instances(points, labels, np.full(n, -1), confidence)) == 0

@@ -290,11 +290,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def boxes_for_instances(points: np.ndarray, labels: np.ndarray, instances: np.ndarray,
                         confidence: np.ndarray) -> np.ndarray:
-    ids = np.unique(instances[instances >= 0])
+    clustered = np.flatnonzero(instances >= 0)
+    # One stable sort groups every instance's points (in cloud order, as a mask per instance
+    # would, but without a pass over the whole cloud per instance).
+    order = clustered[np.argsort(instances[clustered], kind="stable")]
+    ids, starts = np.unique(instances[order], return_index=True)
     table = np.zeros(len(ids), dtype=itf.INSTANCE_DTYPE)
-    for row, inst in enumerate(ids):
-        sel = instances == inst
+    for row, (inst, sel) in enumerate(zip(ids, np.split(order, starts[1:]))):
         box = rectangle_fit(points[sel, :3])
         table[row] = (int(inst), int(np.bincount(labels[sel]).argmax()), box.x, box.y, box.z, box.length,
-                      box.width, box.height, box.yaw, int(sel.sum()), float(confidence[sel].mean()))
+                      box.width, box.height, box.yaw, len(sel), float(confidence[sel].mean()))
     return table
