@@ -52,12 +52,13 @@ class BenchResult:
 PEAK_N = 1024  # 2 GFLOP per call: long enough to time, short enough to catch a quiet moment
 
 
-def measure_peak_flops(n: int = PEAK_N, repeats: int = 5) -> float:
-    """Best fp32 FLOP/s of an n x n x n matmul (2 n^3 FLOPs) with torch's current threads."""
+def measure_peak_flops(n: int = PEAK_N, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best FLOP/s of an n x n x n torch.mm (2 n^3 FLOPs) in `dtype` with torch's current threads
+    (bfloat16: oneDNN uses AVX-512 BF16 where the CPU has it)."""
     import torch
 
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
+    a = torch.randn(n, n).to(getattr(torch, dtype))
+    b = torch.randn(n, n).to(getattr(torch, dtype))
     torch.mm(a, b)  # warm-up: thread pool and caches
     best = float("inf")
     for _ in range(repeats):
@@ -268,17 +269,7 @@ TRAIN_VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last", "bf16+c
 
 def measure_peak_bf16_flops(n: int = PEAK_N, repeats: int = 5) -> float:
     """Best bf16 FLOP/s of an n x n x n torch.mm (oneDNN uses AVX-512 BF16 where the CPU has it)."""
-    import torch
-
-    a = torch.randn(n, n).bfloat16()
-    b = torch.randn(n, n).bfloat16()
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
+    return measure_peak_flops(n, repeats, dtype="bfloat16")
 
 
 def train_throughput(model: str = "squeezedet", batch_size: int = 2, width: int = 0, height: int = 0,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...paths import kitti_real_dir, models_dir, project_root
+from ..jsonsafe import json_safe  # noqa: F401 - also imported from here by callers
 
 SYNTH = project_root() / "data" / "synth" / "object"
 
@@ -162,19 +162,6 @@ def score_results(results_dir: str, split_dirs: list[str], protocol: str = "kitt
     result["images"] = len(frames)
     result["results"], result["splits"] = str(results_dir), split_dirs
     return result
-
-
-def json_safe(value):
-    """NaN / inf -> None, recursively, so json.dumps(..., allow_nan=False) always succeeds."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _plot_recall(results: dict[str, dict], path: Path) -> None:

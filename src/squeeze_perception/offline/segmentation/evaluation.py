@@ -21,6 +21,7 @@ import numpy as np
 
 from ...interfaces import CLASS_NAMES
 from ...kitti.pointwise import KITTI_TYPE_TO_CLASS, label_points  # noqa: F401 - KITTI_TYPE_TO_CLASS: seg plots
+from ..jsonsafe import json_safe  # noqa: F401 - also imported from here by callers
 
 OBJECT_CLASSES = (1, 2, 3)
 
@@ -334,14 +335,3 @@ def counts_from_json(d: dict) -> SegCounts:
     return c
 
 
-def json_safe(value):
-    """NaN / inf -> None, recursively, so that json.dumps(..., allow_nan=False) succeeds."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
