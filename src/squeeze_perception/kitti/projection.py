@@ -97,11 +97,13 @@ def azimuth_cols(points: np.ndarray, fov: str = "front", width: int | None = Non
 
 
 def spherical_project(points: np.ndarray, fov: str = "front", height: int = 64,
-                      width: int | None = None, rows: np.ndarray | None = None) -> SphericalProjection:
+                      width: int | None = None, rows: np.ndarray | None = None,
+                      cols: np.ndarray | None = None) -> SphericalProjection:
     """Project (N, >=4) [x, y, z, intensity, ...] points onto an (height, width) range image.
 
     ``rows`` may give the beam of each point when it is known (a simulator or a ring field);
-    otherwise it is recovered from the geometry with ``beam_rows``.
+    otherwise it is recovered from the geometry with ``beam_rows``. ``cols`` may give the
+    columns already computed by ``azimuth_cols`` for this fov and width.
     """
     pts = np.asarray(points)
     if pts.ndim != 2 or pts.shape[1] < 4:
@@ -109,7 +111,7 @@ def spherical_project(points: np.ndarray, fov: str = "front", height: int = 64,
     if height != HDL64E_ROWS:
         raise ValueError(f"only the HDL-64E's {HDL64E_ROWS} rows are supported, got height={height}")
     width = int(width or FOV_DEFAULT_WIDTH.get(fov, 0))
-    cols = azimuth_cols(pts, fov, width)
+    cols = azimuth_cols(pts, fov, width) if cols is None else np.asarray(cols, dtype=np.int64).copy()
     point_rows = beam_rows(pts) if rows is None else np.asarray(rows, dtype=np.int64).copy()
     if len(point_rows) != len(pts):
         raise ValueError(f"rows has {len(point_rows)} entries for {len(pts)} points")

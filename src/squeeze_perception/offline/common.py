@@ -48,6 +48,17 @@ def epochs_for_budget(planned: int, warmup: int, epoch_s: float, budget_s: float
     return epochs, min(epochs - 1, max(1, round(warmup * epochs / max(planned, 1)))) if warmup else 0
 
 
+def schedule_after_first_epoch(planned: int, warmup: int, first_epoch_s: float, n_w: int, n_theta: int,
+                               budget_minutes: float) -> tuple[int, int]:
+    """(epochs including the one already run, warm-up epochs) for a search whose first epoch,
+    a warm-up one (weights only), took `first_epoch_s`: a full epoch adds the architecture
+    phase in proportion to its samples, and the rest of the budget sets the count
+    (epochs_for_budget)."""
+    epoch_s = first_epoch_s * (n_w + n_theta) / n_w
+    epochs, warmup = epochs_for_budget(planned, warmup, epoch_s, 60 * budget_minutes - epoch_s)
+    return epochs + 1, warmup
+
+
 def model_device(model: nn.Module) -> torch.device:
     return next(iter(model.parameters()), torch.zeros(())).device
 

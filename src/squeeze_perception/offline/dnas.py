@@ -29,7 +29,8 @@ from ..segmentation import constants as K
 from ..segmentation.searched_net import (Decoder, MacroArch, SearchedSegNet, Stem, TINY_MACRO, make_block,
                                          stage_ends)
 from . import ddp
-from .common import device, epochs_for_budget, evaluate, model_size, progress, segmentation_loss, train_segmenter
+from .common import (device, evaluate, model_size, progress, schedule_after_first_epoch, segmentation_loss,
+                     train_segmenter)
 from .data import SegSamples
 from .latency import LatencyTable
 
@@ -138,11 +139,9 @@ def search(samples: SegSamples, table: LatencyTable, macro: MacroArch, cfg: Sear
     with progress(f"DNAS search ({table.target})", cfg.epochs * per_epoch, show_progress) as advance:
         epoch = 0
         while epoch < epochs:
-            if epoch == 1 and cfg.max_minutes > 0:  # the first (warm-up) epoch timed the weight phase
-                w_share = len(x_w) / (len(x_w) + len(x_theta))
-                epoch_s = (time.perf_counter() - t_start) / w_share
-                epochs, warmup = epochs_for_budget(cfg.epochs, cfg.warmup, epoch_s, 60 * cfg.max_minutes - epoch_s)
-                epochs += 1  # the epoch already run
+            if epoch == 1 and cfg.max_minutes > 0:  # fit the schedule to the budget
+                epochs, warmup = schedule_after_first_epoch(cfg.epochs, cfg.warmup, time.perf_counter() - t_start,
+                                                            len(x_w), len(x_theta), cfg.max_minutes)
                 eta = cfg.eta * cfg.epochs / epochs  # the same final temperature, reached sooner
             net.tau = temperature(epoch, cfg.t0, eta)
             stats = {"epoch": epoch, "tau": net.tau}

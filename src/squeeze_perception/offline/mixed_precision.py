@@ -36,7 +36,7 @@ from ..model_cost import conv_macs
 from ..segmentation import constants as K
 from ..segmentation.searched_net import InvertedResidual, MacroArch, SearchedSegNet, TINY_MACRO
 from . import ddp
-from .common import device, epochs_for_budget, evaluate, progress, segmentation_loss, train_segmenter
+from .common import device, evaluate, progress, schedule_after_first_epoch, segmentation_loss, train_segmenter
 from .data import SegSamples
 
 FP = 32
@@ -307,11 +307,9 @@ def run_mixed_precision(run: MixedPrecisionRun, show_progress: bool = True, comm
     with progress(f"mixed-precision search ({run.cost})", steps, show_progress) as advance:
         epoch = 0
         while epoch < epochs:
-            if epoch == 1 and run.search_minutes > 0:  # fit the schedule to the budget (common.epochs_for_budget)
-                epoch_s = (time.perf_counter() - t0) * (len(x_w) + len(x_theta)) / len(x_w)
-                epochs, warmup = epochs_for_budget(run.search_epochs, run.warmup, epoch_s,
-                                                   60 * run.search_minutes - epoch_s)
-                epochs += 1
+            if epoch == 1 and run.search_minutes > 0:  # fit the schedule to the budget
+                epochs, warmup = schedule_after_first_epoch(run.search_epochs, run.warmup, time.perf_counter() - t0,
+                                                            len(x_w), len(x_theta), run.search_minutes)
             epochs_done += 1
             net.set_tau(5.0 * math.exp(-4.0 / max(epochs, 1) * epoch))  # eq. 8.9
             for phase, data, opt in (("w", x_w, w_opt), ("theta", x_theta, theta_opt)):

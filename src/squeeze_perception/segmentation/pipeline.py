@@ -88,17 +88,19 @@ def project_tiles(points: np.ndarray, fov: str):
     if fov == "front":
         # Only the points inside the front 90 degrees (about a quarter of a scan) can take a cell:
         # their beam rows are all the projection needs, and the row search is its costliest step.
+        front_cols = azimuth_cols(points, "front")  # the projection reuses them
         rows = np.full(len(points), -1, dtype=np.int64)
-        in_front = azimuth_cols(points, "front") >= 0
+        in_front = front_cols >= 0
         rows[in_front] = beam_rows(points[in_front])
     else:
+        front_cols = None
         rows = beam_rows(points)  # independent of the rotation about z, computed once
     n_tiles = 1 if fov == "front" else 4
     owner = np.full(len(points), -1, dtype=np.int64)
     projs = []
     for t in range(n_tiles):
         rotated = rotate_z(points[:, :4], t * np.pi / 2) if t else points[:, :4]
-        proj = spherical_project(rotated, fov="front", rows=rows)
+        proj = spherical_project(rotated, fov="front", rows=rows, cols=front_cols if t == 0 else None)
         claim = proj.in_fov & (owner < 0)  # boundary points belong to the first tile only
         owner[claim] = t
         projs.append(proj)

@@ -209,17 +209,14 @@ def overrides_file(params: list[str], path: Path, nodes: tuple[str, ...]) -> Pat
     return path
 
 
-def ros_args(nodes: tuple[str, ...], params: list[str], overrides: Path | None = None) -> list[str]:
+def ros_args(nodes: tuple[str, ...], params: list[str], overrides: Path) -> list[str]:
     args = ["--ros-args", "-p", "use_sim_time:=true"]
     for n in nodes:
         f = config_dir() / f"{n.removesuffix('_node')}.yaml"
         if f.exists():
             args += ["--params-file", str(f)]
-    if params and overrides is not None:
+    if params:
         args += ["--params-file", str(overrides_file(params, overrides, nodes))]
-    else:
-        for p in params:
-            args += ["-p", p]
     return args
 
 
