@@ -101,16 +101,18 @@ def _cmd_demo(args) -> int:
 
 def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: str = "torch",
              top_k: int = 64, nms_iou: float = 0.4, limit: int = 0, progress: bool = True,
-             protocol: str = "kitti-2019", write_results: str = "") -> dict:
+             protocol: str = "kitti-2019", write_results: str = "", align_lut: np.ndarray | None = None) -> dict:
     """Evaluate a model on KITTI object split folders; returns AP tables and recall curve.
     write_results: also write each frame's detections as a KITTI result file DIR/<frame>.txt
-    (score them again, or with the official devkit, through `det eval --results DIR`)."""
+    (score them again, or with the official devkit, through `det eval --results DIR`).
+    align_lut: every image goes through this style.py table first (test-time style alignment)."""
     from tqdm import tqdm
 
     from ...detection.data import list_samples, load_rgb
     from ...detection.decode import DecodeConfig
     from ...detection.inference import Detector
     from .evaluation import evaluate, first_match_rank, recall_vs_nbox, write_result_file
+    from .style import apply_lut
 
     det = Detector(model, backend, weights, DecodeConfig(top_k=top_k, nms_iou=nms_iou))
     samples = [s for d in split_dirs for s in list_samples(d)]
@@ -120,7 +122,8 @@ def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: st
         Path(write_results).mkdir(parents=True, exist_ok=True)
     dets, labels, ranks, latencies = [], [], [], []
     for s in tqdm(samples, desc=f"eval {model}", disable=not progress):
-        pred = det.predict(load_rgb(s.image_path))
+        rgb = load_rgb(s.image_path)
+        pred = det.predict(rgb if align_lut is None else apply_lut(rgb, align_lut))
         labs = s.labels()
         dets.append(pred.detections)
         labels.append(labs)
@@ -138,7 +141,20 @@ def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: st
     result["weights"] = str(det.backend.weights_path) if hasattr(det.backend, "weights_path") else weights
     result["median_latency_ms"] = float(np.median(latencies)) if latencies else None
     result["decode"] = {"top_k": top_k, "nms_iou": nms_iou}
+    result["align_lut"] = None if align_lut is None else np.asarray(align_lut).tolist()
     return result
+
+
+def test_time_alignment(align_images: list[str], train_dir: str, method: str, limit: int = 400) -> np.ndarray:
+    """The style.py table that maps images like `align_images` (unlabelled target-camera PNGs)
+    onto the statistics of the first `limit` training images."""
+    from ...detection.data import load_rgb
+    from .adapt import list_images
+    from .style import fit_lut, histograms
+
+    target = histograms((load_rgb(p) for p in list_images([train_dir])[:limit]), method)
+    source = histograms((load_rgb(p) for p in list_images(align_images)), method)
+    return fit_lut(source, target, method)
 
 
 def score_results(results_dir: str, split_dirs: list[str], protocol: str = "kitti-2019", limit: int = 0) -> dict:
@@ -217,8 +233,12 @@ def _cmd_eval(args) -> int:
         result = score_results(args.results, splits, args.protocol, args.limit)
         print(f"{result['images']} frames: result files {args.results} against {', '.join(splits)}")
     else:
+        lut = (test_time_alignment(args.align_images, str(Path(args.align_train_dir) / "image_2"), args.align_method)
+               if args.align_images else None)
         result = run_eval(args.model, args.weights, splits, args.backend, args.top_k, args.nms_iou, args.limit,
-                          protocol=args.protocol, write_results=args.write_results)
+                          protocol=args.protocol, write_results=args.write_results, align_lut=lut)
+        if lut is not None:
+            print(f"test-time {args.align_method} alignment: {', '.join(args.align_images)} -> {args.align_train_dir}")
         print(f"{result['images']} images from {', '.join(splits)} ({args.model}, {args.backend})")
     print(format_table(result))
     if "recall_vs_nbox" in result:
@@ -453,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-dir", default="", help="labelled split for the held-out AP curve")
     t.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: never)")
     t.add_argument("--eval-limit", type=int, default=50, help="frames of --eval-dir evaluated")
+    t.add_argument("--style-images", nargs="+", default=[], metavar="DIR",
+                   help="folders of unlabelled target-camera PNGs: training crops take on their colour "
+                        "histograms (style alignment, unsupervised adaptation; labels never read)")
+    t.add_argument("--style-probability", type=float, default=DetTrainConfig.style_probability,
+                   help="share of training crops matched to a --style-images histogram")
     t.set_defaults(func=_cmd_train)
 
     pt = sub.add_parser("plot-train", help="plot the loss curves of a training log (JSON lines)")
@@ -479,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--nms-iou", type=float, default=0.4)
     e.add_argument("--limit", type=int, default=0)
     e.add_argument("--json", default="", help="write the result as JSON (null where a value is undefined)")
+    e.add_argument("--align-images", nargs="+", default=[], metavar="DIR",
+                   help="test-time style alignment: map every image from the statistics of these unlabelled "
+                        "target-camera PNGs onto those of --align-train-dir (labels never read)")
+    e.add_argument("--align-train-dir", default=str(SYNTH / "training"), help="training split the images are mapped onto")
+    e.add_argument("--align-method", choices=("luma", "channels", "moments"), default="luma")
     e.add_argument("--plot-prefix", default="")
     e.set_defaults(func=_cmd_eval)
 

@@ -29,6 +29,7 @@ from ...detection.data import (apply_photometric, apply_photometric_torch, augme
 from ...detection.loss import build_targets
 from ...detection.models import LAYOUTS, grid_geometry
 from ...registry import get_model
+from .style import histograms, match_to
 from ..training import (Progress, TimeBudget, TrainConfig, load_checkpoint, restore_rng, run_steps,
                         save_checkpoint, seed_everything)
 
@@ -73,6 +74,11 @@ class DetTrainConfig(TrainConfig):
     eval_dir: str = ""
     eval_every: int = 0
     eval_limit: int = 50
+    # Style alignment to a target camera (issue 9, unsupervised adaptation; style.py): with this
+    # probability a training crop's luminance histogram is matched to that of one random
+    # unlabelled image under `style_images` (folders of PNGs; no label is ever read).
+    style_images: list = field(default_factory=list)
+    style_probability: float = 0.5
 
     def checkpoint_path(self) -> Path:
         return self.weights_path().with_suffix(".ckpt")
@@ -124,11 +130,15 @@ def dataset_anchor_shapes(samples, input_width: int, input_height: int, k: int =
 
 def load_batch(samples, indices, input_size: tuple[int, int], anchors: np.ndarray, crop_w: int, crop_h: int, rng,
                max_shift, flip: bool = True, photometric_strength: float = 0.0, positive_iou: float = 0.0,
-               defer_photometric: bool = False, cache: dict | None = None):
+               defer_photometric: bool = False, cache: dict | None = None, style_hists=None,
+               style_probability: float = 0.0):
     """Images, targets and photometric draws of one batch. The images are (N,3,H,W) float32
     normalised, or with defer_photometric (N,H,W,3) uint8 crops whose draws the caller applies
     (`apply_photometric_torch`, then `normalise_torch`). anchors: `input_anchors` of the crop.
-    cache: a dict that keeps each decoded, letterboxed frame (for small sets such as overfit checks)."""
+    cache: a dict that keeps each decoded, letterboxed frame (for small sets such as overfit checks).
+    style_hists: (K, 1, 256) luminance histograms of unlabelled target-camera images; each crop is
+    matched to a random one of them with probability style_probability (before the photometric
+    draw, so the random exposure/colour changes still vary around the target's look)."""
     input_w, input_h = input_size
     images, targets, draws = [], [], []
     for i in indices:
@@ -148,6 +158,10 @@ def load_batch(samples, indices, input_size: tuple[int, int], anchors: np.ndarra
         else:
             raise RuntimeError(f"cannot read training frames in {samples[0].image_path.parent}")
         img, boxes, kept = augment(rgb, boxes * lb.scale, rng, crop_w, crop_h, max_shift=max_shift, flip=flip)
+        if style_hists is not None and len(style_hists):
+            target = int(rng.integers(len(style_hists)))
+            if rng.random() < style_probability:
+                img = match_to(img, style_hists[target], "luma")
         draw = draw_photometric(rng, photometric_strength)
         if defer_photometric:
             images.append(img)
@@ -171,6 +185,7 @@ class BatchStream:
         # Up to this many frames are kept decoded (per loader process): the overfit check's 8
         # frames would otherwise be decoded again for every step.
         self.cache = {} if len(samples) <= self.CACHE_FRAMES else None
+        self.style_hists = style_histograms(cfg.style_images) if cfg.style_images else None
 
     def __len__(self) -> int:
         return self.cfg.steps
@@ -181,7 +196,15 @@ class BatchStream:
         idx = rng.integers(len(self.samples), size=cfg.batch_size)
         return load_batch(self.samples, idx, self.input_size, self.anchors, self.crop[0], self.crop[1], rng,
                           cfg.max_shift, cfg.flip, cfg.photometric, cfg.positive_iou, self.defer_photometric,
-                          self.cache)
+                          self.cache, self.style_hists, cfg.style_probability)
+
+
+def style_histograms(folders) -> np.ndarray:
+    """(K, 1, 256) luminance histograms of every PNG under `folders` (target-camera images; labels
+    are never opened), one per image so each crop can take on one real image's tone."""
+    from .adapt import list_images
+
+    return np.stack([histograms([load_rgb(p)], "luma") for p in list_images(list(folders))])
 
 
 def _as_loaded(batch):
