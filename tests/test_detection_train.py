@@ -132,6 +132,23 @@ def test_plot_training_log_and_cli_stats(tmp_path, capsys):
     assert rows[0]["params"] == 2082120 and rows[0]["thesis"]["gflops"] == 9.7
 
 
+def test_plot_compare_puts_runs_side_by_side_and_refuses_an_empty_log(tmp_path, capsys):
+    from squeeze_perception.offline.detection.cli import main
+
+    for name, scale in (("fp32", 10.0), ("bf16", 11.0)):
+        lines = [json.dumps({"step": s, "loss": scale / s}) for s in range(1, 30)]
+        lines += [json.dumps({"step": s, "eval": {"car_moderate_ap40": 3.0 * s, "map40_moderate": s}})
+                  for s in (10, 20)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "compare.png"
+    assert main(["plot-compare", f"fp32={tmp_path / 'fp32.jsonl'}", str(tmp_path / "bf16.jsonl"),
+                 "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000 and "wrote" in capsys.readouterr().out
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no records"):
+        main(["plot-compare", str(tmp_path / "empty.jsonl"), "--out", str(out)])
+
+
 def test_seeded_batchnorm_keeps_plain_weights_function_in_training_mode():
     """Plain (folded) weights loaded into a batch-norm network: after seeding, the network in
     training mode (batch statistics) computes what the plain network computes, while unseeded

@@ -71,6 +71,20 @@ def _cmd_plot_train(args) -> int:
     return 0
 
 
+def _cmd_plot_compare(args) -> int:
+    from .train import plot_training_comparison
+
+    logs = {}
+    for item in args.logs:
+        label, sep, path = item.partition("=")
+        if not sep:
+            label, path = Path(item).stem, item
+        logs[label] = path
+    plot_training_comparison(logs, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from PIL import Image
 
@@ -407,8 +421,8 @@ def _cmd_overfit(args) -> int:
                          batch_size=args.batch_size, optimizer="adam", lr=args.lr, lr_decay_steps=args.lr_decay_steps,
                          max_shift=(0, 0), flip=False,
                          photometric=0.0, dropout=0.0, threads=args.threads, device=args.device,
-                         loader_workers=args.loader_workers,
-                         checkpoint_every=100, resume=args.resume,
+                         loader_workers=args.loader_workers, precision=args.precision,
+                         channels_last=args.channels_last, checkpoint_every=100, resume=args.resume,
                          eval_dir=str(work / "frames"), eval_every=args.eval_every, eval_limit=len(frames))
     train(cfg)
     from .adapt import load_training_checkpoint
@@ -484,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("log")
     pt.add_argument("png")
     pt.set_defaults(func=_cmd_plot_train)
+
+    pc = sub.add_parser("plot-compare", help="several training logs on one figure (loss, held-out AP)")
+    pc.add_argument("logs", nargs="+", metavar="LABEL=LOG", help="training logs (JSON lines), each optionally labelled")
+    pc.add_argument("--out", required=True, help="PNG to write")
+    pc.set_defaults(func=_cmd_plot_compare)
 
     e = sub.add_parser("eval", help="KITTI 2D AP as the KITTI object devkit computes it, and recall vs N_box")
     e.add_argument("--model", default="squeezedet")
@@ -565,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--eval-every", type=int, default=50)
     of.add_argument("--target", type=float, default=90.0)
     of.add_argument("--resume", action="store_true")
+    of.add_argument("--precision", choices=("fp32", "bf16"), default=DetTrainConfig.precision,
+                    help="training arithmetic (compare the two: docs/detection.md, training speed)")
+    of.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DetTrainConfig.channels_last)
     of.set_defaults(func=_cmd_overfit)
 
     ad = sub.add_parser("adapt", help="unsupervised adaptation to real images: AdaBN on unlabelled images")

@@ -490,3 +490,42 @@ def plot_training_log(log_path: str | Path, png_path: str | Path, window: int = 
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
+
+
+def plot_training_comparison(logs: dict[str, str | Path], png_path: str | Path, window: int = 9) -> None:
+    """Runs side by side (label -> training log): total loss (running mean) and, where the logs
+    have held-out evaluations, car AP(moderate) and mAP(moderate) against steps. For the
+    questions "does bf16 learn like fp32" and "does style alignment change the curve"."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, (label, path) in enumerate(logs.items()):
+        records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        recs = [r for r in records if "loss" in r]
+        if not recs:
+            raise ValueError(f"no records in {path}")
+        steps = np.array([r["step"] for r in recs])
+        vals = np.array([r["loss"] for r in recs], dtype=float)
+        k = min(window, len(vals))
+        smooth = np.convolve(vals, np.ones(k) / k, mode="valid")
+        colour = f"C{i}"
+        axes[0].plot(steps[len(steps) - len(smooth):], smooth, color=colour, label=label)
+        evals = [r for r in records if "eval" in r]
+        if evals:
+            es = [r["step"] for r in evals]
+            for key, style, name in (("car_moderate_ap40", "-", "car"), ("map40_moderate", "--", "mAP")):
+                axes[1].plot(es, [np.nan if r["eval"].get(key) is None else r["eval"][key] for r in evals],
+                             ls=style, marker="o", ms=3, color=colour, label=f"{label}: {name}")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel(f"eq. 3.2 loss (running mean of {window} log points)")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("held-out AP, moderate, kitti-2019 (%)")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
