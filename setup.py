@@ -35,6 +35,7 @@ ENTRY_POINTS = {
         "onnxruntime = squeeze_perception.backends.onnxruntime_backend:ONNXRUNTIME",
         "onnxruntime-int8 = squeeze_perception.backends.onnxruntime_int8:ONNXRUNTIME_INT8",
         "synetgy = squeeze_perception.backends.synetgy:SYNETGY",
+        "auto = squeeze_perception.backends.auto:AUTO",
     ],
 }
 

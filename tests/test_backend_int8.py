@@ -2,6 +2,7 @@
 grids built here, the int8 graph close to fp32, what stays fp32, loading, refusal with the
 command that makes a missing file, a stale file refused, and the runtime switch (the pipeline
 core, and the detector node as tests/test_detection_node.py switches to onnxruntime).
+The `auto` backend (the nodes' default): int8 when the graph loads, else fp32 with the reason.
 The real models' committed int8 files are checked against fp32 on synthetic inputs."""
 from __future__ import annotations
 
@@ -226,6 +227,88 @@ def test_int8_file_of_other_weights_is_refused(tiny):
         OnnxRuntimeInt8Backend(spec, weights=models / "tiny_int8.int8.onnx")
 
 
+# ----------------------------------------------------------------- auto: int8 when usable, else fp32
+def _input() -> np.ndarray:
+    x = _grid(7).transpose(2, 0, 1)[None].copy()
+    x[:, 5] = x[:, 4] > 0
+    return x
+
+
+def test_auto_runs_the_int8_graph_when_it_is_there_with_the_int8_backends_outputs(tiny):
+    from squeeze_perception.backends import AutoBackend
+
+    spec, models, calib = tiny
+    assert _quantize(calib) == 0
+    auto = registry.get_backend("auto").create(spec, num_threads=1)
+    assert isinstance(auto, AutoBackend) and isinstance(auto.backend, OnnxRuntimeInt8Backend)
+    assert auto.resolved_backend == "onnxruntime-int8" and auto.resolved_spec is registry.get_backend("onnxruntime-int8")
+    assert auto.reason == f"int8 graph {models / 'tiny_int8.int8.onnx'}"  # outside the project: the full path
+    x = _input()
+    np.testing.assert_array_equal(auto.infer(x), OnnxRuntimeInt8Backend(spec, num_threads=1).infer(x))
+    assert auto.last_latency_ms > 0 and auto.last_energy_mj is None
+    assert auto.weights_path == models / "tiny_int8.int8.onnx"  # the chosen backend's attributes
+
+
+def test_auto_falls_back_to_fp32_with_the_reason_when_the_int8_graph_is_missing_stale_or_corrupt(tiny):
+    from squeeze_perception.backends import AutoBackend
+
+    spec, models, calib = tiny
+    auto = AutoBackend(spec, num_threads=1)  # no int8 graph yet
+    assert auto.resolved_backend == "onnxruntime" and auto.resolved_spec is registry.get_backend("onnxruntime")
+    assert type(auto.backend) is OnnxRuntimeBackend
+    assert auto.reason.startswith("no int8 graph for model 'tiny_int8': int8 model file '")
+    assert "tiny_int8.int8.onnx' not found" in auto.reason and "offline quantize-int8 --model tiny_int8" in auto.reason
+    assert auto.reason.endswith(", running fp32 onnxruntime")
+    x = _input()
+    np.testing.assert_array_equal(auto.infer(x), OnnxRuntimeBackend(spec, num_threads=1).infer(x))
+    assert _quantize(calib) == 0
+    assert AutoBackend(spec).resolved_backend == "onnxruntime-int8"
+    torch.manual_seed(1)  # retrained: the int8 graph holds stale weights
+    torch.save({"state_dict": spec.build().state_dict(), "model": spec.name, "meta": {}}, models / "tiny_int8.pt")
+    stale = AutoBackend(spec, num_threads=1)
+    assert stale.resolved_backend == "onnxruntime" and "quantized from other weights" in stale.reason
+    np.testing.assert_allclose(stale.infer(x), TorchBackend(spec).infer(x), rtol=1e-4, atol=1e-4)  # the new weights
+    (models / "tiny_int8.int8.onnx").write_bytes(b"truncated")
+    corrupt = AutoBackend(spec)
+    assert corrupt.resolved_backend == "onnxruntime" and "do not match their manifest" in corrupt.reason
+
+
+def test_auto_with_given_weights_looks_for_their_int8_graph(tiny, tmp_path):
+    from squeeze_perception.backends import AutoBackend
+
+    spec, models, calib = tiny
+    assert _quantize(calib) == 0  # the shipped weights' int8 graph: not the given weights'
+    mine = tmp_path / "mine" / "retrained.pt"
+    mine.parent.mkdir()
+    torch.manual_seed(2)
+    torch.save({"state_dict": spec.build().state_dict(), "model": spec.name, "meta": {}}, mine)
+    auto = AutoBackend(spec, weights=mine)
+    assert auto.resolved_backend == "onnxruntime" and "retrained.int8.onnx' not found" in auto.reason
+    assert "--weights " in auto.reason  # the command that makes it for these weights
+    assert _quantize(calib, "--weights", str(mine)) == 0
+    auto = AutoBackend(spec, weights=mine)
+    assert auto.resolved_backend == "onnxruntime-int8" and auto.backend.weights_path == mine.with_name(
+        "retrained.int8.onnx")
+    # a given fp32 graph: the int8 graph beside it must have been quantized from that file
+    fp32_graph = models / "tiny_int8.onnx"
+    assert fp32_graph.exists()  # exported by the quantizer
+    auto = AutoBackend(spec, weights=fp32_graph)
+    assert auto.resolved_backend == "onnxruntime" and "quantized from other weights" in auto.reason
+
+
+def test_metered_auto_backend_reports_as_the_backend_it_chose(tiny):
+    from squeeze_perception.backends import AutoBackend
+    from squeeze_perception.energy import MeteredBackend
+
+    spec, models, calib = tiny
+    assert _quantize(calib) == 0
+    auto = AutoBackend(spec, num_threads=1)
+    meter = MeteredBackend(auto, registry.get_backend("auto"), spec)
+    assert meter.backend_spec is registry.get_backend("onnxruntime-int8")
+    run = meter.infer(_input())
+    assert run.latency_ms == auto.last_latency_ms and not run.emulated and run.energy_source in ("rapl", "model", "none")
+
+
 def test_calibration_on_real_data_is_refused(tiny, tmp_path, capsys):
     real = tmp_path / "shared" / "data" / "kitti_real" / "lidar_2d"
     real.mkdir(parents=True)
@@ -301,6 +384,50 @@ def test_detector_node_switches_to_int8_at_runtime_or_refuses_with_the_reason(ro
         assert not result.successful
         assert "int8.onnx' not found" in result.reason and "offline quantize-int8 --model squeezedet" in result.reason
         assert other.detector.backend_name == "onnxruntime" and other.p["backend"] == "onnxruntime"
+    finally:
+        node.destroy_node()
+        other.destroy_node()
+
+
+def test_detector_node_defaults_to_auto_reports_what_it_resolved_to_and_switches(ros, tmp_path):
+    """The default backend `auto` loads the committed int8 graph and says so (log line, diagnostics
+    `backend` / `backend_reason`); switching to fp32 and back to auto at runtime works, other
+    weights run fp32 with the reason, and a switch that loads nothing is refused with it."""
+    from rclpy.parameter import Parameter
+
+    from squeeze_perception.nodes.squeezedet_node import SqueezeDetNode
+    from test_detection_node import _capture, _image, _weights
+
+    _committed("squeezedet")
+    node = SqueezeDetNode()
+    other = SqueezeDetNode(parameter_overrides=[Parameter("weights", value=str(_weights(tmp_path)))])
+    try:
+        assert node.p["backend"] == "auto" and node.detector.backend_name == "auto"
+        assert node.detector.backend.resolved_backend == "onnxruntime-int8"
+        assert node.detector.meter.backend_spec.name == "onnxruntime-int8"
+        values = {kv.key: kv.value for kv in node.diagnostic_status("detect").values}
+        assert values["backend"] == "onnxruntime-int8"
+        assert values["backend_reason"] == "int8 graph models/squeezedet.int8.onnx"
+        out = _capture(node)
+        node.on_image(_image())
+        assert len(out["det"]) == 1 and node.stats["detect"].errors == 0
+        info = node.stats["detect"].info
+        assert node.set_parameters([Parameter("backend", value="onnxruntime")])[0].successful
+        assert node.detector.backend_name == "onnxruntime"
+        assert info["backend"] == "onnxruntime" and "backend_reason" not in info
+        assert node.set_parameters([Parameter("backend", value="auto")])[0].successful
+        assert node.detector.backend.resolved_backend == "onnxruntime-int8" and info["backend"] == "onnxruntime-int8"
+        # weights without an int8 graph beside them: fp32, and why
+        assert other.detector.backend.resolved_backend == "onnxruntime"
+        reason = other.stats["detect"].info["backend_reason"]
+        assert reason.startswith("no int8 graph for model 'squeezedet': int8 model file ")
+        assert reason.endswith(", running fp32 onnxruntime") and other.stats["detect"].info["backend"] == "onnxruntime"
+        bad = tmp_path / "bad.pt"
+        bad.write_text("not a checkpoint")
+        result = other.set_parameters([Parameter("weights", value=str(bad))])[0]
+        assert not result.successful and "corrupt" in result.reason
+        assert "backend auto: onnxruntime-int8 did not load either" in result.reason
+        assert other.detector.backend.resolved_backend == "onnxruntime" and other.p["weights"] != str(bad)
     finally:
         node.destroy_node()
         other.destroy_node()

@@ -158,6 +158,34 @@ def test_built_in_backends_load_without_installed_metadata(fresh_registry, monke
     assert {"torch", "onnxruntime", "synetgy"} <= set(registry.backend_names())
 
 
+def test_entry_points_missing_from_stale_installed_metadata_come_from_the_source_tree(fresh_registry, monkeypatch):
+    """Metadata installed before `auto` existed (no `pip install -e .` since) must not lose it: the
+    node default would be an unknown backend."""
+    real = importlib.metadata.entry_points
+
+    def stale(**kw):
+        return [ep for ep in real(**kw) if ep.name != "auto"]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", stale)
+    eps = registry.plugin_entry_points()
+    ours = [(ep.group, ep.name) for ep in eps if ep.value.startswith("squeeze_perception.")]
+    assert len(ours) == len(set(ours)) == sum(len(v) for v in registry.SOURCE_TREE_ENTRY_POINTS.values())
+    assert [ep.group for ep in eps] == sorted((ep.group for ep in eps), key=lambda g: g != registry.MODEL_GROUP)
+    registry.BACKENDS.clear()
+    assert {"auto", "onnxruntime", "onnxruntime-int8"} <= set(registry.backend_names())
+
+
+def test_a_backend_that_chose_another_is_metered_as_the_chosen_one():
+    """`auto` resolves at load time: energy source and emulation come from the spec it chose."""
+    chosen = BackendSpec("npu_x", "x:y", "npu", provides_energy=True, emulated=True)
+    backend = FakeBackend(20.0, 108.0)
+    backend.resolved_spec = chosen
+    meter = energy.MeteredBackend(backend, BackendSpec("picker", "x:y", "cpu"), SPEC)
+    assert meter.backend_spec is chosen and meter.energy_source == "backend" and meter.emulated
+    run = meter.infer(np.ones((1, 3, 8, 8), np.float32))
+    assert run.energy_mj == 108.0 and run.emulated and run.energy_source == "backend"
+
+
 def test_installed_entry_points_are_the_source_tree_list_and_setup_py():
     setup = runpy.run_path(str(REPO / "setup.py"), run_name="setup_under_test")
     assert {g: tuple(v) for g, v in setup["ENTRY_POINTS"].items()} == registry.SOURCE_TREE_ENTRY_POINTS

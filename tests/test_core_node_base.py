@@ -178,6 +178,31 @@ def test_model_slot_never_swaps_in_a_candidate_whose_change_was_refused_later():
     assert built[1].backend.closed == 1 and slot.commit() is False and slot.current is first
 
 
+def test_model_slot_says_what_a_choosing_backend_resolved_to_once_per_load():
+    """`auto` picks its backend at load time: the load / switch line names the choice and why."""
+    import types
+
+    from squeeze_perception.node_base import ModelSlot, backend_choice
+
+    def build(params):
+        if params["backend"] != "auto":
+            return _Model(params)
+        return types.SimpleNamespace(backend=types.SimpleNamespace(
+            resolved_backend="onnxruntime-int8", reason="int8 graph models/a.int8.onnx"))
+
+    log = _Log()
+    slot = ModelSlot(("model", "backend"), build, log)
+    assert slot.load({"model": "a", "backend": "auto"})
+    assert log.at("info") == ["loaded model 'a' on backend 'auto': onnxruntime-int8 (int8 graph models/a.int8.onnx)"]
+    assert backend_choice(slot.current, "auto") == ("onnxruntime-int8", "int8 graph models/a.int8.onnx")
+    assert slot.prepare({"model": "a", "backend": "auto"}, {"backend": "cpu"}) is None and slot.commit()
+    assert log.at("info")[-1] == "switched to model 'a' on backend 'cpu'"  # a plain backend: no choice to tell
+    assert backend_choice(slot.current, "cpu") == ("cpu", None)
+    assert slot.prepare({"model": "a", "backend": "cpu"}, {"backend": "auto"}) is None and slot.commit()
+    assert log.at("info")[-1] == "switched to model 'a' on backend 'auto': onnxruntime-int8 (int8 graph models/a.int8.onnx)"
+    assert len(log.at("info")) == 3
+
+
 def test_close_backend_and_a_failing_close():
     import types
 

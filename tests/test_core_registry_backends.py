@@ -81,7 +81,7 @@ def test_torch_and_onnxruntime_agree(tiny_spec, tmp_path):
 
 # ------------------------------------------------------------------ backends/: one module per backend
 BACKEND_MODULES = {"torch": "torch_backend", "torch-cuda": "torch_backend", "onnxruntime": "onnxruntime_backend",
-                   "onnxruntime-int8": "onnxruntime_int8", "synetgy": "synetgy"}
+                   "onnxruntime-int8": "onnxruntime_int8", "synetgy": "synetgy", "auto": "auto"}
 
 
 def test_every_backend_is_its_own_module_of_the_backends_package():
@@ -122,6 +122,7 @@ def test_importing_the_backends_package_loads_no_backend_module_nor_torch_or_onn
     probe = ("import sys\n"
              "from squeeze_perception.backends import ModelLoadError, load_state_dict, ort_session, export_onnx\n"
              "import squeeze_perception.backends.onnxruntime_int8, squeeze_perception.backends.synetgy\n"
+             "import squeeze_perception.backends.auto\n"
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime', 'onnx')))\n"
              "print(sorted(m for m in sys.modules if m.startswith('squeeze_perception.backends.')))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)

@@ -137,6 +137,36 @@ def test_int8_uses_the_int8_file_beside_it_or_refuses(det):
     assert det_int8.predict(_image()).raw.shape[1] == 5 + len(spec.classes)
 
 
+def test_auto_runs_the_int8_file_beside_it_when_there_else_the_onnx_file(det, tmp_path):
+    """`auto` (the nodes' default) on an ONNX-only model: the same rule with its file, or a file
+    given as weights: `<file>.int8.onnx` beside it when it loads, else the file itself in fp32."""
+    from squeeze_perception.detection.inference import Detector
+
+    _, spec = det
+    auto = Detector("onnx_det", "auto", num_threads=1)
+    assert auto.backend.resolved_backend == "onnxruntime" and auto.meter.backend_spec.name == "onnxruntime"
+    assert "no int8 graph for model 'onnx_det'" in auto.backend.reason
+    assert "onnx_det.int8.onnx' not found" in auto.backend.reason
+    fp32 = Detector("onnx_det", "onnxruntime", num_threads=1)
+    np.testing.assert_array_equal(auto.predict(_image()).raw, fp32.predict(_image()).raw)
+    int8 = spec.weights_path().with_name("onnx_det.int8.onnx")
+    shutil.copy(spec.weights_path(), int8)  # any graph at that path is the model's int8 graph
+    auto = Detector("onnx_det", "auto", num_threads=1)
+    assert auto.backend.resolved_backend == "onnxruntime-int8" and auto.backend.weights_path == int8
+    assert auto.meter.backend_spec.name == "onnxruntime-int8"
+    np.testing.assert_array_equal(auto.predict(_image()).raw,
+                                  Detector("onnx_det", "onnxruntime-int8", num_threads=1).predict(_image()).raw)
+    mine = tmp_path / "given" / "mine.onnx"
+    mine.parent.mkdir()
+    shutil.copy(spec.weights_path(), mine)
+    given = Detector("onnx_det", "auto", weights=str(mine))
+    assert given.backend.resolved_backend == "onnxruntime" and "mine.int8.onnx' not found" in given.backend.reason
+    shutil.copy(mine, mine.with_name("mine.int8.onnx"))
+    given = Detector("onnx_det", "auto", weights=str(mine))
+    assert given.backend.resolved_backend == "onnxruntime-int8"
+    assert given.backend.weights_path == mine.with_name("mine.int8.onnx")
+
+
 def test_segmentation_runs_without_the_learned_crf_said_once(tmp_path, monkeypatch):
     from squeeze_perception.segmentation import pipeline as seg_pipeline
 

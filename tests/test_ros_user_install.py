@@ -380,7 +380,7 @@ def test_plain_colcon_install_has_everything_and_runs_from_share(plain_install, 
     found = {b: f.split(":")[0] for b, f in seen["backends"].items()}
     for name, module in (("torch", "torch_backend"), ("torch-cuda", "torch_backend"),
                          ("onnxruntime", "onnxruntime_backend"), ("onnxruntime-int8", "onnxruntime_int8"),
-                         ("synetgy", "synetgy")):
+                         ("synetgy", "synetgy"), ("auto", "auto")):
         assert found.get(name) == f"squeeze_perception.backends.{module}", found
     for f in seen["weights"] + seen["config"]:
         assert Path(f).is_file() and Path(f).is_relative_to(share), f

@@ -237,10 +237,12 @@ def test_config_yaml_repeats_the_param_spec_defaults(node):
         assert got == specs[name].default, f"{name}: config {value!r} != code default {specs[name].default!r}"
 
 
-def test_model_nodes_default_to_onnxruntime_like_config_and_readme():
+def test_model_nodes_default_to_auto_like_config_and_readme():
+    """`auto`: the int8 graph where the model has one, else fp32 onnxruntime (backends/auto.py)."""
     for node in ("squeezedet_node", "squeezeseg_node"):
-        assert _specs(node)["backend"].default == "onnxruntime"
-    assert "`onnxruntime` (the default" in (REPO / "README.md").read_text()
+        assert _specs(node)["backend"].default == "auto"
+    readme = (REPO / "README.md").read_text()
+    assert "`auto` (the default of both model nodes" in readme and "det_backend:=onnxruntime " in readme
 
 
 def _doc_defaults() -> dict[str, dict[str, str]]:
@@ -287,8 +289,8 @@ def test_launch_argument_defaults_fall_back_to_the_specs_without_config(tmp_path
                        {"tracker": "false", "bag": "x"}, tmp_path)
     by_name = {p.name: p for p in plan.processes}
     det, seg = (_params_of(by_name[n].cmd) for n in ("squeezedet_node", "squeezeseg_node"))
-    assert det["backend"] == _specs("squeezedet_node")["backend"].default == "onnxruntime"
-    assert seg["backend"] == "onnxruntime" and seg["model"] == _specs("squeezeseg_node")["model"].default
+    assert det["backend"] == _specs("squeezedet_node")["backend"].default == "auto"
+    assert seg["backend"] == "auto" and seg["model"] == _specs("squeezeseg_node")["model"].default
     assert _params_of(by_name["bag_player_node"].cmd)["rate"] == _specs("bag_player_node")["rate"].default
 
 

@@ -161,7 +161,13 @@ def test_num_threads_change_rebuilds_the_pipeline(ros, v1_weights):
         before.backend.close = lambda: closed.append(True)  # the synetgy backend has one
         assert node.set_parameters([Parameter("num_threads", value=2)])[0].successful
         assert node.pipeline is not before and closed == [True]
-        assert node.pipeline.fov == "full" and node.pipeline.backend_name == "onnxruntime"
+        assert node.pipeline.fov == "full" and node.pipeline.backend_name == "auto"  # the default
+        # other weights, no int8 graph beside them: `auto` runs fp32 and says why
+        assert node.pipeline.backend.resolved_backend == "onnxruntime"
+        for stage in ("points", "network"):
+            info = node.stats[stage].info
+            assert info["backend"] == "onnxruntime"
+            assert info["backend_reason"].startswith("no int8 graph for model 'squeezeseg': ")
         assert node.pipeline.backend.session.get_session_options().intra_op_num_threads == 2
         same = node.pipeline
         assert node.set_parameters([Parameter("cluster_eps", value=0.5)])[0].successful

@@ -188,10 +188,16 @@ class MeteredBackend:
     reason (a RuntimeWarning; `nvml_unavailable` keeps the reason). `emulated` comes from the
     spec too: the latency is then the device's modelled time, not this host's. A backend that
     can leave its device (synetgy without its node) says per call what it did through
-    `last_emulated` / `last_energy_source`."""
+    `last_emulated` / `last_energy_source`. A backend that chooses another at load time (`auto`)
+    is metered as the one it chose: its `resolved_spec` replaces `backend_spec`."""
 
     def __init__(self, backend, backend_spec, model_spec, rapl: RaplCounter | None = None,
                  clock: Callable[[], float] = time.perf_counter):
+        from .registry import BackendSpec
+
+        resolved = getattr(backend, "resolved_spec", None)
+        if isinstance(resolved, BackendSpec):
+            backend_spec = resolved
         self.backend = backend
         self.backend_spec = backend_spec
         self.emulated = bool(backend_spec.emulated)

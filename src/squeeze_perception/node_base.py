@@ -166,6 +166,23 @@ def describe_model(params: dict[str, Any]) -> str:
     return f"model '{params.get('model', '?')}' on backend '{params.get('backend', '?')}'"
 
 
+def backend_choice(obj: Any, requested: str) -> tuple[str, str | None]:
+    """(the backend that runs, why) of a loaded model (a Detector, a SegmentationPipeline: its
+    `backend`) asked for under backend `requested`: `auto` says what it resolved to and why
+    (backends.auto), any other backend is itself."""
+    from .backends.common import resolved_backend
+
+    return resolved_backend(getattr(obj, "backend", None), requested)
+
+
+def describe_choice(obj: Any, params: dict[str, Any]) -> str:
+    """": onnxruntime-int8 (int8 graph models/x.int8.onnx)" after a load line when the backend
+    chose at load time; "" otherwise."""
+    requested = str(params.get("backend", ""))
+    name, reason = backend_choice(obj, requested)
+    return f": {name} ({reason})" if reason else ""
+
+
 def close_backend(obj: Any) -> None:
     """Release what a loaded model holds: `obj.close()` when it has one, else `obj.backend.close()`
     (e.g. the synetgy backend's link to synetgy_node); nothing for backends without `close`."""
@@ -217,7 +234,7 @@ class ModelSlot:
                            f"an error per input; set {keys} to a loadable combination.")
             return False
         self.current, self.error = obj, None
-        self.log.info(f"loaded {self.describe(params)}")
+        self.log.info(f"loaded {self.describe(params)}{describe_choice(obj, params)}")
         return True
 
     def needs_reload(self, changes: dict[str, Any]) -> bool:
@@ -248,7 +265,7 @@ class ModelSlot:
         previous, self.current, self.error = self.current, obj, None
         if previous is not None:
             self._close(previous)
-        self.log.info(f"switched to {self.describe(params)}")
+        self.log.info(f"switched to {self.describe(params)}{describe_choice(obj, params)}")
         return True
 
     def discard(self) -> None:
@@ -428,6 +445,19 @@ class PerceptionNode(Node):
                 st.add_energy(run.energy_mj)
             for key, value in (getattr(run, "counters", None) or {}).items():
                 st.counters[f"backend_{key}"] = int(value)  # the backend's running totals
+
+    def report_backend(self, loaded: Any, requested: str, stages: Sequence[str]) -> None:
+        """Diagnostics of the model's stages name the backend that runs (`backend`: what `auto`
+        resolved to) and, when it chose at load time, why (`backend_reason`); nothing while no
+        model is loaded."""
+        name, reason = backend_choice(loaded, requested) if loaded is not None else (None, None)
+        for stage in stages:
+            info = self.stats[stage].info
+            for key, value in (("backend", name), ("backend_reason", reason)):
+                if value is None:
+                    info.pop(key, None)
+                else:
+                    info[key] = value
 
     def add_latency(self, stage: str, header: Any) -> None:
         """Latency sample from a header stamp; implausible stamps are counted and left out."""

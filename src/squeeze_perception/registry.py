@@ -107,8 +107,8 @@ BACKENDS: dict[str, BackendSpec] = {}
 MODEL_GROUP = "squeeze_perception.models"
 BACKEND_GROUP = "squeeze_perception.backends"
 # This package's own entry points (the same lines as setup.py ENTRY_POINTS, a test keeps them
-# equal), used only when the package runs from a source tree without installed metadata (or
-# metadata from before the entry points existed: re-run `pip install --no-deps -e .`).
+# equal), used for those the installed metadata lacks: a source tree without installed metadata,
+# or metadata from before an entry point existed (re-run `pip install --no-deps -e .`).
 SOURCE_TREE_ENTRY_POINTS = {
     MODEL_GROUP: (
         "detection = squeeze_perception.detection.models",
@@ -121,6 +121,7 @@ SOURCE_TREE_ENTRY_POINTS = {
         "onnxruntime = squeeze_perception.backends.onnxruntime_backend:ONNXRUNTIME",
         "onnxruntime-int8 = squeeze_perception.backends.onnxruntime_int8:ONNXRUNTIME_INT8",
         "synetgy = squeeze_perception.backends.synetgy:SYNETGY",
+        "auto = squeeze_perception.backends.auto:AUTO",
     ),
 }
 PLUGIN_ERRORS: dict[str, str] = {}  # "group:name" -> why that entry point was not loaded
@@ -144,13 +145,16 @@ def register_backend(spec: BackendSpec) -> BackendSpec:
 
 def plugin_entry_points() -> list[importlib.metadata.EntryPoint]:
     """Every entry point of both groups, models first (a backend may refer to a model). Ours come
-    from the installed metadata, or from SOURCE_TREE_ENTRY_POINTS when it has none of them."""
+    from the installed metadata, and from SOURCE_TREE_ENTRY_POINTS where it lacks them."""
     found = [ep for group in (MODEL_GROUP, BACKEND_GROUP)
              for ep in importlib.metadata.entry_points(group=group)]
-    if not any(ep.value.startswith("squeeze_perception.") for ep in found):
-        found = [importlib.metadata.EntryPoint(*(part.strip() for part in line.split("=", 1)), group)
-                 for group, lines in SOURCE_TREE_ENTRY_POINTS.items() for line in lines] + found
-    return found
+    # Ours missing from the installed metadata (none: a source tree; some: metadata written before
+    # an entry point was added, e.g. `auto`) come from the source tree's list.
+    ours = {(ep.group, ep.name) for ep in found if ep.value.startswith("squeeze_perception.")}
+    missing = [importlib.metadata.EntryPoint(*(part.strip() for part in line.split("=", 1)), group)
+               for group, lines in SOURCE_TREE_ENTRY_POINTS.items() for line in lines]
+    eps = [ep for ep in missing if (ep.group, ep.name) not in ours] + found
+    return sorted(eps, key=lambda ep: ep.group != MODEL_GROUP)  # stable: models first, order kept
 
 
 def _register_plugin(obj: Any) -> None:

@@ -9,6 +9,9 @@ torch_backend.py        `torch`             PyTorch eager on the CPU (the refere
 onnxruntime_backend.py  `onnxruntime`       ONNX Runtime, CPU execution provider
 onnxruntime_int8.py     `onnxruntime-int8`  ONNX Runtime over the static int8 graph
 synetgy.py              `synetgy`           the Synetgy emulator (accelerator/), emulated latency and energy
+auto.py                 `auto`              onnxruntime-int8 when the model has a usable int8 graph, else
+                        onnxruntime (fp32); `resolved_backend` / `reason` say which and why (the
+                        model nodes' default)
 
 Every backend follows `InferenceBackend`: construct with a ModelSpec (loads weights or raises
 ModelLoadError with a user-facing reason), `infer(batch)` -> numpy outputs, `last_latency_ms`, and
@@ -28,7 +31,7 @@ import importlib
 from .common import (INT8_SOURCE_KEY, MANIFEST_SUFFIX, ONNX_MODEL_KEY, QUANTIZE_COMMAND, InferenceBackend,
                      InputShapeError, ModelLoadError, check_input, export_onnx, exported_model, import_onnxruntime,
                      int8_path_for, load_state_dict, manifest_path, onnx_is_fresh, onnx_path_for, ort_session,
-                     refuse_onnx_only, sha256_file, verify_manifest_checksum)
+                     refuse_onnx_only, resolved_backend, sha256_file, verify_manifest_checksum)
 
 # name -> the module (of this package) that defines it
 _LAZY = {
@@ -37,12 +40,14 @@ _LAZY = {
     "OnnxRuntimeBackend": "onnxruntime_backend", "ONNXRUNTIME": "onnxruntime_backend",
     "OnnxRuntimeInt8Backend": "onnxruntime_int8", "ONNXRUNTIME_INT8": "onnxruntime_int8",
     "SynetgyBackend": "synetgy", "SYNETGY": "synetgy",
+    "AutoBackend": "auto", "AUTO": "auto",
 }
 
 __all__ = ["INT8_SOURCE_KEY", "MANIFEST_SUFFIX", "ONNX_MODEL_KEY", "QUANTIZE_COMMAND", "InferenceBackend",
            "InputShapeError", "ModelLoadError", "check_input", "export_onnx", "exported_model",
            "import_onnxruntime", "int8_path_for", "load_state_dict", "manifest_path", "onnx_is_fresh",
-           "onnx_path_for", "ort_session", "refuse_onnx_only", "sha256_file", "verify_manifest_checksum", *_LAZY]
+           "onnx_path_for", "ort_session", "refuse_onnx_only", "resolved_backend", "sha256_file",
+           "verify_manifest_checksum", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -32,6 +32,17 @@ class InferenceBackend(Protocol):
     def infer(self, batch: np.ndarray) -> Any: ...
 
 
+def resolved_backend(backend: Any, requested: str) -> tuple[str, str | None]:
+    """(the backend that runs, why) of a backend object made under the name `requested`: one that
+    chooses at load time (`auto`) says what it chose (`resolved_backend`) and why (`reason`);
+    any other is what was asked for, with no reason."""
+    name = getattr(backend, "resolved_backend", None)
+    if isinstance(name, str) and name:
+        reason = getattr(backend, "reason", None)
+        return name, reason if isinstance(reason, str) else None
+    return requested, None
+
+
 def refuse_onnx_only(spec: ModelSpec, backend: str) -> None:
     """A backend that runs the torch architecture refuses a model that has none (builder None)."""
     if spec.onnx_only:

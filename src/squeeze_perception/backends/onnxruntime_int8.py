@@ -27,11 +27,16 @@ class OnnxRuntimeInt8Backend(OnnxRuntimeBackend):
     # effect on these graphs (every other Conv already has int8 weights in the file).
     session_config = {"optimization.disable_specified_optimizers": "WeightBiasQuantization"}
 
-    def __init__(self, spec: ModelSpec, weights: str | Path | None = None, num_threads: int = 0):
+    def __init__(self, spec: ModelSpec, weights: str | Path | None = None, num_threads: int = 0,
+                 made_from: str | Path | None = None):
+        """`weights`: a checkpoint (its int8 graph beside it is run) or an int8 `.onnx` file run as
+        it is; `made_from`, with an `.onnx` file: the weights it must have been quantized from (the
+        `auto` backend's check of `<graph>.int8.onnx` beside a given fp32 graph)."""
         command = QUANTIZE_COMMAND.format(name=spec.name)
         source: Path | None = None
         if weights and str(weights).endswith(".onnx"):
             path = Path(weights)
+            source = Path(made_from) if made_from else None
         else:
             base = Path(weights) if weights else spec.weights_path()
             if base is None:

@@ -3,7 +3,9 @@
 Subscribes to the rectified left colour image (and its CameraInfo, to check image sizes),
 runs the registry model through the chosen backend and publishes the detection table
 (DETECTION_DTYPE as a PointCloud2, original-image pixels, stamped with the image header) and
-an annotated rgb8 image. `model`, `backend`, `weights` and `num_threads` can change at runtime
+an annotated rgb8 image. The default backend `auto` runs the model's int8 graph when it has a
+usable one, else fp32 onnxruntime; the log and the diagnostics (`backend`, `backend_reason`) say
+which and why. `model`, `backend`, `weights` and `num_threads` can change at runtime
 (node_base.ModelSlot): the new detector is loaded first and the change is refused, with the
 reason, when loading fails.
 Without usable weights the node stays up and reports an error per frame, publishing nothing.
@@ -25,7 +27,9 @@ STAGE = "detect"
 PARAMS = [
     ParamSpec("model", "squeezedet", "Registry detection model (squeeze-perception models)",
               choices=lambda: model_names("detection")),
-    ParamSpec("backend", "onnxruntime", "Inference backend (onnxruntime | torch | ...)", choices=backend_names),
+    ParamSpec("backend", "auto", "Inference backend: auto (onnxruntime-int8 when the model has a usable int8 graph, "
+              "else onnxruntime fp32; the choice is logged and in diagnostics) | onnxruntime | onnxruntime-int8 | "
+              "torch | ...", choices=backend_names),
     ParamSpec("weights", "", "Weights file overriding models/<model>.pt ('' = the shipped file)"),
     ParamSpec("score_threshold", 0.3, "Drop detections scoring below this (confidence x class probability)",
               min=0.0, max=1.0),
@@ -100,6 +104,7 @@ class SqueezeDetNode(PerceptionNode):
         self.camera_info: CameraInfo | None = None
         self.model_slot = ModelSlot(MODEL_RELOAD_KEYS, self._make_detector, self.get_logger())
         self.model_slot.load(self.p)
+        self.report_backend(self.detector, self.p["backend"], (STAGE,))  # what `auto` resolved to
         self.det_pub = self.advertise(PointCloud2, itf.TOPIC_DETECTIONS)
         self.image_pub = self.advertise(Image, itf.TOPIC_DETECTIONS_IMAGE)
         # vision_msgs only exists on apt ROS 2 installs; without it the table is the only output
@@ -131,7 +136,8 @@ class SqueezeDetNode(PerceptionNode):
     def on_parameters_changed(self, changes: dict) -> None:
         from ..detection.decode import DecodeConfig
 
-        self.model_slot.commit()  # swaps the prepared detector in, closing the previous backend
+        if self.model_slot.commit():  # swaps the prepared detector in, closing the previous backend
+            self.report_backend(self.detector, self.p["backend"], (STAGE,))
         if self.detector is not None:
             self.detector.decode_config = DecodeConfig(top_k=self.p["top_k"], nms_iou=self.p["nms_iou"],
                                                        score_threshold=self.p["score_threshold"])

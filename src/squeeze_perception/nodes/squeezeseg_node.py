@@ -2,6 +2,8 @@
 markers out, all stamped with the cloud header. The work is segmentation.pipeline; this node
 only converts messages, holds parameters and reports per-stage telemetry.
 
+The default backend `auto` runs the model's int8 graph when it has a usable one, else fp32
+onnxruntime; the log and the diagnostics (`backend`, `backend_reason`) say which and why.
 Model, backend, weights and num_threads switch at runtime (node_base.ModelSlot: load first,
 swap on success, refuse with the reason otherwise). Without usable weights the node stays up
 and reports an error per frame instead of publishing made-up labels.
@@ -24,13 +26,15 @@ from ..visualization import class_colour
 
 SUB_STAGES = ("projection", "network", "crf", "clustering", "boxfit")
 MODEL_KEYS = MODEL_RELOAD_KEYS  # a change reloads the pipeline
+MODEL_STAGES = ("points", "network")  # diagnostics naming the backend that runs (record_inference's stages)
 # RGBA per class id for markers (unknown, car, pedestrian, cyclist).
 
 PARAMS = [
     ParamSpec("model", "squeezesegv2", "Segmentation model name from the registry",
               choices=lambda: model_names("segmentation")),
-    ParamSpec("backend", "onnxruntime", "Inference backend name from the registry (onnxruntime | torch | ...)",
-              choices=backend_names),
+    ParamSpec("backend", "auto", "Inference backend from the registry: auto (onnxruntime-int8 when the model has a "
+              "usable int8 graph, else onnxruntime fp32; the choice is logged and in diagnostics) | onnxruntime | "
+              "onnxruntime-int8 | torch | ...", choices=backend_names),
     ParamSpec("weights", "", "Weights file; empty = models/<model>.pt"),
     ParamSpec("fov", "front", "front: 90 deg 64x512 grid; full: 360 deg as four rotated 64x512 tiles",
               choices=("front", "full")),
@@ -81,6 +85,7 @@ class SqueezeSegNode(PerceptionNode):
         super().__init__("squeezeseg_node", PARAMS, stages=("points", *SUB_STAGES), **kwargs)
         self.model_slot = ModelSlot(MODEL_KEYS, self._build, self.get_logger())
         self.model_slot.load(self.p)
+        self.report_backend(self.pipeline, self.p["backend"], MODEL_STAGES)  # what `auto` resolved to
         self.points_pub = self.advertise(PointCloud2, itf.TOPIC_LABELLED_POINTS)
         self.instances_pub = self.advertise(PointCloud2, itf.TOPIC_INSTANCES)
         self.markers_pub = self.advertise(MarkerArray, itf.TOPIC_INSTANCE_MARKERS)
@@ -113,7 +118,8 @@ class SqueezeSegNode(PerceptionNode):
         return self.model_slot.prepare(self.p, changes)  # loads a new pipeline when a reload key changes
 
     def on_parameters_changed(self, changes: dict) -> None:
-        self.model_slot.commit()  # swaps the prepared pipeline in, closing the previous backend
+        if self.model_slot.commit():  # swaps the prepared pipeline in, closing the previous backend
+            self.report_backend(self.pipeline, self.p["backend"], MODEL_STAGES)
         if self.pipeline is None:
             return
         pl = self.pipeline
