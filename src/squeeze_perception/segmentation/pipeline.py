@@ -39,7 +39,7 @@ from ..backends import ModelLoadError, load_state_dict
 from ..energy import InferenceResult, MeteredBackend
 from ..registry import ModelSpec, get_backend, get_model
 from . import constants as K
-from .boxfit import rectangle_fit
+from .boxfit import finish_boxes, heading_table, rectangle_fit
 from .clustering import CLUSTERERS, cluster_by_class
 from .ground import SegmentedGround, fit_segmented_ground
 
@@ -79,12 +79,22 @@ def rotate_z(xy: np.ndarray, angle: float) -> np.ndarray:
     return out
 
 
-def project_tiles(points: np.ndarray, fov: str):
-    """(list of SphericalProjection, (N,) tile index of each point or -1)."""
+def project_tiles(points: np.ndarray, fov: str, native: bool = True):
+    """(list of SphericalProjection, (N,) tile index of each point or -1).
+
+    The C kernel of `_stages_native` gives the same projections, bit for bit, for (N, >=4) float32
+    points (what `process` passes); the numpy code below is the definition and the fallback
+    (native=False, no C compiler, SQUEEZE_PERCEPTION_NATIVE_STAGES=0, other dtypes)."""
     from ..kitti.projection import azimuth_cols, beam_rows, spherical_project
 
     if fov not in FOVS:
         raise ValueError(f"fov must be one of {FOVS}, got '{fov}'")
+    if native:
+        from ._stages_native import project_tiles_native
+
+        out = project_tiles_native(points, fov)
+        if out is not None:
+            return out
     if fov == "front":
         # Only the points inside the front 90 degrees (about a quarter of a scan) can take a cell:
         # their beam rows are all the projection needs, and the row search is its costliest step.
@@ -291,15 +301,48 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def boxes_for_instances(points: np.ndarray, labels: np.ndarray, instances: np.ndarray,
-                        confidence: np.ndarray) -> np.ndarray:
+                        confidence: np.ndarray, native: bool = True) -> np.ndarray:
+    """One INSTANCE_DTYPE row per instance id (ascending): rectangle_fit box, majority label (the
+    smallest among equal counts), point count, mean confidence. The C kernel of `_stages_native`
+    fits all boxes in one call, bit for bit rectangle_fit's; native=False (or no kernel, or a
+    non-finite coordinate) fits each instance with rectangle_fit."""
     clustered = np.flatnonzero(instances >= 0)
     # One stable sort groups every instance's points (in cloud order, as a mask per instance
     # would, but without a pass over the whole cloud per instance).
     order = clustered[np.argsort(instances[clustered], kind="stable")]
     ids, starts = np.unique(instances[order], return_index=True)
     table = np.zeros(len(ids), dtype=itf.INSTANCE_DTYPE)
-    for row, (inst, sel) in enumerate(zip(ids, np.split(order, starts[1:]))):
-        box = rectangle_fit(points[sel, :3])
-        table[row] = (int(inst), int(np.bincount(labels[sel]).argmax()), box.x, box.y, box.z, box.length,
-                      box.width, box.height, box.yaw, len(sel), float(confidence[sel].mean()))
+    if not len(ids):
+        return table
+    counts = np.diff(np.append(starts, len(order)))
+    grouped_labels = np.asarray(labels)[order]
+    fits = None
+    if native and grouped_labels.dtype.kind in "iu" and grouped_labels.min() >= 0:
+        from ._stages_native import rectangle_fits
+
+        fits = rectangle_fits(np.asarray(points)[order, :3], starts, counts)
+    if fits is None:
+        for row, (inst, sel) in enumerate(zip(ids, np.split(order, starts[1:]))):
+            box = rectangle_fit(points[sel, :3])
+            table[row] = (int(inst), int(np.bincount(labels[sel]).argmax()), box.x, box.y, box.z, box.length,
+                          box.width, box.height, box.yaw, len(sel), float(confidence[sel].mean()))
+        return table
+    best, thetas, ext1, ext2, m1, m2, z_min, z_max = fits
+    _, cos_t, sin_t = heading_table()
+    box = finish_boxes(thetas[best], cos_t[best], sin_t[best], ext1, ext2, m1, m2, z_min, z_max)
+    # Majority label per instance: one bincount over (instance row, label) pairs; argmax takes the
+    # first, i.e. smallest, label among equal counts, as bincount(labels[sel]).argmax() does.
+    n_labels = int(grouped_labels.max()) + 1
+    votes = np.bincount(np.repeat(np.arange(len(ids)), counts) * n_labels + grouped_labels,
+                        minlength=len(ids) * n_labels).reshape(len(ids), n_labels)
+    # The mean confidence stays numpy's mean of each instance's values (pairwise float32 sums, which
+    # a one-pass vectorised sum would round differently): a slice of one gather per instance.
+    grouped_conf = np.asarray(confidence)[order]
+    score = [float(grouped_conf[a:a + c].mean()) for a, c in zip(starts, counts)]
+    table["instance_id"] = ids
+    table["class_id"] = votes.argmax(1)
+    for k in ("x", "y", "z", "length", "width", "height", "yaw"):
+        table[k] = box[k]
+    table["num_points"] = counts
+    table["score"] = score
     return table
