@@ -415,7 +415,9 @@ class ModelsBench:
             import torch
 
             torch.set_num_threads(cfg.threads)
-        known = backend_names()  # the reference first, then the others by name
+        # The reference first, then the others by name; `auto` only picks one of the others (its
+        # row would repeat onnxruntime-int8's or onnxruntime's), so it runs only when asked for.
+        known = [b for b in backend_names() if b != "auto"]
         known = [b for b in known if b == REFERENCE_BACKEND] + [b for b in known if b != REFERENCE_BACKEND]
         backends = known if not cfg.backends else list(dict.fromkeys(cfg.backends))
         models, skipped = select_models(cfg)
