@@ -258,3 +258,17 @@ def test_batch_stream_is_the_same_from_a_thread_or_loader_processes_and_after_re
         np.testing.assert_array_equal(resumed[0][0], by_thread[2][0])
         assert by_thread[0][0].dtype == (np.uint8 if defer else np.float32)
         assert not np.array_equal(by_thread[0][0], by_thread[1][0])
+
+
+def test_normalise_is_the_per_channel_standardisation():
+    from squeeze_perception.detection.data import PIXEL_STD, normalise
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    img[0, 0] = (0, 128, 255)
+    expected = ((img.astype(np.float64) - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)
+    out = normalise(img)
+    assert out.shape == (3, 37, 53) and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, expected, atol=2e-6)
+    # a letterboxed pad pixel (the rounded mean colour) is near 0 in every channel
+    assert np.abs(normalise(np.full((2, 2, 3), PIXEL_MEAN.round(), np.uint8))).max() < 0.01
