@@ -177,3 +177,20 @@ def test_param_overrides_reach_the_nodes_after_their_own_params_files(tmp_path):
     assert data["squeezeseg_node"]["ros__parameters"] == {"backend": "onnxruntime-int8", "num_threads": 1,
                                                           "annotate": False}
     assert "&" not in (tmp_path / "overrides.yaml").read_text()  # no YAML aliases: rcl refuses them
+
+
+def test_plays_pool_into_one_latency_distribution_and_render():
+    first = core.topic_stats(_recording([10, 20, 30, 40, 50, 60, 70, 80, 90, 100], drop=(3,)), {"tracks": "points"})
+    second = core.topic_stats(_recording([15, 25, 35, 500]), {"tracks": "points"})
+    trials = [{"label": f"play {k}", "input_rate_hz": 10.0, "player_rate": 1.0, "worst_drop_fraction": 0.0,
+               "topics": t, "processes": []} for k, t in enumerate((first, second))]
+    pooled = core.pooled_topics(trials)["tracks"]
+    every = [10, 20, 30, 50, 60, 70, 80, 90, 100, 15, 25, 35, 500]
+    assert (pooled["plays"], pooled["frames"], pooled["dropped"]) == (2, 14, 1)
+    assert pooled["latency"]["count"] == 13
+    assert pooled["latency"]["p95_ms"] == pytest.approx(np.percentile(every, 95))
+    assert pooled["latency"]["max_ms"] == pytest.approx(500)
+    report = {"config": {"bag": "b"}, "bag_sha256": "0" * 64, "git": {"commit": "abc", "dirty": False},
+              "load_average": [1, 1, 1], "modes": [{"mode": "processes", "search": None, "trials": trials,
+                                                     "pooled": core.pooled_topics(trials)}]}
+    assert "all 2 plays pooled" in core.render(report)

@@ -88,6 +88,7 @@ def run_mode(args, mode: str, nodes: tuple[str, ...], monitor, bag_hz: float, en
             for k in range(args.plays):
                 label = f"{args.rate_hz:g} Hz" if args.rate_hz else "recorded timing"
                 out["trials"].append(trial(first, f"{label} play {k + 1}"))
+            out["pooled"] = core.pooled_topics(out["trials"])
     finally:
         graph.stop()
     return out
