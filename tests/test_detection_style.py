@@ -94,3 +94,21 @@ def test_training_batches_take_the_style_images_tone_deterministically(tmp_path)
     # the synthetic frames take on the camera's tone
     assert abs(float(luma(styled[0]).mean()) - target) < 0.5 * abs(float(luma(plain[0]).mean()) - target)
     assert np.array_equal(styled, batch(hists))  # same seed, same batch
+
+
+def test_eval_alignment_table_maps_the_camera_onto_the_training_images(tmp_path):
+    from squeeze_perception.offline.detection.cli import build_parser, test_time_alignment
+
+    train, camera = tmp_path / "train" / "image_2", tmp_path / "camera"
+    train.mkdir(parents=True)
+    camera.mkdir()
+    for k in range(2):
+        Image.fromarray(_image(k, 100, 160)).save(train / f"{k:06d}.png")
+        Image.fromarray(_image(10 + k, 10, 60)).save(camera / f"{k}.png")
+    lut = test_time_alignment([str(camera)], str(train), "luma")
+    assert lut.shape == (1, 256)
+    dark = _image(10, 10, 60)
+    aligned = apply_lut(dark, lut)
+    assert abs(float(luma(aligned).mean()) - float(luma(_image(0, 100, 160)).mean())) < 5
+    args = build_parser().parse_args(["eval", "--align-images", str(camera), "--align-method", "moments"])
+    assert args.align_images == [str(camera)] and args.align_method == "moments"

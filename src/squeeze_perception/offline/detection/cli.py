@@ -12,6 +12,8 @@ import numpy as np
 
 from ...paths import kitti_real_dir, models_dir, project_root
 from ..jsonsafe import json_safe  # noqa: F401 - also imported from here by callers
+from ..training import PRECISIONS
+from .style import METHODS as STYLE_METHODS
 
 SYNTH = project_root() / "data" / "synth" / "object"
 
@@ -488,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: never)")
     t.add_argument("--eval-limit", type=int, default=50, help="frames of --eval-dir evaluated")
     t.add_argument("--style-images", nargs="+", default=[], metavar="DIR",
-                   help="folders of unlabelled target-camera PNGs: training crops take on their colour "
+                   help="folders of unlabelled target-camera PNGs: training crops take on their luminance "
                         "histograms (style alignment, unsupervised adaptation; labels never read)")
     t.add_argument("--style-probability", type=float, default=DetTrainConfig.style_probability,
                    help="share of training crops matched to a --style-images histogram")
@@ -527,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time style alignment: map every image from the statistics of these unlabelled "
                         "target-camera PNGs onto those of --align-train-dir (labels never read)")
     e.add_argument("--align-train-dir", default=str(SYNTH / "training"), help="training split the images are mapped onto")
-    e.add_argument("--align-method", choices=("luma", "channels", "moments"), default="luma")
+    e.add_argument("--align-method", choices=STYLE_METHODS, default=STYLE_METHODS[0])
     e.add_argument("--plot-prefix", default="")
     e.set_defaults(func=_cmd_eval)
 
@@ -584,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--eval-every", type=int, default=50)
     of.add_argument("--target", type=float, default=90.0)
     of.add_argument("--resume", action="store_true")
-    of.add_argument("--precision", choices=("fp32", "bf16"), default=DetTrainConfig.precision,
+    of.add_argument("--precision", choices=PRECISIONS, default=DetTrainConfig.precision,
                     help="training arithmetic (compare the two: docs/detection.md, training speed)")
     of.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DetTrainConfig.channels_last)
     of.set_defaults(func=_cmd_overfit)
