@@ -42,16 +42,11 @@ path; a value below 1e-38 changes no output at the 1e-5 the tests hold.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
-from pathlib import Path
 
 import torch
+
+from ._native_build import NativeKernel
 
 ENV_SWITCH = "SQUEEZE_PERCEPTION_NATIVE_CRF"
 MAX_CLASSES = 32  # the kernel keeps per-class scalars on the stack
@@ -337,95 +332,35 @@ int sp_crf(int64_t B, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, i
 """
 
 BASE_FLAGS = ["-O3", "-fPIC", "-shared", "-fno-fast-math"]
-_lib = None
 _workspace_floats = None
-_load_error: str | None = None
 _local = threading.local()  # per-thread workspace: one call at a time uses it
 
 
-def _compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise OSError("no C compiler (cc, gcc or clang) on PATH")
-    return cc
+def _setup(lib):
+    global _workspace_floats
+    i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+    fn = lib.sp_crf
+    fn.argtypes = [i64] * 7 + [ptr, i64, ptr, i64, ptr, i64] + [ptr] * 5 + [f32] * 3 + [ptr, ptr, i64]
+    fn.restype = ctypes.c_int
+    ws = lib.sp_crf_workspace
+    ws.argtypes = [i64] * 5
+    ws.restype = i64
+    _workspace_floats = ws
+    return fn
 
 
-def _cpu_identity() -> str:
-    """Model name and instruction-set flags of this CPU: part of the cache key, because the
-    library is built with -march=native."""
-    ident = [platform.machine()]
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key = line.split(":", 1)[0].strip()
-            if key in ("model name", "flags", "Features", "CPU part") and line not in ident:
-                ident.append(line)
-            if len(ident) > 3:
-                break
-    except OSError:
-        pass
-    return "\n".join(ident)
-
-
-def _compile(cc: str, flags: list[str], dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        src = Path(tmp) / "sp_crf.c"
-        src.write_text(C_SOURCE)
-        out = Path(tmp) / dest.name
-        res = subprocess.run([cc, *flags, "-o", str(out), str(src)], capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            raise OSError(f"{cc} failed: {res.stderr.strip()[:500]}")
-        os.replace(out, dest)  # atomic: concurrent processes never load a half-written file
-
-
-def _build_and_load(cache: Path) -> ctypes.CDLL:
-    cc = _compiler()
-    last: Exception | None = None
-    # -march=native first (AVX2/AVX-512 where present); a compiler that does not know it
-    # (or a target without it) still gets the portable build.
-    for flags in (BASE_FLAGS + ["-march=native"], BASE_FLAGS):
-        key = hashlib.sha256("\0".join([C_SOURCE, cc, *flags, _cpu_identity()]).encode()).hexdigest()[:16]
-        path = cache / f"sp_crf_{key}.so"
-        try:
-            if not path.exists():
-                try:
-                    _compile(cc, flags, path)
-                except PermissionError:
-                    path = Path(tempfile.gettempdir()) / f"squeeze_perception_{os.getuid()}" / path.name
-                    if not path.exists():
-                        _compile(cc, flags, path)
-            return ctypes.CDLL(str(path))
-        except (OSError, subprocess.SubprocessError) as exc:
-            last = exc
-    raise OSError(str(last))
+# -march=native first (AVX2/AVX-512 where present); a compiler that does not know it (or a
+# target without it) still gets the portable build.
+_KERNEL = NativeKernel("sp_crf", C_SOURCE, ENV_SWITCH, _setup, flag_sets=(BASE_FLAGS + ["-march=native"], BASE_FLAGS))
 
 
 def load():
     """The ctypes function, or None (reason in `load_error()`)."""
-    global _lib, _workspace_floats, _load_error
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        return None
-    if _lib is not None or _load_error is not None:
-        return _lib
-    try:
-        from ..paths import cache_dir
-
-        lib = _build_and_load(cache_dir() / "native")
-        i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
-        fn = lib.sp_crf
-        fn.argtypes = [i64] * 7 + [ptr, i64, ptr, i64, ptr, i64] + [ptr] * 5 + [f32] * 3 + [ptr, ptr, i64]
-        fn.restype = ctypes.c_int
-        ws = lib.sp_crf_workspace
-        ws.argtypes = [i64] * 5
-        ws.restype = i64
-        _lib, _workspace_floats = fn, ws
-    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-        _load_error = str(exc)
-    return _lib
+    return _KERNEL.load()
 
 
 def load_error() -> str | None:
-    return _load_error
+    return _KERNEL.load_error()
 
 
 def _frames(t: torch.Tensor, channels: int, h: int, w: int) -> torch.Tensor | None:

@@ -20,15 +20,11 @@ cluster costs about one scan per cell instead of one per core point.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+
+from ._native_build import NativeKernel
 
 C_SOURCE = r"""
 #include <math.h>
@@ -206,59 +202,29 @@ out:
 """
 
 ENV_SWITCH = "SQUEEZE_PERCEPTION_NATIVE_DBSCAN"
-_lib = None
 LAST_KERNEL_S = 0.0
-_load_error: str | None = None
 
 
-def _build(dest: Path) -> None:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise OSError("no C compiler (cc, gcc or clang) on PATH")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        src = Path(tmp) / "sp_dbscan.c"
-        src.write_text(C_SOURCE)
-        out = Path(tmp) / dest.name
-        res = subprocess.run([cc, "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math",
-                              "-o", str(out), str(src), "-lm"], capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            raise OSError(f"{cc} failed: {res.stderr.strip()[:500]}")
-        os.replace(out, dest)  # atomic: concurrent processes never load a half-written file
+def _setup(lib):
+    fn = lib.sp_dbscan
+    i64, ptr, dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
+    fn.argtypes = [i64, ptr, ptr, dbl, i64, ptr, i64, dbl, ptr]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+# A portable build (no -march=native), cached under a hash of the source alone.
+_KERNEL = NativeKernel("sp_dbscan", C_SOURCE, ENV_SWITCH, _setup, libs=["-lm"], keyed_on_toolchain=False,
+                       flag_sets=(["-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math"],))
 
 
 def load():
     """The ctypes function, or None (reason in `load_error()`)."""
-    global _lib, _load_error
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        return None
-    if _lib is not None or _load_error is not None:
-        return _lib
-    try:
-        from ..paths import cache_dir
-
-        digest = hashlib.sha256(C_SOURCE.encode()).hexdigest()[:16]
-        path = cache_dir() / "native" / f"sp_dbscan_{digest}.so"
-        if not path.exists():
-            try:
-                _build(path)
-            except PermissionError:
-                path = Path(tempfile.gettempdir()) / f"squeeze_perception_{os.getuid()}" / path.name
-                if not path.exists():
-                    _build(path)
-        lib = ctypes.CDLL(str(path))
-        fn = lib.sp_dbscan
-        i64, ptr, dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
-        fn.argtypes = [i64, ptr, ptr, dbl, i64, ptr, i64, dbl, ptr]
-        fn.restype = ctypes.c_int
-        _lib = fn
-    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-        _load_error = str(exc)
-    return _lib
+    return _KERNEL.load()
 
 
 def load_error() -> str | None:
-    return _load_error
+    return _KERNEL.load_error()
 
 
 def dbscan_native(pts: np.ndarray, eps: float, min_samples: int, first: np.ndarray | None = None,

@@ -45,16 +45,11 @@ the source, the flags and this CPU's identity (as in `_crf_native.py`).
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
-from pathlib import Path
 
 import numpy as np
+
+from ._native_build import NativeKernel
 
 ENV_SWITCH = "SQUEEZE_PERCEPTION_NATIVE_STAGES"
 
@@ -300,93 +295,32 @@ void sp_boxfit(int64_t k, const int64_t *start, const int64_t *count, const doub
 # -fno-math-errno: sqrt becomes the instruction instead of a libm call that may set errno (the
 # same correctly rounded value); -ffp-contract=off: no fused multiply-add changes a rounding.
 BASE_FLAGS = ["-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno"]
-_lib = None
-_load_error: str | None = None
 
 
-def _compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise OSError("no C compiler (cc, gcc or clang) on PATH")
-    return cc
+def _setup(lib):
+    i64, ptr, dbl, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int
+    lib.sp_candidates.argtypes = [i64, ptr, i64, cint, dbl, dbl, cint] + [ptr] * 5
+    lib.sp_candidates.restype = i64
+    lib.sp_beam_rows.argtypes = [i64] + [ptr] * 6 + [ptr, i64, i64, ptr, i64, i64, dbl, ptr]
+    lib.sp_beam_rows.restype = None
+    lib.sp_project.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, i64, i64, dbl, dbl] + [ptr] * 5 + [i64, ptr, ptr]
+    lib.sp_project.restype = None
+    lib.sp_boxfit.argtypes = [i64, ptr, ptr, ptr, i64, i64] + [ptr] * 7
+    lib.sp_boxfit.restype = None
+    return lib
 
 
-def _cpu_identity() -> str:
-    """Model name and instruction-set flags of this CPU: part of the cache key (-march=native)."""
-    ident = [platform.machine()]
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key = line.split(":", 1)[0].strip()
-            if key in ("model name", "flags", "Features", "CPU part") and line not in ident:
-                ident.append(line)
-            if len(ident) > 3:
-                break
-    except OSError:
-        pass
-    return "\n".join(ident)
-
-
-def _compile(cc: str, flags: list[str], dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        src = Path(tmp) / "sp_stages.c"
-        src.write_text(C_SOURCE)
-        out = Path(tmp) / dest.name
-        res = subprocess.run([cc, *flags, "-o", str(out), str(src), "-lm"], capture_output=True, text=True,
-                             timeout=120)
-        if res.returncode != 0:
-            raise OSError(f"{cc} failed: {res.stderr.strip()[:500]}")
-        os.replace(out, dest)  # atomic: concurrent processes never load a half-written file
-
-
-def _build_and_load(cache: Path) -> ctypes.CDLL:
-    cc = _compiler()
-    last: Exception | None = None
-    for flags in (BASE_FLAGS + ["-march=native"], BASE_FLAGS):
-        key = hashlib.sha256("\0".join([C_SOURCE, cc, *flags, _cpu_identity()]).encode()).hexdigest()[:16]
-        path = cache / f"sp_stages_{key}.so"
-        try:
-            if not path.exists():
-                try:
-                    _compile(cc, flags, path)
-                except PermissionError:
-                    path = Path(tempfile.gettempdir()) / f"squeeze_perception_{os.getuid()}" / path.name
-                    if not path.exists():
-                        _compile(cc, flags, path)
-            return ctypes.CDLL(str(path))
-        except (OSError, subprocess.SubprocessError) as exc:
-            last = exc
-    raise OSError(str(last))
+_KERNEL = NativeKernel("sp_stages", C_SOURCE, ENV_SWITCH, _setup, libs=["-lm"],
+                       flag_sets=(BASE_FLAGS + ["-march=native"], BASE_FLAGS))
 
 
 def load():
     """The ctypes library, or None (reason in `load_error()`)."""
-    global _lib, _load_error
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        return None
-    if _lib is not None or _load_error is not None:
-        return _lib
-    try:
-        from ..paths import cache_dir
-
-        lib = _build_and_load(cache_dir() / "native")
-        i64, ptr, dbl, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int
-        lib.sp_candidates.argtypes = [i64, ptr, i64, cint, dbl, dbl, cint] + [ptr] * 5
-        lib.sp_candidates.restype = i64
-        lib.sp_beam_rows.argtypes = [i64] + [ptr] * 6 + [ptr, i64, i64, ptr, i64, i64, dbl, ptr]
-        lib.sp_beam_rows.restype = None
-        lib.sp_project.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, i64, i64, dbl, dbl] + [ptr] * 5 + [i64, ptr, ptr]
-        lib.sp_project.restype = None
-        lib.sp_boxfit.argtypes = [i64, ptr, ptr, ptr, i64, i64] + [ptr] * 7
-        lib.sp_boxfit.restype = None
-        _lib = lib
-    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-        _load_error = str(exc)
-    return _lib
+    return _KERNEL.load()
 
 
 def load_error() -> str | None:
-    return _load_error
+    return _KERNEL.load_error()
 
 
 def _ptr(a: np.ndarray | None):
