@@ -224,3 +224,30 @@ def test_close_backend_and_a_failing_close():
     slot.load({"model": "a"})
     assert slot.prepare({"model": "a"}, {"model": "b"}) is None and slot.commit()  # switched all the same
     assert "link gone" in log.at("warning")[0]
+
+
+def test_model_slot_warms_a_model_up_before_it_serves_and_refuses_one_that_cannot_run():
+    from squeeze_perception.node_base import ModelSlot
+
+    class Warm(_Model):
+        def __init__(self, params):
+            super().__init__(params)
+            self.warmed = 0
+
+        def warm_up(self):
+            if self.params["model"] == "broken":
+                raise RuntimeError("first inference failed: shape mismatch")
+            self.warmed += 1
+            return 12.3
+
+    built, log = [], _Log()
+    slot = ModelSlot(("model",), lambda p: built.append(Warm(p)) or built[-1], log)
+    assert slot.load(PARAMS) and slot.current.warmed == 1 and slot.warm_up_ms == 12.3
+    assert "warmed up, first inference 12 ms" in log.at("info")[-1]
+    assert slot.prepare(PARAMS, {"model": "b"}) is None and built[-1].warmed == 1  # warm before the switch
+    assert slot.commit() and slot.current is built[-1] and "warmed up" in log.at("info")[-1]
+    reason = slot.prepare(PARAMS, {"model": "broken"})
+    assert "first inference failed" in reason and slot.current.params["model"] == "b"
+    assert built[-1].backend.closed == 1  # the refused candidate is closed, not leaked
+    plain = _slot()[0]
+    assert plain.load(PARAMS) and plain.warm_up_ms is None  # a model without warm_up: nothing extra

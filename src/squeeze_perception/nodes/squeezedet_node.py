@@ -128,12 +128,7 @@ class SqueezeDetNode(PerceptionNode):
         return self.model_slot.error
 
     def _make_detector(self, p: dict):
-        detector = build_detector(p)
-        # Before it serves: a model loads (or is switched to) with its first inference done.
-        ms = detector.warm_up()
-        if ms is not None:
-            self.get_logger().info(f"model '{p['model']}' warmed up: first inference {ms:.0f} ms")
-        return detector
+        return build_detector(p)
 
     def on_parameters_changing(self, changes: dict) -> str | None:
         return self.model_slot.prepare(self.p, changes)  # loads a new detector when a reload key changes

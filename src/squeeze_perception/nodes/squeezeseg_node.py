@@ -109,12 +109,7 @@ class SqueezeSegNode(PerceptionNode):
         return self.model_slot.error
 
     def _build(self, p: dict):
-        pipeline = build_pipeline(p)
-        # Before it serves: a model loads (or is switched to) with its first scan done.
-        ms = pipeline.warm_up()
-        if ms is not None:
-            self.get_logger().info(f"model '{p['model']}' warmed up: first scan {ms:.0f} ms")
-        return pipeline
+        return build_pipeline(p)
 
     def on_parameters_changing(self, changes: dict) -> str | None:
         reason = check_point_limit_change(self.p, changes)
