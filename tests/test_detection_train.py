@@ -272,3 +272,14 @@ def test_normalise_is_the_per_channel_standardisation():
     np.testing.assert_allclose(out, expected, atol=2e-6)
     # a letterboxed pad pixel (the rounded mean colour) is near 0 in every channel
     assert np.abs(normalise(np.full((2, 2, 3), PIXEL_MEAN.round(), np.uint8))).max() < 0.01
+
+
+def test_preprocess_of_a_model_sized_frame_equals_the_letterboxed_path():
+    from squeeze_perception.detection.data import normalise, preprocess
+
+    img = np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    batch, lb = preprocess(img, 64, 48)
+    canvas, lb_ref = letterbox(img, 64, 48)
+    assert lb == lb_ref and np.array_equal(batch[0], normalise(canvas))
+    other, lb_other = preprocess(img, 80, 48)  # another size still goes through the letterbox
+    assert other.shape == (1, 3, 48, 80) and lb_other.scale == 1.0

@@ -82,6 +82,10 @@ def letterbox(rgb: np.ndarray, input_width: int, input_height: int) -> tuple[np.
 
 def preprocess(rgb: np.ndarray, input_width: int, input_height: int) -> tuple[np.ndarray, Letterbox]:
     """Image -> (1, 3, H, W) float32 batch for the model, and the mapping back."""
+    if rgb.shape == (input_height, input_width, 3) and rgb.dtype == np.uint8:
+        # Already the model's size (a KITTI camera on SqueezeDet): the letterbox would be an
+        # identity copy of the frame (2.4 ms), so normalise the frame itself.
+        return normalise(rgb)[None], Letterbox(1.0, input_width, input_height)
     canvas, lb = letterbox(rgb, input_width, input_height)
     return normalise(canvas)[None], lb
 
