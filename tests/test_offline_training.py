@@ -150,3 +150,15 @@ def test_both_clis_take_the_shared_names_and_keep_their_old_spellings(tmp_path, 
     same = {k for k, v in _shared(det[0]).items() if _shared(seg[0])[k] == v}
     assert {"max_minutes", "checkpoint_every", "log_every", "seed", "init_weights", "threads", "precision",
             "device", "loader_workers", "steps", "batch_size", "lr", "optimizer", "data"} <= same
+
+
+def test_running_mean_places_each_window_at_its_last_step_and_caps_the_window(tmp_path):
+    from squeeze_perception.offline.training import read_log, running_mean
+
+    steps, means = running_mean([10, 20, 30, 40], [4.0, 2.0, 6.0, 8.0], 2)
+    assert steps.tolist() == [20, 30, 40] and means.tolist() == [3.0, 4.0, 7.0]
+    steps, means = running_mean([1, 2], [1.0, 3.0], 9)  # fewer values than the window: one mean of all
+    assert steps.tolist() == [2] and means.tolist() == [2.0]
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "loss": 1.0}\n')
+    assert read_log(log) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]

@@ -304,3 +304,18 @@ def run_steps(step_fn: Callable[[int], dict], *, done: int, until: int, budget: 
         if last["step"] % cfg.checkpoint_every == 0 or ending:
             save(ending)
     return StepsDone(done, "steps" if done >= until else "minutes", last)
+
+
+# ------------------------------------------------------------------------------ reading the logs
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines training log (what Progress writes), blank lines skipped."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def running_mean(steps, values, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, means) of every `window` consecutive values (window capped at their number),
+    each mean placed at the step of its window's last value: a loss curve without the noise."""
+    values = np.asarray(values, dtype=float)
+    k = max(1, min(int(window), len(values)))
+    means = np.convolve(values, np.ones(k) / k, mode="valid")
+    return np.asarray(steps)[k - 1:], means

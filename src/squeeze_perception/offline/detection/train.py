@@ -15,7 +15,6 @@ photometric change and normalisation run on the device (`apply_photometric_torch
 """
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,8 +29,8 @@ from ...detection.loss import build_targets
 from ...detection.models import LAYOUTS, grid_geometry
 from ...registry import get_model
 from .style import histograms, match_to
-from ..training import (Progress, TimeBudget, TrainConfig, load_checkpoint, restore_rng, run_steps,
-                        save_checkpoint, seed_everything)
+from ..training import (Progress, TimeBudget, TrainConfig, load_checkpoint, read_log, restore_rng, run_steps,
+                        running_mean, save_checkpoint, seed_everything)
 
 
 @dataclass
@@ -457,7 +456,7 @@ def plot_training_log(log_path: str | Path, png_path: str | Path, window: int = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    records = read_log(log_path)
     recs = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval" in r]
     if not recs:
@@ -466,10 +465,7 @@ def plot_training_log(log_path: str | Path, png_path: str | Path, window: int = 
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 3.5), squeeze=False)
     ax = axes[0, 0]
     for key in ("loss", "bbox", "conf", "class"):
-        vals = np.array([r[key] for r in recs], dtype=float)
-        kernel = np.ones(min(window, len(vals))) / min(window, len(vals))
-        smooth = np.convolve(vals, kernel, mode="valid")
-        ax.plot(steps[len(steps) - len(smooth):], smooth, label="total" if key == "loss" else key)
+        ax.plot(*running_mean(steps, [r[key] for r in recs], window), label="total" if key == "loss" else key)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(f"eq. 3.2 loss (running mean of {window} log points)")
@@ -502,16 +498,13 @@ def plot_training_comparison(logs: dict[str, str | Path], png_path: str | Path, 
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for i, (label, path) in enumerate(logs.items()):
-        records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        records = read_log(path)
         recs = [r for r in records if "loss" in r]
         if not recs:
             raise ValueError(f"no records in {path}")
-        steps = np.array([r["step"] for r in recs])
-        vals = np.array([r["loss"] for r in recs], dtype=float)
-        k = min(window, len(vals))
-        smooth = np.convolve(vals, np.ones(k) / k, mode="valid")
         colour = f"C{i}"
-        axes[0].plot(steps[len(steps) - len(smooth):], smooth, color=colour, label=label)
+        axes[0].plot(*running_mean([r["step"] for r in recs], [r["loss"] for r in recs], window), color=colour,
+                     label=label)
         evals = [r for r in records if "eval" in r]
         if evals:
             es = [r["step"] for r in evals]

@@ -2,10 +2,11 @@
 rendered vs measured intensity, and training curves."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from ..training import read_log, running_mean
 
 CLASS_RGB = np.array([[0.12, 0.12, 0.12], [0.9, 0.2, 0.2], [0.2, 0.4, 0.95], [0.2, 0.85, 0.3]])
 
@@ -69,14 +70,11 @@ def plot_training_curves(logs: dict[str, Path], out: Path) -> Path:
     for name, path in logs.items():
         if not path.exists():
             continue
-        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        recs = read_log(path)
         if not recs:
             continue
-        steps = np.array([r["step"] for r in recs])
-        loss = np.array([r["loss"] for r in recs])
-        k = max(1, len(loss) // 30)
-        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], smooth, label=name)
+        ax.plot(*running_mean([r["step"] for r in recs], [r["loss"] for r in recs], max(1, len(recs) // 30)),
+                label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (smoothed)")
     ax.set_yscale("log")
