@@ -214,6 +214,17 @@ def _quantize_int8(argv: list[str], command: str) -> int:
                     help="layers kept fp32, by the model's layer names (SqueezeDet: conv1, fire2 ... fire11, "
                          "convdet; a sub-module: fire11/expand3x3) or ONNX node-name prefixes starting with '/'; "
                          "ReLU / Concat fed only by kept layers stay fp32 with them (a sensitivity sweep's knob)")
+    ap.add_argument("--equalize-head", type=float, default=0.0, metavar="POWER",
+                    help="cross-layer equalization of the head convolution's input channels before calibration, "
+                         "s_c = (activation range / weight range) ** POWER (0.25 for squeezedet; 0 = off)")
+    ap.add_argument("--integer-head", type=int, default=0, choices=(0, 1, 2), metavar="PARTS",
+                    help="run the head convolution (ConvDet) as an int8 GEMM with int32 sums and an fp32 output: "
+                         "no 8-bit step on its output; PARTS int8 weight parts (2: 16-bit weights); 0 = fp32")
+    ap.add_argument("--head-input-clip", default="max", metavar="max|mse|output|FRACTION",
+                    help="range of the head convolution's uint8 input: the calibration maximum (MinMax), the clip "
+                         "with the least squared error of the input, or of the head's output against fp32 (on the "
+                         "calibration frames), or FRACTION (0-1] of the calibration maximum (chosen on a "
+                         "validation split, docs/performance.md)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads (export, calibration)")
     args = ap.parse_args(argv)
     if (args.weights or args.out) and len(args.model) != 1:
@@ -228,7 +239,9 @@ def _quantize_int8(argv: list[str], command: str) -> int:
                             quant_format=args.format,
                             method=args.method, reduce_range=args.reduce_range,
                             head_conv_fp32=not args.int8_head_conv, first_conv_fp32=args.fp32_first_conv,
-                            fp32_layers=[x.strip() for x in args.fp32_layers.split(",") if x.strip()])
+                            fp32_layers=[x.strip() for x in args.fp32_layers.split(",") if x.strip()],
+                            equalize_head=args.equalize_head, integer_head=args.integer_head,
+                            head_input_clip=args.head_input_clip)
         try:
             manifest = quantize_model(name, args.calib_frames, weights=args.weights or None, out=args.out or None,
                                       calib_dir=args.calib_dir or None, options=opts, command=command)

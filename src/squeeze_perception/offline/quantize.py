@@ -25,9 +25,13 @@ Choices (ONNX Runtime 1.x, CPU execution provider):
     confidence, class softmax); SqueezeSeg's conv14 logits, which the recurrent CRF turns into
     probabilities with a softmax. A quantization step there moves box edges by whole pixels
     times exp() and shifts the CRF's softmax; it is one layer of ~30, so it costs little.
-  - with --fp32-layers, named layers (a sensitivity sweep's knob, docs/performance.md): for
-    SqueezeDet fire11's two expand convolutions, whose concatenated output is ConvDet's input;
-    8-bit steps there cost 3 points of car AP (box IoU 0.7); with them fp32 it is within 0.1.
+  - with --fp32-layers, named layers (a sensitivity sweep's knob, docs/performance.md).
+* The head without its fp32 cost (int8_head.py; SqueezeDet's shipped file): --equalize-head
+  (cross-layer equalization of the head's input channels), --head-input-clip (that input's
+  uint8 range, a fraction of the calibration maximum chosen on a validation split) and
+  --integer-head (the head as an int8 GEMM with int32 sums and an fp32 output, so no 8-bit step
+  on the deltas and logits). Before these, fire11's expand pair and ConvDet stayed fp32 (8-bit
+  steps on fire11's output cost 3 points of car AP) and were half the int8 run time.
 * Calibration: MinMax over the synthetic frames (fast, deterministic, folded every few frames so
   memory stays bounded; --method percentile or entropy hold every frame's activations: > 18 GB
   for 64 SqueezeDet frames). Never the real KITTI data under ../shared/data: those are the
@@ -72,6 +76,17 @@ class QuantOptions:
     # prefixes such as "/features/features.13/") kept fp32 whole: what a sensitivity sweep varies
     fp32_layers: list[str] = field(default_factory=list)
     keep_fp32: list[str] = field(default_factory=list)  # filled in: the excluded node names
+    # --equalize-head POWER: cross-layer equalization of the head convolution's input channels
+    # before calibration (int8_head.py); 0 = off
+    equalize_head: float = 0.0
+    # --integer-head PARTS: the head convolution as an int8 GEMM with int32 sums and an fp32 output,
+    # PARTS int8 weight parts (1: 8-bit weights, 2: 16-bit as two int8 numbers); 0 = fp32 Conv
+    integer_head: int = 0
+    integer_nodes: list[str] = field(default_factory=list)  # filled in: the convolutions so rewritten
+    # --head-input-clip mse: the head convolution's input (and the ReLUs concatenated into it)
+    # quantized over the range of least squared error on the calibration frames, not their maximum
+    head_input_clip: str = "max"
+    head_input_range: dict[str, float] = field(default_factory=dict)  # filled in: tensor -> rmax
 
 
 # ------------------------------------------------------------------------- graph analysis
@@ -266,7 +281,7 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     # absolute: the pre-processing step below runs in a scratch working directory
-    out = Path(out).resolve()
+    out, fp32 = Path(out).resolve(), Path(fp32).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     source_meta = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
     tmp_pre = out.with_name(f".{out.name}.{os.getpid()}.pre.onnx")
@@ -278,14 +293,49 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
         # sym_shape_infer_temp.onnx and its external data into the current directory.
         with tempfile.TemporaryDirectory(prefix="quant_pre.") as scratch, contextlib.chdir(scratch):
             try:
-                quant_pre_process(str(fp32.resolve()), str(tmp_pre.resolve()))
+                quant_pre_process(str(fp32), str(tmp_pre))
             except Exception:  # noqa: BLE001 - ORT raises a bare Exception when symbolic inference is incomplete
                 # It gives up on some graphs (a searched net's channel shuffle and nearest
                 # up-sampling); ONNX's own shape inference suffices for quantize_static.
-                quant_pre_process(str(fp32.resolve()), str(tmp_pre.resolve()), skip_symbolic_shape=True)
+                quant_pre_process(str(fp32), str(tmp_pre), skip_symbolic_shape=True)
         pre = onnx.load(str(tmp_pre))
-        keep, _ = fp32_nodes(pre, head_conv=options.head_conv_fp32, first_conv=options.first_conv_fp32,
-                             layer_prefixes=layer_prefixes or ())
+        keep, groups = fp32_nodes(pre, head_conv=options.head_conv_fp32, first_conv=options.first_conv_fp32,
+                                  layer_prefixes=layer_prefixes or ())
+        op_of = {n.name: n.op_type for n in pre.graph.node}
+        head_convs = [name for name in groups["head"] if op_of[name] == "Conv"]
+        if (options.equalize_head or options.integer_head) and not (options.head_conv_fp32 and head_convs):
+            raise ValueError("--equalize-head / --integer-head rewrite the head convolution, which must be kept "
+                             "out of static quantization (not with --int8-head-conv)")
+        by_name = {n.name: n for n in pre.graph.node}
+        if options.equalize_head:
+            from .int8_head import channel_ranges, equalize_head_inputs
+
+            for head in head_convs:
+                ranges = channel_ranges(pre.SerializeToString(), by_name[head].input[0], batches)
+                equalize_head_inputs(pre, head, ranges, options.equalize_head)
+        overrides = {}
+        clip_fraction = _clip_fraction(options.head_input_clip)
+        if options.head_input_clip in ("mse", "output") or clip_fraction is not None:
+            from .int8_head import head_input_tensors, mse_clip, output_aware_clip, tensor_statistics, tensor_values
+
+            for head in head_convs:
+                if clip_fraction is not None:
+                    ranges = tensor_statistics(pre.SerializeToString(), by_name[head].input[0], batches)[0]
+                    rmax = clip_fraction * float(ranges.max())
+                elif options.head_input_clip == "mse":
+                    _, values = tensor_statistics(pre.SerializeToString(), by_name[head].input[0], batches,
+                                                  sample=2_000_000)
+                    rmax = mse_clip(values)
+                else:  # 8 of the calibration frames, spread over them, hold the head's inputs in memory
+                    inputs = tensor_values(pre.SerializeToString(), by_name[head].input[0],
+                                           list(batches)[::max(len(batches) // 8, 1)][:8])
+                    rmax = output_aware_clip(pre, head, inputs)
+                for tensor in head_input_tensors(pre, head):
+                    # numpy scalars: ORT reads .dtype from the override values
+                    overrides[tensor] = [{"rmin": np.float32(0.0), "rmax": np.float32(rmax)}]
+                    options.head_input_range[tensor] = round(rmax, 4)
+        elif options.head_input_clip != "max":
+            raise ValueError(f"head input clip {options.head_input_clip!r}: 'max', 'mse', 'output' or a fraction in (0, 1]")
         onnx.save(pre, str(tmp_pre))  # with the node names fp32_nodes may have filled in
         input_name = pre.graph.input[0].name
         options.keep_fp32 = keep
@@ -296,11 +346,17 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
             activation_type=types[options.activation_type], weight_type=types[options.weight_type],
             nodes_to_exclude=keep, calibrate_method=methods[options.method],
             extra_options={"ActivationSymmetric": options.activation_type == "int8", "WeightSymmetric": True,
+                           **({"TensorQuantOverrides": overrides} if overrides else {}),
                            # MinMax folds the ranges every few frames instead of holding every
                            # intermediate tensor of every frame (GBs for SqueezeDet at 1242x375)
                            **({"CalibStridedMinMax": _stride(len(batches))} if options.method == "minmax"
                               else {})})
         model = onnx.load(str(tmp_out))
+        if options.integer_head:
+            from .int8_head import integer_accumulate
+
+            options.integer_nodes = integer_accumulate(model, head_convs, options.integer_head)
+            options.keep_fp32 = [name for name in keep if name not in options.integer_nodes]
         del model.metadata_props[:]
         for key, value in {**source_meta, **(metadata or {})}.items():
             entry = model.metadata_props.add()
@@ -313,6 +369,17 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
         for extra in out.parent.glob(f".{out.name}.{os.getpid()}*"):  # augmented-model leftovers
             extra.unlink(missing_ok=True)
     return options
+
+
+def _clip_fraction(clip: str) -> float | None:
+    """--head-input-clip as a fraction of the calibration maximum ('0.25'), or None for a method name."""
+    try:
+        fraction = float(clip)
+    except ValueError:
+        return None
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"head input clip {clip}: a fraction of the calibration maximum must be in (0, 1]")
+    return fraction
 
 
 def ensure_fp32_onnx(spec: ModelSpec, weights: Path) -> Path:
@@ -391,6 +458,9 @@ def int8_manifest(spec: ModelSpec, out: Path, weights: Path, source_sha: str, fo
                          "weights": options.weight_type, "activations": options.activation_type,
                          "reduce_range": options.reduce_range, "head_conv_fp32": options.head_conv_fp32,
                          "first_conv_fp32": options.first_conv_fp32, "fp32_layers": list(options.fp32_layers),
+                         "equalize_head": options.equalize_head, "integer_head": options.integer_head,
+                         "integer_nodes": list(options.integer_nodes),
+                         "head_input_clip": options.head_input_clip, "head_input_range": dict(options.head_input_range),
                          "kept_fp32": options.keep_fp32},
         "metrics": {},  # not measured here: det eval / seg eval against fp32, tables in docs/performance.md
         "latency_ms": {},
@@ -407,5 +477,8 @@ def summary_line(manifest: dict) -> str:
             f"in {manifest['seconds']:.0f} s; calibration {c['count']} synthetic frames from {c['set']} "
             f"({c['method']}); {q['format']}, {'per-channel ' if q['per_channel'] else ''}{q['weights']} weights, "
             f"{q['activations']} activations; {len(q['kept_fp32'])} nodes kept fp32"
-            + (f" (layers {', '.join(q['fp32_layers'])})" if q.get("fp32_layers") else ""))
+            + (f" (layers {', '.join(q['fp32_layers'])})" if q.get("fp32_layers") else "")
+            + (f"; head input equalized (power {q['equalize_head']})" if q.get("equalize_head") else "")
+            + (f"; int8 GEMM with fp32 output ({q['integer_head']} weight part(s)): {', '.join(q['integer_nodes'])}"
+               if q.get("integer_head") else ""))
 
