@@ -283,3 +283,27 @@ def test_preprocess_of_a_model_sized_frame_equals_the_letterboxed_path():
     assert lb == lb_ref and np.array_equal(batch[0], normalise(canvas))
     other, lb_other = preprocess(img, 80, 48)  # another size still goes through the letterbox
     assert other.shape == (1, 3, 48, 80) and lb_other.scale == 1.0
+
+
+def test_perfect_detector_ceiling_counts_the_boxes_nms_must_suppress(tmp_path):
+    """The overfit check's ceiling: the true boxes as detections through the decoder's NMS. A car
+    hidden behind a taller one by more than the NMS overlap is lost, and the ceiling drops."""
+    from squeeze_perception.kitti.labels import read_labels
+    from squeeze_perception.offline.detection.train import perfect_detector_ap
+
+    def frame(lines):
+        path = tmp_path / f"{len(list(tmp_path.iterdir())):06d}.txt"
+        path.write_text("".join(f"Car 0.00 0 0.0 {u0} {v0} {u1} {v1} 1.5 1.6 3.9 0 1.6 20 0\n"
+                                for u0, v0, u1, v1 in lines))
+        return type("Sample", (), {"labels": lambda self, p=path: read_labels(p)})()
+
+    apart = [frame([(100 + 60 * i, 150, 150 + 60 * i, 200) for i in range(5)]) for _ in range(10)]
+    clean = perfect_detector_ap(apart)
+    assert clean["suppressed"] == 0
+    assert clean["per_class"]["car"]["moderate"]["ap"] == pytest.approx(100.0)
+    # frame 0 now also holds a car mostly behind the first one (IoU 0.56 > 0.4), slightly shorter
+    hidden = [frame([(100 + 60 * i, 150, 150 + 60 * i, 200) for i in range(5)] + [(120, 152, 150, 199)])] + apart[1:]
+    ceiling = perfect_detector_ap(hidden)
+    assert ceiling["suppressed"] == 1
+    assert ceiling["per_class"]["car"]["moderate"]["ap"] < 100.0
+    assert perfect_detector_ap(hidden, nms_iou=0.7)["suppressed"] == 0

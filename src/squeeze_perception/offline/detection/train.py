@@ -406,6 +406,38 @@ def select_overfit_frames(split_dir: str | Path, n: int = 8) -> list:
     return ranked[:n]
 
 
+def perfect_detector_ap(samples, nms_iou: float = 0.4) -> dict:
+    """What a detector that outputs exactly the true boxes would score on `samples` after the
+    decoder's per-class NMS at `nms_iou` (taller boxes ranked first, as nearer objects are):
+    the ceiling of the overfit check on these frames. A true box that overlaps a taller one of
+    its class by more than `nms_iou` is suppressed however well it is learnt. Returns the
+    evaluation dict of `evaluate` plus "suppressed" (true boxes NMS removed)."""
+    from ...detection.decode import nms
+    from ...interfaces import DETECTION_DTYPE
+    from .evaluation import evaluate
+
+    class_ids = {"Car": 1, "Pedestrian": 2, "Cyclist": 3}
+    dets, labels, suppressed = [], [], 0
+    for sample in samples:
+        frame_labels = sample.labels()
+        rows = [lab for lab in frame_labels if lab.type in class_ids]
+        table = np.zeros(len(rows), DETECTION_DTYPE)
+        for i, lab in enumerate(rows):
+            table[i]["u_min"], table[i]["v_min"], table[i]["u_max"], table[i]["v_max"] = lab.bbox
+            table[i]["score"] = (lab.bbox[3] - lab.bbox[1]) / 1000.0
+            table[i]["class_id"] = class_ids[lab.type]
+        keep: list[int] = []
+        for c in class_ids.values():
+            members = np.flatnonzero(table["class_id"] == c)
+            if len(members):
+                boxes = np.stack([table[k][members] for k in ("u_min", "v_min", "u_max", "v_max")], 1)
+                keep += list(members[nms(boxes, table["score"][members], nms_iou)])
+        suppressed += len(table) - len(keep)
+        dets.append(table[sorted(keep)])
+        labels.append(frame_labels)
+    return {**evaluate(dets, labels), "suppressed": suppressed}
+
+
 def evaluate_module(module, samples, precision: str = "fp32", top_k: int = 64, nms_iou: float = 0.4) -> dict:
     """AP of an in-training module on labelled frames, through the same letterbox, decoding and
     evaluation as `det eval` (dropout off; the module is left in eval mode)."""
