@@ -267,3 +267,49 @@ def test_model_card_states_the_protocol_counts_and_na(tmp_path, monkeypatch):
     card = (tmp_path / "toy.md").read_text()
     assert "Protocol:" in card and "label_points" in card
     assert "| real_lidar_2d | 1 | 50.0 (1 pts) | n/a (0 pts) | 100.0 (1 pts) |" in card
+
+
+def test_grids_scored_as_the_thesis_does_and_after_the_pipelines_ground_stage(tmp_path):
+    """evaluate_grids: network + CRF labels (thesis protocol) and, with `with_ground`, the labels
+    the node publishes, where object-labelled cells on the fitted road become background. A
+    "network" that calls every cell car: the ground stage takes the road cells back, the car
+    block stays."""
+    from squeeze_perception.offline.segmentation.evaluation import evaluate_grids
+    from squeeze_perception.segmentation.pipeline import SegmentationPipeline
+
+    class EverythingIsCar(SegmentationPipeline):
+        def __init__(self):  # the ground stage's settings only; no network is loaded
+            self.ground_removal, self.ground_threshold, self.ground_max_slope = True, 0.15, 15.0
+
+        def network_input(self, views):
+            return np.stack([v.grid.transpose(2, 0, 1) for v in views])
+
+        def run_network(self, batch):
+            logits = np.zeros((len(batch), 4, *batch.shape[2:]), np.float32)
+            logits[:, 1] = 1.0
+            return logits
+
+        def run_crf(self, logits, batch):
+            return logits
+
+    rng = np.random.default_rng(0)
+    grid = np.zeros((64, 512, 6), np.float32)
+    rows, cols = np.mgrid[20:64, 0:512]
+    dist = 4.0 + (63 - rows) * 1.5  # road returns, farther up the image
+    az = np.radians((cols - 256) * 90 / 512)
+    grid[20:64, :, 0], grid[20:64, :, 1] = dist * np.cos(az), dist * np.sin(az)
+    grid[20:64, :, 2] = -1.73 + rng.normal(0, 0.02, dist.shape)
+    grid[20:64, :, 4] = dist
+    grid[20:64, :, 3] = 0.3
+    car = (slice(30, 44), slice(240, 272))  # a car block standing on the road: 1 m above it
+    grid[car + (2,)] = -0.7
+    grid[car + (5,)] = 1
+    path = tmp_path / "000000.npy"
+    np.save(path, grid)
+    with_ground = SegCounts()
+    plain = evaluate_grids(EverythingIsCar(), [path], progress=False, with_ground=with_ground)
+    n_car, n_all = 14 * 32, 44 * 512
+    assert plain.class_level()["P"][1] == pytest.approx(n_car / n_all)  # every road cell a false car
+    assert with_ground.class_level()["R"][1] == pytest.approx(1.0)  # the car above the road stays
+    assert with_ground.class_level()["P"][1] > 0.9
+    assert evaluate_grids(EverythingIsCar(), [path], progress=False).tp.tolist() == plain.tp.tolist()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -254,8 +255,13 @@ def model_meta(weights: Path) -> dict:
         return {}
 
 
-def evaluate_grids(pipeline, files: list[Path], renderer=None, progress: bool = True) -> SegCounts:
-    """Class-level metrics on lidar_2d grids, cell-wise over cells with a return."""
+def evaluate_grids(pipeline, files: list[Path], renderer=None, progress: bool = True,
+                   with_ground: SegCounts | None = None) -> SegCounts:
+    """Class-level metrics on lidar_2d grids, cell-wise over cells with a return: the network and
+    the CRF, as the thesis's Tables 6.1 / 6.2 score them. `with_ground`: also count, into it,
+    the labels after the pipeline's ground stage (`SegmentationPipeline.remove_ground`, its
+    threshold and slope: object-labelled cells on the fitted ground become background), which
+    is what the node publishes."""
     import torch
     from tqdm import tqdm
 
@@ -271,7 +277,12 @@ def evaluate_grids(pipeline, files: list[Path], renderer=None, progress: bool = 
             batch = apply_rendered_intensity(renderer, torch.from_numpy(batch)).numpy()
         logits = pipeline.run_crf(pipeline.run_network(batch), batch)
         valid = grid[..., 4] > 0
-        counts.add_class_level(logits[0].argmax(0)[valid], grid[..., 5].astype(np.int64)[valid])
+        pred, gt = logits[0].argmax(0)[valid], grid[..., 5].astype(np.int64)[valid]
+        counts.add_class_level(pred, gt)
+        if with_ground is not None:
+            cells = grid[..., :3][valid].astype(np.float64)
+            pipeline.remove_ground(cells, np.ones(len(cells), bool), pred, SimpleNamespace())
+            with_ground.add_class_level(pred, gt)
     return counts
 
 
