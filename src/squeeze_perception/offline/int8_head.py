@@ -1,7 +1,8 @@
-"""Two graph rewrites that let a detector's last layers run in int8 without their accuracy loss.
+"""Graph rewrites and a range choice that let a detector's last layers run in int8 without their
+accuracy loss.
 
-Used by `offline quantize-int8 --equalize-head POWER --integer-head PARTS` (quantize.py); the
-measurements that chose them are in docs/performance.md ("int8 head").
+Used by `offline quantize-int8 --equalize-head POWER --integer-head PARTS --head-input-clip ...`
+(quantize.py); the measurements that chose them are in docs/performance.md ("int8 head").
 
 Why they exist. SqueezeDet's ConvDet writes box deltas (through exp), confidences and class
 logits into one tensor: an 8-bit output step there collapses AP, so static quantization kept it
@@ -22,8 +23,11 @@ car AP. Those fp32 layers were half of the int8 graph's run time.
   ONNX `ConvInteger` would say the same in one node, but ONNX Runtime's CPU kernel for it ran a
   3x3 ConvDet in 61 ms against 5.4 ms for this form (same int32 result, tested), so it is
   deliberately not used. With `weight_parts=2` every weight is the sum of two int8 numbers (the
-  second is the residual at 1/256 of the first's step): 16-bit weights at twice the GEMM work,
-  for a layer whose 8-bit weights alone cost 2 points of car AP.
+  second is the residual at 1/256 of the first's step): 16-bit weights at twice the GEMM work;
+  on SqueezeDet one part scored as well as two, so the shipped file uses one.
+* The head's uint8 input range (`mse_clip`, `output_aware_clip`, or a fraction of the calibration
+  maximum in quantize.py): a ReLU output with a long tail leaves most values a few steps wide
+  under MinMax.
 """
 from __future__ import annotations
 
