@@ -162,3 +162,27 @@ def test_running_mean_places_each_window_at_its_last_step_and_caps_the_window(tm
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "loss": 1.0}\n')
     assert read_log(log) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
+
+
+def test_run_steps_stops_when_the_evaluation_reaches_its_target_and_checkpoints_there(tmp_path):
+    """after_step returning True ends the run "by target" with a checkpoint at that step (the
+    overfit check trains until AP >= 90); falsy returns run every step, as before."""
+    from squeeze_perception.offline.training import Progress, TimeBudget, run_steps
+
+    cfg = TrainConfig(checkpoint_every=100, log_every=100)
+    saves = []
+
+    def run(target_at):
+        saves.clear()
+        bar = Progress("t", 20, 0, tmp_path / f"log{target_at}.jsonl", fresh=True, enabled=False)
+        try:
+            return run_steps(lambda d: {"step": d + 1, "loss": 1.0}, done=0, until=20, budget=TimeBudget(), progress=bar,
+                             cfg=cfg, save=saves.append, after_step=lambda rec, ending: rec["step"] == target_at)
+        finally:
+            bar.close()
+
+    stopped = run(7)
+    assert (stopped.done, stopped.stopped_by, stopped.last["step"]) == (7, "target", 7)
+    assert saves == [True]  # one checkpoint, at the step that reached the target
+    full = run(0)
+    assert (full.done, full.stopped_by) == (20, "steps") and saves == [True]

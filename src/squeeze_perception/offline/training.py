@@ -281,28 +281,30 @@ class Progress:
 @dataclass
 class StepsDone:
     done: int  # steps of this call's range done (its `until` when it ran to the end)
-    stopped_by: str  # "steps" | "minutes"
+    stopped_by: str  # "steps" | "minutes" | "target" (after_step said its target was reached)
     last: dict  # the last step's record
 
 
 def run_steps(step_fn: Callable[[int], dict], *, done: int, until: int, budget: TimeBudget, progress: Progress,
               cfg: TrainConfig, save: Callable[[bool], None],
-              after_step: Callable[[dict, bool], None] | None = None) -> StepsDone:
+              after_step: Callable[[dict, bool], bool | None] | None = None) -> StepsDone:
     """Call step_fn(done) until `until` steps are done or the budget is spent. step_fn makes one
     optimiser step and returns its log record ({"step": the run's step count, "loss": ...}).
     The record goes to the log every cfg.log_every run steps and at the end; after_step(record,
-    ending) may evaluate; save(ending) checkpoints every cfg.checkpoint_every run steps and at
-    the end (the last step, or the budget spent)."""
+    ending) may evaluate, and stops the run by returning True (a target reached: the run is
+    checkpointed and ends "by target"); save(ending) checkpoints every cfg.checkpoint_every run
+    steps and at the end (the last step, the budget spent, or the target)."""
     last: dict = {}
     while done < until and not budget.spent():
         last = step_fn(done)
         done += 1
         ending = done >= until or budget.spent()
         progress.step(last, write=last["step"] % cfg.log_every == 0 or ending)
-        if after_step is not None:
-            after_step(last, ending)
-        if last["step"] % cfg.checkpoint_every == 0 or ending:
-            save(ending)
+        reached = bool(after_step(last, ending)) if after_step is not None else False
+        if last["step"] % cfg.checkpoint_every == 0 or ending or reached:
+            save(ending or reached)
+        if reached:
+            return StepsDone(done, "target", last)
     return StepsDone(done, "steps" if done >= until else "minutes", last)
 
 

@@ -73,6 +73,10 @@ class DetTrainConfig(TrainConfig):
     eval_dir: str = ""
     eval_every: int = 0
     eval_limit: int = 50
+    eval_precision: str = ""  # "" = the training precision; the overfit check scores in fp32
+    # Stop as soon as an evaluation's car AP(moderate) reaches this (the overfit check: "train
+    # until AP >= 90"); 0 = run all steps
+    stop_at_car_ap: float = 0.0
     # Style alignment to a target camera (issue 9, unsupervised adaptation; style.py): with this
     # probability a training crop's luminance histogram is matched to that of one random
     # unlabelled image under `style_images` (folders of PNGs; no label is ever read).
@@ -364,13 +368,17 @@ def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
         return {"step": step, "loss": float(loss.detach()), **parts, "lr": lr_at(step - 1),
                 "objects": int(sum(len(t.labels) for t in targets)), "elapsed_s": round(budget.elapsed_s(), 1)}
 
-    def held_out_ap(record: dict, ending: bool) -> None:
+    def held_out_ap(record: dict, ending: bool) -> bool:
+        """Evaluate on the eval frames when due; True when the AP target is reached (stops the run)."""
         if eval_samples and cfg.eval_every and (step % cfg.eval_every == 0 or ending):
-            ev = evaluate_module(module, eval_samples, precision=cfg.precision)
+            ev = evaluate_module(module, eval_samples, precision=cfg.eval_precision or cfg.precision)
             module.train()
             bar.write({"step": step, "eval": ev, "elapsed_s": round(budget.elapsed_s(), 1)})
             bar.note(f"step {step}: held-out AP(moderate, 40-pt) car {ev['car_moderate_ap40']}, "
                      f"mean {ev['map40_moderate']}, recall@64 {ev['recall_at_64']:.2f}")
+            car = ev["car_moderate_ap40"]
+            return bool(cfg.stop_at_car_ap) and car is not None and car >= cfg.stop_at_car_ap
+        return False
 
     def checkpoint(ending: bool) -> None:
         save(final=step >= cfg.steps)
