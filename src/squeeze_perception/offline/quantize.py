@@ -83,8 +83,9 @@ class QuantOptions:
     # PARTS int8 weight parts (1: 8-bit weights, 2: 16-bit as two int8 numbers); 0 = fp32 Conv
     integer_head: int = 0
     integer_nodes: list[str] = field(default_factory=list)  # filled in: the convolutions so rewritten
-    # --head-input-clip mse: the head convolution's input (and the ReLUs concatenated into it)
-    # quantized over the range of least squared error on the calibration frames, not their maximum
+    # --head-input-clip: the uint8 range of the head convolution's input (and of the ReLUs
+    # concatenated into it): "max" (MinMax), "mse" / "output" (least squared error of that input /
+    # of the head's output on the calibration frames) or a fraction of the calibration maximum
     head_input_clip: str = "max"
     head_input_range: dict[str, float] = field(default_factory=dict)  # filled in: tensor -> rmax
 
@@ -313,29 +314,7 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
             for head in head_convs:
                 ranges = channel_ranges(pre.SerializeToString(), by_name[head].input[0], batches)
                 equalize_head_inputs(pre, head, ranges, options.equalize_head)
-        overrides = {}
-        clip_fraction = _clip_fraction(options.head_input_clip)
-        if options.head_input_clip in ("mse", "output") or clip_fraction is not None:
-            from .int8_head import head_input_tensors, mse_clip, output_aware_clip, tensor_statistics, tensor_values
-
-            for head in head_convs:
-                if clip_fraction is not None:
-                    ranges = tensor_statistics(pre.SerializeToString(), by_name[head].input[0], batches)[0]
-                    rmax = clip_fraction * float(ranges.max())
-                elif options.head_input_clip == "mse":
-                    _, values = tensor_statistics(pre.SerializeToString(), by_name[head].input[0], batches,
-                                                  sample=2_000_000)
-                    rmax = mse_clip(values)
-                else:  # 8 of the calibration frames, spread over them, hold the head's inputs in memory
-                    inputs = tensor_values(pre.SerializeToString(), by_name[head].input[0],
-                                           list(batches)[::max(len(batches) // 8, 1)][:8])
-                    rmax = output_aware_clip(pre, head, inputs)
-                for tensor in head_input_tensors(pre, head):
-                    # numpy scalars: ORT reads .dtype from the override values
-                    overrides[tensor] = [{"rmin": np.float32(0.0), "rmax": np.float32(rmax)}]
-                    options.head_input_range[tensor] = round(rmax, 4)
-        elif options.head_input_clip != "max":
-            raise ValueError(f"head input clip {options.head_input_clip!r}: 'max', 'mse', 'output' or a fraction in (0, 1]")
+        overrides = _head_input_overrides(pre, head_convs, batches, options)
         onnx.save(pre, str(tmp_pre))  # with the node names fp32_nodes may have filled in
         input_name = pre.graph.input[0].name
         options.keep_fp32 = keep
@@ -369,6 +348,36 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
         for extra in out.parent.glob(f".{out.name}.{os.getpid()}*"):  # augmented-model leftovers
             extra.unlink(missing_ok=True)
     return options
+
+
+def _head_input_overrides(model, head_convs: Sequence[str], batches: Sequence[np.ndarray],
+                          options: QuantOptions) -> dict:
+    """ORT's TensorQuantOverrides for the head convolutions' uint8 input (and the ReLUs a Concat
+    joins into it) by options.head_input_clip: 'max' (none: MinMax), 'mse', 'output' or a
+    fraction of the calibration maximum (int8_head.py). Records the ranges in the options."""
+    clip_fraction = _clip_fraction(options.head_input_clip)
+    if options.head_input_clip == "max":
+        return {}
+    if options.head_input_clip not in ("mse", "output") and clip_fraction is None:
+        raise ValueError(f"head input clip {options.head_input_clip!r}: 'max', 'mse', 'output' or a fraction in (0, 1]")
+    from .int8_head import head_input_tensors, mse_clip, output_aware_clip, tensor_statistics, tensor_values
+
+    by_name = {n.name: n for n in model.graph.node}
+    overrides = {}
+    for head in head_convs:
+        tensor_in, graph = by_name[head].input[0], model.SerializeToString()
+        if clip_fraction is not None:
+            rmax = clip_fraction * float(tensor_statistics(graph, tensor_in, batches)[0].max())
+        elif options.head_input_clip == "mse":
+            rmax = mse_clip(tensor_statistics(graph, tensor_in, batches, sample=2_000_000)[1])
+        else:  # 8 of the calibration frames, spread over them: their head inputs are held in memory
+            rmax = output_aware_clip(model, head, tensor_values(graph, tensor_in,
+                                                                list(batches)[::max(len(batches) // 8, 1)][:8]))
+        for tensor in head_input_tensors(model, head):
+            # numpy scalars: ORT reads .dtype from the override values
+            overrides[tensor] = [{"rmin": np.float32(0.0), "rmax": np.float32(rmax)}]
+            options.head_input_range[tensor] = round(rmax, 4)
+    return overrides
 
 
 def _clip_fraction(clip: str) -> float | None:
