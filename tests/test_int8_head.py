@@ -1,7 +1,8 @@
 """offline/int8_head.py: the head convolution's int8 rewrites (cross-layer equalization of its
 input channels; the int8 GEMM with int32 sums and an fp32 output; the clip of its uint8 input)
 on a small fire-module-shaped network exported here, and `quantize-int8 --integer-head` end to
-end on the tiny segmentation model of tests/test_backend_int8.py."""
+end on the tiny segmentation model of tests/test_backend_int8.py; offline/int8_deconv.py: the
+width-doubling transposed convolution as a convolution + interleave, the same function."""
 from __future__ import annotations
 
 import json
@@ -238,3 +239,70 @@ def test_quantize_command_with_an_integer_head_and_a_clip_fraction(tiny, capsys)
     assert "(0, 1]" in capsys.readouterr().err
     assert _quantize(calib, "--integer-head", "1", "--int8-head-conv") == 1
     assert "kept out of static quantization" in capsys.readouterr().err
+
+
+class WidthDoubler(torch.nn.Module):
+    """SqueezeSegV2's decoder step: a 1x4 transposed convolution, stride 1x2, padding 1 on the
+    width, then batch norm and ReLU, between two ordinary convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.up = torch.nn.ConvTranspose2d(8, 6, (1, 4), stride=(1, 2), padding=(0, 1))
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.head = torch.nn.Conv2d(6, 4, 1)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.up(torch.relu(self.enc(x))))))
+
+
+@pytest.mark.parametrize("fold_batchnorm", [False, True])
+def test_deconv_as_conv_is_the_same_function(tmp_path, fold_batchnorm):
+    """Raw export (ConvTranspose -> BatchNormalization -> Relu) and after ORT's pre-processing
+    folds the batch norm (ConvTranspose -> Relu, the ReLU then moves before the interleave)."""
+    import onnx
+
+    from squeeze_perception.offline.int8_deconv import deconv_as_conv
+
+    torch.manual_seed(1)
+    net = WidthDoubler().eval()
+    path = tmp_path / "up.onnx"
+    torch.onnx.export(net, torch.randn(1, 3, 5, 16), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)
+    if fold_batchnorm:
+        from squeeze_perception.backends import import_onnxruntime
+
+        import_onnxruntime()
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        quant_pre_process(str(path), str(tmp_path / "pre.onnx"))
+        path = tmp_path / "pre.onnx"
+    model = onnx.load(str(path))
+    assert "BatchNormalization" in {n.op_type for n in model.graph.node} or fold_batchnorm
+    assert len(deconv_as_conv(model)) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("Transpose") == 1
+    if fold_batchnorm:  # Conv -> Relu next to each other: the quantizer fuses them
+        after = {n.input[0]: n.op_type for n in model.graph.node}
+        phases = next(n for n in model.graph.node if n.name.endswith("/phases"))
+        assert after[phases.output[0]] == "Relu"
+    x = np.random.default_rng(2).normal(size=(2, 3, 5, 16)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    assert np.allclose(_run(model, x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_deconv_as_conv_leaves_other_transposed_convolutions_alone():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from squeeze_perception.offline.int8_deconv import deconv_as_conv
+
+    w = numpy_helper.from_array(np.ones((2, 2, 1, 3), np.float32), "w")
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[1, 3], strides=[1, 2], name="t")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph)
+    assert deconv_as_conv(model) == [] and [n.op_type for n in model.graph.node] == ["ConvTranspose"]

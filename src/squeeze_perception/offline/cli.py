@@ -225,6 +225,9 @@ def _quantize_int8(argv: list[str], command: str) -> int:
                          "with the least squared error of the input, or of the head's output against fp32 (on the "
                          "calibration frames), or FRACTION (0-1] of the calibration maximum (chosen on a "
                          "validation split, docs/performance.md)")
+    ap.add_argument("--deconv-as-conv", action="store_true",
+                    help="rewrite the width-doubling transposed convolutions (SqueezeSeg's decoder; no int8 CPU "
+                         "kernel) as a convolution + interleave, so they run in int8")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads (export, calibration)")
     args = ap.parse_args(argv)
     if (args.weights or args.out) and len(args.model) != 1:
@@ -241,7 +244,7 @@ def _quantize_int8(argv: list[str], command: str) -> int:
                             head_conv_fp32=not args.int8_head_conv, first_conv_fp32=args.fp32_first_conv,
                             fp32_layers=[x.strip() for x in args.fp32_layers.split(",") if x.strip()],
                             equalize_head=args.equalize_head, integer_head=args.integer_head,
-                            head_input_clip=args.head_input_clip)
+                            head_input_clip=args.head_input_clip, deconv_as_conv=args.deconv_as_conv)
         try:
             manifest = quantize_model(name, args.calib_frames, weights=args.weights or None, out=args.out or None,
                                       calib_dir=args.calib_dir or None, options=opts, command=command)

@@ -88,6 +88,10 @@ class QuantOptions:
     # of the head's output on the calibration frames) or a fraction of the calibration maximum
     head_input_clip: str = "max"
     head_input_range: dict[str, float] = field(default_factory=dict)  # filled in: tensor -> rmax
+    # --deconv-as-conv: width-doubling ConvTranspose layers (no int8 CPU kernel in ORT) rewritten
+    # as convolutions + an interleave before quantization (int8_deconv.py)
+    deconv_as_conv: bool = False
+    deconv_nodes: list[str] = field(default_factory=list)  # filled in: the layers so rewritten
 
 
 # ------------------------------------------------------------------------- graph analysis
@@ -300,6 +304,10 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
                 # up-sampling); ONNX's own shape inference suffices for quantize_static.
                 quant_pre_process(str(fp32), str(tmp_pre), skip_symbolic_shape=True)
         pre = onnx.load(str(tmp_pre))
+        if options.deconv_as_conv:
+            from .int8_deconv import deconv_as_conv
+
+            options.deconv_nodes = deconv_as_conv(pre)
         keep, groups = fp32_nodes(pre, head_conv=options.head_conv_fp32, first_conv=options.first_conv_fp32,
                                   layer_prefixes=layer_prefixes or ())
         op_of = {n.name: n.op_type for n in pre.graph.node}
@@ -470,6 +478,7 @@ def int8_manifest(spec: ModelSpec, out: Path, weights: Path, source_sha: str, fo
                          "equalize_head": options.equalize_head, "integer_head": options.integer_head,
                          "integer_nodes": list(options.integer_nodes),
                          "head_input_clip": options.head_input_clip, "head_input_range": dict(options.head_input_range),
+                         "deconv_as_conv": options.deconv_as_conv, "deconv_nodes": list(options.deconv_nodes),
                          "kept_fp32": options.keep_fp32},
         "metrics": {},  # not measured here: det eval / seg eval against fp32, tables in docs/performance.md
         "latency_ms": {},
