@@ -187,5 +187,7 @@ def test_seg_eval_reports_w4a4_against_its_fp32_by_name(tmp_path, models):
     assert main(["eval", "--models", "diracdeltaseg,diracdeltaseg_fp32", "--datasets", "synth_lidar_2d",
                  "--synth", str(synth), "--backend", "torch", "--out", str(tmp_path / "eval.json")]) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
-    assert set(results) == {"diracdeltaseg", "diracdeltaseg_fp32"}
+    # each model's row, and the same grids after the pipeline's ground stage (what the node publishes)
+    assert set(results) == {"diracdeltaseg", "diracdeltaseg_fp32", "diracdeltaseg + ground removal",
+                            "diracdeltaseg_fp32 + ground removal"}
     assert all(r["synth_lidar_2d"]["frames"] == 1 for r in results.values())
