@@ -267,6 +267,15 @@ def test_model_card_states_the_protocol_counts_and_na(tmp_path, monkeypatch):
     card = (tmp_path / "toy.md").read_text()
     assert "Protocol:" in card and "label_points" in card
     assert "| real_lidar_2d | 1 | 50.0 (1 pts) | n/a (0 pts) | 100.0 (1 pts) |" in card
+    assert "ground stage" not in card
+    g = SegCounts()  # after the ground stage the false car point is background: car IoU 100
+    g.add_class_level(np.array([1, 0, 0, 3]), np.array([1, 0, 0, 3]))
+    (tmp_path / "eval.json").write_text(json.dumps({"toy": {"real_lidar_2d": counts_to_json(c)},
+                                                    "toy + ground removal": {"real_lidar_2d": counts_to_json(g)}}))
+    assert seg_cli._cards(args) == 0
+    card = (tmp_path / "toy.md").read_text()
+    assert "| real_lidar_2d + ground stage | 1 | 100.0 (1 pts) | n/a (0 pts) | 100.0 (1 pts) |" in card
+    assert "labels the node publishes" in card
 
 
 def test_grids_scored_as_the_thesis_does_and_after_the_pipelines_ground_stage(tmp_path):

@@ -342,11 +342,16 @@ def _cards(args) -> int:
             lines += ["", "## Evaluation (IoU %, `squeeze-perception seg eval`; details in docs/segmentation.md)", "",
                       SEG_EVAL_PROTOCOL, "",
                       "| data set | frames | car | pedestrian | cyclist |", "|---|---|---|---|---|"]
-            for ds, r in results[name].items():
+            grounded = results.get(f"{name} + ground removal", {})
+            for ds, r in [*results[name].items(), *((f"{ds} + ground stage", r) for ds, r in grounded.items())]:
                 counts = counts_from_json(r)
                 iou = counts.class_level()["IoU"]
                 lines.append(f"| {ds} | {r['frames']} | " + " | ".join(
                     f"{format_percent(iou[c])} ({counts.support(c)})" for c in OBJECT_CLASSES) + " |")
+            if grounded:
+                lines += ["", "Rows \"+ ground stage\": the lidar_2d grids after the pipeline's LATTE ground stage, the "
+                          "labels the node publishes (the other lidar_2d rows are network + CRF, as the thesis "
+                          "scores them; the object-scan rows run the whole pipeline)."]
         budget = ("Trained for 7.5 minutes on one GPU on 6,000 synthetic scans" if meta.get("trained_on") or
                   (meta.get("source_meta") or {}).get("train_files", 0) > 1000 else
                   "Trained for minutes on a shared 2-core CPU on a small synthetic data set")
