@@ -126,25 +126,30 @@ def channel_ranges(model_bytes: bytes, tensor: str, batches: Sequence[np.ndarray
     return tensor_statistics(model_bytes, tensor, batches, threads)[0]
 
 
+def _tensor_per_batch(model_bytes: bytes, tensor: str, batches: Sequence[np.ndarray], threads: int = 1):
+    """An intermediate fp32 tensor of the graph, batch by batch: the graph with that tensor added
+    to its outputs, run on each batch."""
+    import onnx
+
+    from ..backends import import_onnxruntime, ort_session
+
+    probe = onnx.load_from_string(model_bytes)
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    options = import_onnxruntime().SessionOptions()
+    options.intra_op_num_threads = max(threads, 1)
+    session = ort_session(probe.SerializeToString(), options)
+    name = session.get_inputs()[0].name
+    for batch in batches:
+        yield session.run([tensor], {name: batch})[0]
+
+
 def tensor_statistics(model_bytes: bytes, tensor: str, batches: Sequence[np.ndarray], threads: int = 1,
                       sample: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel maximum of an intermediate fp32 tensor (N, C, H, W) over the calibration
     batches, and `sample` of its values drawn evenly from every batch (for `mse_clip`)."""
-    import onnx
-
-    from ..backends import import_onnxruntime
-
-    ort = import_onnxruntime()
-    probe = onnx.load_from_string(model_bytes)
-    probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(threads, 1)
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
     rng = np.random.default_rng(seed)
     best, drawn = None, []
-    for batch in batches:
-        value = session.run([tensor], {name: batch})[0]
+    for value in _tensor_per_batch(model_bytes, tensor, batches, threads):
         top = value.transpose(1, 0, 2, 3).reshape(value.shape[1], -1).max(axis=1)
         best = top if best is None else np.maximum(best, top)
         if sample:
@@ -155,18 +160,7 @@ def tensor_statistics(model_bytes: bytes, tensor: str, batches: Sequence[np.ndar
 
 def tensor_values(model_bytes: bytes, tensor: str, batches: Sequence[np.ndarray], threads: int = 1) -> list[np.ndarray]:
     """An intermediate fp32 tensor's values for each batch (few batches: they are held in memory)."""
-    import onnx
-
-    from ..backends import import_onnxruntime
-
-    ort = import_onnxruntime()
-    probe = onnx.load_from_string(model_bytes)
-    probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(threads, 1)
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return [session.run([tensor], {name: batch})[0] for batch in batches]
+    return list(_tensor_per_batch(model_bytes, tensor, batches, threads))
 
 
 def mse_clip(values: np.ndarray, levels: int = 256, candidates: int = 100) -> float:
