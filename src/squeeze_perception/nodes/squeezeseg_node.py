@@ -48,6 +48,11 @@ PARAMS = [
     ParamSpec("ground_threshold", 0.15, "Height above the local ground plane (m) below which a point is ground",
               min=0.01, max=2.0),
     ParamSpec("ground_max_slope", 15.0, "Steepest ground plane accepted (deg from horizontal)", min=0.0, max=45.0),
+    ParamSpec("size_gate", True, "Reject instances longer, wider or taller above the ground than their class can be "
+              "(KITTI size statistics); their points are relabelled 0, counted as instances_rejected_<class>_<cause>"),
+    ParamSpec("size_gate_sigmas", 4.0, "Size gate: class mean + this many standard deviations", min=0.0, max=20.0),
+    ParamSpec("size_gate_slack", 0.3, "Size gate: metres added to every limit for the box fit's error",
+              min=0.0, max=10.0),
     ParamSpec("max_points", 500000, "Refuse clouds larger than this", min=1, max=10_000_000),
     ParamSpec("num_threads", 1, "Torch / ONNX Runtime threads (0 = library default: every core; 1 leaves the "
               "other core of a 2-core machine to squeezedet_node, docs/performance.md)", min=0, max=64),
@@ -64,7 +69,8 @@ def build_pipeline(p: dict):
         model=p["model"], backend=p["backend"], weights=p["weights"], fov=p["fov"], crf=p["crf"],
         cluster_eps=p["cluster_eps"], cluster_min_points=p["cluster_min_points"],
         clustering=p["clustering"], ground_removal=p["ground_removal"], ground_threshold=p["ground_threshold"],
-        ground_max_slope=p["ground_max_slope"], num_threads=p["num_threads"])
+        ground_max_slope=p["ground_max_slope"], size_gate=p["size_gate"], size_gate_sigmas=p["size_gate_sigmas"],
+        size_gate_slack=p["size_gate_slack"], num_threads=p["num_threads"])
 
 
 def mask_implausible_points(points: np.ndarray, p: dict) -> tuple[np.ndarray, dict[str, int]]:
@@ -131,6 +137,9 @@ class SqueezeSegNode(PerceptionNode):
         pl.ground_removal = self.p["ground_removal"]
         pl.ground_threshold = self.p["ground_threshold"]
         pl.ground_max_slope = self.p["ground_max_slope"]
+        pl.size_gate = self.p["size_gate"]
+        pl.size_gate_sigmas = self.p["size_gate_sigmas"]
+        pl.size_gate_slack = self.p["size_gate_slack"]
 
     # ------------------------------------------------------------------ per frame
     def on_points(self, msg: PointCloud2) -> None:
@@ -157,6 +166,7 @@ class SqueezeSegNode(PerceptionNode):
                 st.frames_processed += 1
                 st.frames_out += 1
                 st.add_processing(ms)
+            count_size_rejections(self.stats["boxfit"], result)
             # the network's energy is the frame's; its (possibly emulated) latency per stage
             self.record_inference(ctx, ("points", "network"), result.inference)
             self.publish(msg.header, cloud, points, result)
@@ -173,6 +183,15 @@ class SqueezeSegNode(PerceptionNode):
         self.markers_pub.publish(instance_markers(result.table, header))
         if self.instances3d_pub is not None:
             self.instances3d_pub.publish(instances_detection3d_array(result.table, header, self.vision_msgs))
+
+
+def count_size_rejections(stats, result) -> None:
+    """Instances the size gate rejected, counted per class and cause (`instances_rejected_car_too_long`,
+    ...) in the boxfit stage's diagnostics: filtered by design, so counted but not logged per frame."""
+    if result.size_rejected is None:
+        return
+    for row, cause in zip(result.size_rejected, result.size_rejected_causes):
+        stats.count(f"instances_rejected_{itf.CLASS_NAMES[int(row['class_id'])]}_{cause}", 1)
 
 
 def instance_markers(table: np.ndarray, header) -> MarkerArray:

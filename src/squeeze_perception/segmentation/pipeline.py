@@ -9,6 +9,11 @@ network labelled car / pedestrian / cyclist that lies less than `ground_threshol
 segment's plane is relabelled 0, so ground can never form an instance. The published labels
 are these cleaned labels (labels and instances stay consistent: no object-labelled point
 without a chance of an instance because of the ground).
+Size gate (`size_gate.py`, on by default) after the box fit: an instance longer, wider or taller
+above the ground than any object of its class (KITTI size statistics + `size_gate_sigmas`
+standard deviations + `size_gate_slack` m) is rejected, its points relabelled 0 and instance -1,
+for the same consistency; the rejected rows and their causes stay in the result
+(`size_rejected`, `size_rejected_causes`) so a node counts them. Its time is in the boxfit stage.
 Field of view: "front" projects the front 90 degrees onto 64x512 (the training layout);
 "full" covers 360 degrees as four 64x512 tiles, the cloud turned by 0, 90, 180 and 270 degrees
 so each tile looks like a front view to the network, run as one batch of four (the model
@@ -42,6 +47,11 @@ from . import constants as K
 from .boxfit import finish_boxes, heading_table, rectangle_fit
 from .clustering import CLUSTERERS, cluster_by_class
 from .ground import SegmentedGround, fit_segmented_ground
+from .size_gate import class_size_limits, gate_instances, instance_tops
+
+# The instance's "top" for the size gate: this quantile of its point heights above the ground, so
+# a few mixed returns (an edge smeared towards the wall behind) cannot reject a true object.
+SIZE_GATE_TOP_QUANTILE = 0.95
 
 STAGES = ("projection", "network", "crf", "clustering", "boxfit")
 FOVS = ("front", "full")
@@ -64,6 +74,8 @@ class SegmentationResult:
     ground: SegmentedGround | None = None  # the fitted ground (None when ground removal is off)
     ground_ms: float = 0.0  # ground fit + test, part of the clustering stage
     inference: InferenceResult | None = None  # the network call: latency, energy, emulated (outputs dropped)
+    size_rejected: np.ndarray | None = None  # INSTANCE_DTYPE rows the size gate rejected (None: gate off)
+    size_rejected_causes: list[str] = field(default_factory=list)  # size_gate.CAUSES, one per rejected row
 
     @staticmethod
     def empty(n: int = 0) -> "SegmentationResult":
@@ -121,7 +133,8 @@ class SegmentationPipeline:
     def __init__(self, model: str = "squeezesegv2", backend: str = "torch", weights: str = "",
                  fov: str = "front", crf: bool = True, cluster_eps: float = 0.3,
                  cluster_min_points: int = 20, clustering: str = "fast", ground_removal: bool = True,
-                 ground_threshold: float = 0.15, ground_max_slope: float = 15.0, num_threads: int = 0):
+                 ground_threshold: float = 0.15, ground_max_slope: float = 15.0, size_gate: bool = True,
+                 size_gate_sigmas: float = 4.0, size_gate_slack: float = 0.3, num_threads: int = 0):
         if fov not in FOVS:
             raise ValueError(f"fov must be one of {FOVS}, got '{fov}'")
         if clustering not in CLUSTERERS:
@@ -130,6 +143,7 @@ class SegmentationPipeline:
         self.cluster_eps, self.cluster_min_points = cluster_eps, cluster_min_points
         self.clustering, self.ground_removal = clustering, ground_removal
         self.ground_threshold, self.ground_max_slope = ground_threshold, ground_max_slope
+        self.size_gate, self.size_gate_sigmas, self.size_gate_slack = size_gate, size_gate_sigmas, size_gate_slack
         self.spec: ModelSpec = get_model(model, task="segmentation")
         self.class_ids = interface_class_ids(self.spec)
         check_grid_input(self.spec)
@@ -215,6 +229,28 @@ class SegmentationPipeline:
         result.ground_ms = (time.perf_counter() - t0) * 1e3
         return removed
 
+    def reject_implausible(self, p: np.ndarray, labels: np.ndarray, instances: np.ndarray, table: np.ndarray,
+                           result: SegmentationResult) -> np.ndarray:
+        """The size gate: drop the rows no object of their class could produce, relabel their points 0
+        / instance -1 in place, keep the rows and causes in `result`; returns the kept rows."""
+        result.size_rejected = table[:0]
+        if not len(table):
+            return table
+        clustered = np.flatnonzero(instances >= 0)  # a few thousand of the scan's points: work on those only
+        tops = None
+        if result.ground is not None:
+            tops = instance_tops(result.ground.height(p[clustered]), instances[clustered], table["instance_id"],
+                                 SIZE_GATE_TOP_QUANTILE)
+        keep, causes = gate_instances(table, tops, class_size_limits(self.size_gate_sigmas, self.size_gate_slack))
+        if keep.all():
+            return table
+        hit = clustered[np.isin(instances[clustered], table["instance_id"][~keep])]
+        labels[hit] = 0
+        instances[hit] = -1
+        result.size_rejected = table[~keep]
+        result.size_rejected_causes = [c for c in causes if c is not None]
+        return table[keep]
+
     def process(self, points: np.ndarray) -> SegmentationResult:
         """points: (N, >=4) float [x, y, z, intensity]; non-finite rows get label 0 / instance -1."""
         pts = np.asarray(points)
@@ -267,6 +303,8 @@ class SegmentationPipeline:
         t["clustering"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         table = boxes_for_instances(p, labels, instances, conf)
+        if self.size_gate:
+            table = self.reject_implausible(p, labels, instances, table, result)
         t["boxfit"] = (time.perf_counter() - t0) * 1e3
         result.labels[good] = labels
         result.instances[good] = instances

@@ -348,9 +348,15 @@ def ground_latency(pipeline, root: Path, repeats: int = 30) -> dict:
 
 
 # --------------------------------------------------------------------- CLI (`seg eval --instances`)
+# (variant name, ground removal, size gate): the stages after the network added one at a time; the
+# last is the node's default.
+PIPELINE_VARIANTS = (("ground removal off", False, False), ("ground removal on", True, False),
+                     ("ground removal on + size gate", True, True))
+
+
 def run_instance_eval(args) -> int:
     """`squeeze-perception seg eval --instances`: for each model of --models, the real labelled
-    object frames with ground removal off and on; table on stdout, JSON in out/seg/instances.json,
+    object frames with ground removal off, on, and on + the size gate (the node's default); table on stdout, JSON in out/seg/instances.json,
     and docs/img/seg_real_topview.png (frame 000134, first model, off vs on)."""
     import json
 
@@ -363,10 +369,10 @@ def run_instance_eval(args) -> int:
     root = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
     results, rows = {}, []
     for name in args.models.split(","):
-        for ground in (False, True):
-            key = f"{name}, ground removal {'on' if ground else 'off'}"
+        for key_stage, ground, gate in PIPELINE_VARIANTS:
+            key = f"{name}, {key_stage}"
             pl = SegmentationPipeline(name, backend=args.backend, fov="front", ground_removal=ground,
-                                      num_threads=args.threads)
+                                      size_gate=gate, num_threads=args.threads)
             results[key] = evaluate_real_instances(pl, root, args.iou_threshold)
             rows.append((key, results[key]))
             i = results[key]["instances"]
@@ -401,13 +407,15 @@ def plot_real_topview(model: str, root: Path, backend: str = "onnxruntime", thre
     calib = load_object_calib(f.calib)
     gt = [b.corners for b in gt_boxes_bev(read_labels(f.label), calib)]
     panels = []
-    for ground in (False, True):
-        res = SegmentationPipeline(model, backend=backend, ground_removal=ground, num_threads=threads).process(pts)
-        panels.append((f"ground removal {'on' if ground else 'off'}: {len(res.table)} instances", res))
+    for ground in (False, True):  # the network + CRF alone; what the node publishes (ground stage + size gate)
+        res = SegmentationPipeline(model, backend=backend, ground_removal=ground, size_gate=ground,
+                                   num_threads=threads).process(pts)
+        stages = "ground removal + size gate" if ground else "no ground removal, no size gate"
+        panels.append((f"{stages}: {len(res.table)} instances", res))
     ground_mask = panels[1][1].ground.is_ground(pts) & panels[1][1].fov_mask if panels[1][1].ground else None
     return plot_top_view_ground(pts, panels, ground_mask, gt, project_root() / "docs" / "img" / "seg_real_topview.png",
                                 f"{model} on real KITTI {frame.split('/')[-1]}: predicted classes, DBSCAN + LATTE boxes "
-                                "(solid), ground truth (dashed); right: ground (brown) removed before DBSCAN")
+                                "(solid), ground truth (dashed); right: ground (brown) removed before DBSCAN, oversized instances rejected")
 
 
 # --------------------------------------------------------------------- threshold choice on synthetic scans
@@ -434,9 +442,60 @@ def synthetic_threshold_sweep(root: Path, thresholds=(0.1, 0.15, 0.2, 0.25, 0.3,
             for t, v in tot.items()]
 
 
-if __name__ == "__main__":  # python -m squeeze_perception.offline.segmentation.instance_eval SYNTH_OBJECT_ROOT
+# --------------------------------------------------------------------- size gate check on synthetic scans
+def synthetic_size_gate_check(root: Path, model: str, backend: str = "onnxruntime", max_frames: int = 0) -> dict:
+    """What the size gate rejects on synthetic object frames with exact point labels and instance
+    ids (velodyne_labels/), front view, ground removal on: per class, rejected instances that are
+    true (at least half their points belong to one true object of their class) or false, and the
+    object-labelled points they held, true or false; also the instances kept. Used to check the
+    a-priori limits (never the real frames)."""
+    from ...kitti.labels import read_velodyne_bin
+    from ...segmentation.pipeline import SegmentationPipeline
+
+    pl = SegmentationPipeline(model, backend=backend, fov="front", ground_removal=True, size_gate=True,
+                              num_threads=1)
+    keys = ("rejected_true", "rejected_false", "kept_true", "kept_false",
+            "rejected_true_points", "rejected_false_points", "kept_true_points", "kept_false_points")
+    out = {CLASS_NAMES[c]: dict.fromkeys(keys, 0) for c in OBJECT_CLASSES}
+    causes: dict[str, int] = {}
+    files = sorted((Path(root) / "velodyne").glob("*.bin"))
+    for f in files[:max_frames or None]:
+        pts = read_velodyne_bin(f)
+        truth = np.load(Path(root) / "velodyne_labels" / f"{f.stem}.npy")  # (N, 2): class, instance id
+        pl.size_gate = False
+        res = pl.process(pts)
+        pl.size_gate = True
+        gated = pl.process(pts)  # the same network output; only the gate differs
+        rejected = set(gated.size_rejected["instance_id"].tolist())
+        for cause in gated.size_rejected_causes:
+            causes[cause] = causes.get(cause, 0) + 1
+        for row in res.table:
+            sel = res.instances == row["instance_id"]
+            cls = int(row["class_id"])
+            if cls not in OBJECT_CLASSES:
+                continue
+            same = truth[sel, 0] == cls
+            _, counts = np.unique(truth[sel, 1][same], return_counts=True)
+            is_true = bool(len(counts)) and counts.max() * 2 >= sel.sum()
+            kind = "rejected" if int(row["instance_id"]) in rejected else "kept"
+            d = out[CLASS_NAMES[cls]]
+            d[f"{kind}_{'true' if is_true else 'false'}"] += 1
+            d[f"{kind}_true_points"] += int(same.sum())
+            d[f"{kind}_false_points"] += int((~same).sum())
+    return {"model": model, "frames": len(files[:max_frames or None]), "classes": out, "causes": causes}
+
+
+if __name__ == "__main__":
+    # python -m squeeze_perception.offline.segmentation.instance_eval SYNTH_OBJECT_ROOT             (ground threshold)
+    # python -m squeeze_perception.offline.segmentation.instance_eval SYNTH_OBJECT_ROOT --size-gate MODEL [FRAMES]
     import sys
 
-    for row in synthetic_threshold_sweep(Path(sys.argv[1])):
-        print(f"threshold {row['threshold']:.2f} m: object points removed {100 * row['object_points_removed']:.2f} % "
-              f"of {row['object_points']}, background points marked ground {100 * row['background_marked_ground']:.1f} %")
+    if len(sys.argv) > 3 and sys.argv[2] == "--size-gate":
+        import json
+
+        check = synthetic_size_gate_check(Path(sys.argv[1]), sys.argv[3], max_frames=int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+        print(json.dumps(check, indent=1))
+    else:
+        for row in synthetic_threshold_sweep(Path(sys.argv[1])):
+            print(f"threshold {row['threshold']:.2f} m: object points removed {100 * row['object_points_removed']:.2f} % "
+                  f"of {row['object_points']}, background points marked ground {100 * row['background_marked_ground']:.1f} %")

@@ -16,19 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...interfaces import CLASS_IDS
+from ...object_sizes import SIZE_STATS
 from .materials import Material
 from .meshes import (Mesh, box, car_mesh, cyclist_mesh, cylinder, merge, pedestrian_mesh, rot_x, rot_y, rot_z,
                      sphere, truck_mesh)
 from .terrain import Terrain, far_surroundings
 
-# kitti type -> (mean h, w, l), (std h, w, l)
-SIZE_STATS = {
-    "Car": ((1.526, 1.629, 3.884), (0.136, 0.102, 0.426)),
-    "Van": ((2.206, 1.902, 5.079), (0.320, 0.173, 0.648)),
-    "Truck": ((3.252, 2.586, 10.109), (0.484, 0.216, 2.837)),
-    "Pedestrian": ((1.761, 0.660, 0.842), (0.113, 0.142, 0.234)),
-    "Cyclist": ((1.737, 0.597, 1.764), (0.095, 0.124, 0.176)),
-}
 KITTI_TYPE_CLASS = {"Car": CLASS_IDS["car"], "Pedestrian": CLASS_IDS["pedestrian"], "Cyclist": CLASS_IDS["cyclist"],
                     "Van": CLASS_IDS["unknown"], "Truck": CLASS_IDS["unknown"]}
 
