@@ -54,7 +54,10 @@ class SphericalProjection:
 def beam_rows(points: np.ndarray, tolerance_deg: float = ROW_TOLERANCE_DEG) -> np.ndarray:
     """(N,) HDL-64E row (0..63) of each point, -1 where no beam line passes within tolerance."""
     pts = np.asarray(points, dtype=np.float64)
-    horizontal = np.hypot(pts[:, 0], pts[:, 1])
+    # sqrt(x*x + y*y), not np.hypot: the same value up to the last bit, and hypot (libm's, one
+    # point at a time) took 0.35 of the projection's 1.6 ms per scan; squares of float32
+    # coordinates cannot overflow float64, hypot's reason to exist.
+    horizontal = np.sqrt(pts[:, 0] * pts[:, 0] + pts[:, 1] * pts[:, 1])
     best_row = np.full(len(pts), -1, dtype=np.int64)
     best_err = np.full(len(pts), np.inf)
     # The beam heights differ by only a few millimetres inside a block, so one height per block

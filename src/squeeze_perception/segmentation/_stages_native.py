@@ -15,7 +15,7 @@ temporaries, 0.12 ms per instance even for 20 points.
 The outputs are the numpy versions', bit for bit (tests/test_segmentation_projection_native.py,
 tests/test_segmentation_boxfit_native.py):
 - every transcendental function stays a numpy call, the same ufunc on the same float64 values
-  as the reference (arctan2, hypot, degrees, cos, sin): numpy's arctan2 is not libm's (with
+  as the reference (arctan2, degrees, cos, sin): numpy's arctan2 is not libm's (with
   AVX-512 it is SVML; 7% of random inputs differ in the last bit from glibc's), so a C atan2
   could move a point across a column or beam boundary. The kernels do only +, -, *, /, sqrt,
   floor and comparisons, which IEEE 754 rounds one way, compiled with -ffp-contract=off and
@@ -364,7 +364,9 @@ def _rows_of(lib, x: np.ndarray, y: np.ndarray, z: np.ndarray, rows: np.ndarray)
         _BLOCKS = _beam_blocks()
     (su, asc_u, hu), (sl, asc_l, hl) = _BLOCKS
     m = len(x)
-    horizontal = np.hypot(x, y, out=_scratch("horizontal", m))
+    horizontal = _scratch("horizontal", m)  # beam_rows' sqrt(x*x + y*y), the same ufuncs in the same order
+    np.sqrt(np.add(np.multiply(x, x, out=horizontal), np.multiply(y, y, out=_scratch("y_squared", m)),
+                   out=horizontal), out=horizontal)
     ang_u = np.degrees(np.arctan2(np.subtract(z, hu, out=_scratch("ang_u", m)), horizontal, out=_scratch("ang_u", m)),
                        out=_scratch("ang_u", m))
     ang_l = np.degrees(np.arctan2(np.subtract(z, hl, out=_scratch("ang_l", m)), horizontal, out=_scratch("ang_l", m)),
