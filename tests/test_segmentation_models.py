@@ -43,6 +43,18 @@ def test_v2_has_batchnorm_and_cam_and_v1_has_neither():
     assert not any(isinstance(m, ContextAggregation) for m in v1.modules())
 
 
+def test_cam_pool_is_the_7x7_max_pool_to_the_bit():
+    """The CAM's separated 7x1 + 1x7 max-pool against the 7x7 window it replaces, with negative
+    values, ties and the padded borders (the padding never wins: -inf in both)."""
+    cam = ContextAggregation(8)
+    x = torch.randn(2, 8, 13, 29)
+    x[0, :, :3] = -5.0  # ties along the top rows
+    x[1, 0] = torch.arange(13 * 29, dtype=torch.float32).view(13, 29) * -1.0  # maxima at a corner
+    want = torch.nn.functional.max_pool2d(x, 7, stride=1, padding=3)
+    assert torch.equal(cam.pool(x), want)
+    assert torch.equal(cam.pool(x.to(torch.bfloat16)), want.to(torch.bfloat16))
+
+
 def test_fire_deconv_doubles_width_only():
     out = FireDeconv(32, 8, 16, 16)(torch.rand(1, 32, 4, 10))
     assert out.shape == (1, 32, 4, 20)

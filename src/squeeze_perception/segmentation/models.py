@@ -65,7 +65,12 @@ class ContextAggregation(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, bn: bool = True):
         super().__init__()
         mid = max(channels // reduction, 1)
-        self.pool = nn.MaxPool2d(7, stride=1, padding=3)
+        # The 7x7 window as a 7x1 then a 1x7 max-pool: a maximum over a rectangle is the maximum
+        # of the column maxima, so the function is the same to the bit (tested), with 14
+        # comparisons per value instead of 49. In the int8 graph the three CAM pools took 3.5 of
+        # SqueezeSegV2's 30 ms; separated, 1.7 ms less (docs/performance.md).
+        self.pool = nn.Sequential(nn.MaxPool2d((7, 1), stride=1, padding=(3, 0)),
+                                  nn.MaxPool2d((1, 7), stride=1, padding=(0, 3)))
         self.reduce = _conv(channels, mid, 1, bn=bn)
         gate: list[nn.Module] = [nn.Conv2d(mid, channels, 1, bias=not bn)]
         if bn:
