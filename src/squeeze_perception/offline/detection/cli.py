@@ -500,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "histograms (style alignment, unsupervised adaptation; labels never read)")
     t.add_argument("--style-probability", type=float, default=DetTrainConfig.style_probability,
                    help="share of training crops matched to a --style-images histogram")
+    t.add_argument("--random-conv", type=float, default=DetTrainConfig.random_conv, metavar="P",
+                   help="share of training images passed through a random 3->3 convolution mixed with the "
+                        "original (RandConv, Xu et al. 2021; offline/detection/randconv.py); 0 = off")
     t.set_defaults(func=_cmd_train)
 
     pt = sub.add_parser("plot-train", help="plot the loss curves of a training log (JSON lines)")

@@ -28,6 +28,7 @@ from ...detection.data import (apply_photometric, apply_photometric_torch, augme
 from ...detection.loss import build_targets
 from ...detection.models import LAYOUTS, grid_geometry
 from ...registry import get_model
+from .randconv import random_convolution
 from .style import histograms, match_to
 from ..training import (Progress, TimeBudget, TrainConfig, load_checkpoint, read_log, restore_rng, run_steps,
                         running_mean, save_checkpoint, seed_everything)
@@ -82,6 +83,9 @@ class DetTrainConfig(TrainConfig):
     # unlabelled image under `style_images` (folders of PNGs; no label is ever read).
     style_images: list = field(default_factory=list)
     style_probability: float = 0.5
+    # Random convolutions (randconv.py, domain generalisation): the share of training images that
+    # go through a freshly drawn random 3 -> 3 convolution; 0 = off
+    random_conv: float = 0.0
 
     def checkpoint_path(self) -> Path:
         return self.weights_path().with_suffix(".ckpt")
@@ -267,7 +271,9 @@ def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
     # Photometric noise drawn on the device (the CPU path draws it in the loaders, per batch).
     noise = torch.Generator(device=device)
     noise.manual_seed(cfg.seed * 1_000_003)
-    generators = {"photometric": noise}
+    randconv = torch.Generator(device=device)  # random_conv's draws (restored on resume like the others)
+    randconv.manual_seed(cfg.seed * 1_000_033 + 7)
+    generators = {"photometric": noise, "random_conv": randconv}
     step, meta_anchor, resumed = 0, {}, None
     if cfg.resume and ckpt_path.exists():
         resumed = load_checkpoint(ckpt_path)
@@ -352,6 +358,8 @@ def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
             batch = normalise_torch(apply_photometric_torch(crops, draws, noise))
         else:
             batch = torch.as_tensor(images)
+        if cfg.random_conv > 0:
+            batch = random_convolution(batch, randconv, cfg.random_conv)
         if cfg.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
