@@ -68,7 +68,7 @@ def test_outputs_cover_every_point_and_keep_the_header(ros, v1_weights):
             assert m.header.stamp.sec == 42 and m.header.frame_id == "velo_link"
         markers = out["markers"][-1].markers
         assert markers[0].action == markers[0].DELETEALL and len(markers) == 1 + 2 * len(table)
-        for stage in ("projection", "network", "crf", "clustering", "boxfit"):
+        for stage in ("projection", "network", "crf", "clustering", "boxfit", "size_gate"):
             assert node.stats[stage].frames_in == 1
     finally:
         node.destroy_node()

@@ -48,7 +48,7 @@ def test_front_fov_labels_every_point_and_outside_points_get_zero(v1_weights):
     assert res.labels.shape == (len(pts),) and res.instances.shape == (len(pts),)
     assert res.labels[-1] == 0 and res.instances[-1] == -1  # behind the sensor
     assert set(np.unique(res.labels)) <= {0, 1, 2, 3}
-    assert set(res.timings_ms) == {"projection", "network", "crf", "clustering", "boxfit"}
+    assert set(res.timings_ms) == {"projection", "network", "crf", "clustering", "boxfit", "size_gate"}
 
 
 def test_stub_network_gives_one_car_instance_with_a_fitted_box(v1_weights):

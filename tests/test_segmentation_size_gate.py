@@ -133,7 +133,7 @@ def test_node_counts_rejections_per_class_and_cause():
     from squeeze_perception.segmentation.pipeline import SegmentationResult
     from squeeze_perception.telemetry import StageStats
 
-    stats = StageStats("boxfit")
+    stats = StageStats("size_gate")
     result = SegmentationResult.empty(0)
     count_size_rejections(stats, result)  # gate off: nothing
     assert not stats.counters

@@ -22,9 +22,9 @@ from ..plausibility import check_points
 from .limits import POINT_LIMIT_PARAMS, check_point_limit_change, point_limits
 from ..registry import backend_names, model_names
 from ..vision_msgs_conv import instances_detection3d_array, load_vision_msgs
+from ..segmentation.constants import PIPELINE_STAGES as SUB_STAGES
 from ..visualization import class_colour
 
-SUB_STAGES = ("projection", "network", "crf", "clustering", "boxfit")
 MODEL_KEYS = MODEL_RELOAD_KEYS  # a change reloads the pipeline
 MODEL_STAGES = ("points", "network")  # diagnostics naming the backend that runs (record_inference's stages)
 # RGBA per class id for markers (unknown, car, pedestrian, cyclist).
@@ -166,7 +166,7 @@ class SqueezeSegNode(PerceptionNode):
                 st.frames_processed += 1
                 st.frames_out += 1
                 st.add_processing(ms)
-            count_size_rejections(self.stats["boxfit"], result)
+            count_size_rejections(self.stats["size_gate"], result)
             # the network's energy is the frame's; its (possibly emulated) latency per stage
             self.record_inference(ctx, ("points", "network"), result.inference)
             self.publish(msg.header, cloud, points, result)
@@ -187,7 +187,7 @@ class SqueezeSegNode(PerceptionNode):
 
 def count_size_rejections(stats, result) -> None:
     """Instances the size gate rejected, counted per class and cause (`instances_rejected_car_too_long`,
-    ...) in the boxfit stage's diagnostics: filtered by design, so counted but not logged per frame."""
+    ...) in the size_gate stage's diagnostics: filtered by design, so counted but not logged per frame."""
     if result.size_rejected is None:
         return
     for row, cause in zip(result.size_rejected, result.size_rejected_causes):

@@ -1,5 +1,5 @@
 """Released SqueezeSeg hyper-parameters used as facts (BichenWuUCB/SqueezeSeg,
-src/config/kitti_squeezeSeg_config.py; cited in docs/segmentation.md)."""
+src/config/kitti_squeezeSeg_config.py; cited in docs/segmentation.md), and the pipeline's stage names."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +7,8 @@ import numpy as np
 from ..interfaces import CLASS_NAMES
 
 NUM_CLASSES = len(CLASS_NAMES)  # unknown, car, pedestrian, cyclist
+# The pipeline's timed stages (SegmentationPipeline.process), also the node's telemetry stages.
+PIPELINE_STAGES = ("projection", "network", "crf", "clustering", "boxfit", "size_gate")
 GRID_HEIGHT = 64  # ZENITH_LEVEL
 GRID_WIDTH = 512  # AZIMUTH_LEVEL (front 90 degrees)
 

@@ -2,7 +2,7 @@
 
 Stages (timed separately, the names the node reports): projection, network, crf,
 clustering (including ground removal when on; its own time is also in
-`SegmentationResult.ground_ms`), boxfit.
+`SegmentationResult.ground_ms`), boxfit, size_gate (0 when off).
 Ground removal (LATTE, thesis ch. 5; `ground.fit_segmented_ground`) runs before DBSCAN: the
 segmented ground planes are fitted to the points in the field of view, and every point the
 network labelled car / pedestrian / cyclist that lies less than `ground_threshold` above its
@@ -13,7 +13,7 @@ Size gate (`size_gate.py`, on by default) after the box fit: an instance longer,
 above the ground than any object of its class (KITTI size statistics + `size_gate_sigmas`
 standard deviations + `size_gate_slack` m) is rejected, its points relabelled 0 and instance -1,
 for the same consistency; the rejected rows and their causes stay in the result
-(`size_rejected`, `size_rejected_causes`) so a node counts them. Its time is in the boxfit stage.
+(`size_rejected`, `size_rejected_causes`) so a node counts them. It is a stage of its own.
 Field of view: "front" projects the front 90 degrees onto 64x512 (the training layout);
 "full" covers 360 degrees as four 64x512 tiles, the cloud turned by 0, 90, 180 and 270 degrees
 so each tile looks like a front view to the network, run as one batch of four (the model
@@ -53,7 +53,7 @@ from .size_gate import class_size_limits, gate_instances, instance_tops
 # a few mixed returns (an edge smeared towards the wall behind) cannot reject a true object.
 SIZE_GATE_TOP_QUANTILE = 0.95
 
-STAGES = ("projection", "network", "crf", "clustering", "boxfit")
+STAGES = K.PIPELINE_STAGES
 FOVS = ("front", "full")
 
 
@@ -303,9 +303,11 @@ class SegmentationPipeline:
         t["clustering"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         table = boxes_for_instances(p, labels, instances, conf)
+        t["boxfit"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
         if self.size_gate:
             table = self.reject_implausible(p, labels, instances, table, result)
-        t["boxfit"] = (time.perf_counter() - t0) * 1e3
+        t["size_gate"] = (time.perf_counter() - t0) * 1e3
         result.labels[good] = labels
         result.instances[good] = instances
         result.table = table
