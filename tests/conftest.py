@@ -31,6 +31,22 @@ def kitti_real() -> Path:
     return KITTI_REAL
 
 
+@pytest.fixture(scope="session")
+def real_bench_scans() -> list:
+    """The real KITTI scans `seg bench` reads (object frames and raw drive scans), for the tests
+    that compare a C kernel with its numpy definition on real data; skips where there are none."""
+    from squeeze_perception.offline.segmentation.bench import bench_scans
+    from squeeze_perception.paths import kitti_real_dir
+
+    try:
+        scans = bench_scans(kitti_real_dir())
+    except (FileNotFoundError, OSError):
+        scans = []
+    if not scans:
+        pytest.skip("no real KITTI scans beside this checkout")
+    return scans
+
+
 @pytest.fixture()
 def rclpy_context():
     """An initialised rclpy context for in-process node tests."""

@@ -160,17 +160,10 @@ def test_fallback_switch(monkeypatch):
 
 
 @needs_kernel
-def test_real_kitti_clusters():
-    from squeeze_perception.offline.segmentation.bench import bench_scans
-    from squeeze_perception.paths import kitti_real_dir
+def test_real_kitti_clusters(real_bench_scans):
     from squeeze_perception.segmentation.clustering import dbscan_fast
 
-    try:
-        scans = bench_scans(kitti_real_dir())
-    except (FileNotFoundError, OSError):
-        scans = []
-    if not scans:
-        pytest.skip("no real KITTI scans beside this checkout")
+    scans = real_bench_scans
     rng = np.random.default_rng(10)
     for scan in scans[:3]:
         pts = np.array(scan[:, :4], dtype=np.float32)

@@ -149,21 +149,9 @@ def test_fallback_other_dtypes_and_switch(monkeypatch):
         project_tiles(pts, "side")
 
 
-def _real_scans():
-    from squeeze_perception.offline.segmentation.bench import bench_scans
-    from squeeze_perception.paths import kitti_real_dir
-
-    try:
-        return bench_scans(kitti_real_dir())
-    except (FileNotFoundError, OSError):
-        return []
-
-
 @needs_kernel
 @pytest.mark.parametrize("fov", ["front", "full"])
-def test_real_kitti_scans(fov):
-    scans = _real_scans()
-    if not scans:
-        pytest.skip("no real KITTI scans beside this checkout")
+def test_real_kitti_scans(fov, real_bench_scans):
+    scans = real_bench_scans
     for scan in scans[:4] + scans[-1:]:
         _assert_same(np.array(scan[:, :4], dtype=np.float32), fov)
