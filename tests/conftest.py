@@ -32,6 +32,21 @@ def kitti_real() -> Path:
 
 
 @pytest.fixture(scope="session")
+def v1_weights(tmp_path_factory) -> str:
+    """A SqueezeSeg checkpoint with random weights (seed 0), for pipeline and node tests whose
+    network output is replaced or does not matter."""
+    import torch
+
+    from squeeze_perception.offline.segmentation.train import save_weights
+    from squeeze_perception.segmentation.models import build_squeezeseg
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("seg") / "squeezeseg_random.pt"
+    save_weights(build_squeezeseg().eval(), "squeezeseg", {"note": "random init for tests"}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def real_bench_scans() -> list:
     """The real KITTI scans `seg bench` reads (object frames and raw drive scans), for the tests
     that compare a C kernel with its numpy definition on real data; skips where there are none."""

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from squeeze_perception.offline.segmentation.instance_eval import GtBox, InstanceCounts, bev_iou, match_frame
@@ -79,17 +78,6 @@ def test_fit_needs_three_points_and_ground_below_the_plane_counts():
 
 
 # --------------------------------------------------------------------- pipeline: no ground instances
-@pytest.fixture(scope="module")
-def v1_weights(tmp_path_factory):
-    from squeeze_perception.offline.segmentation.train import save_weights
-    from squeeze_perception.segmentation.models import build_squeezeseg
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("seg") / "squeezeseg_random.pt"
-    save_weights(build_squeezeseg().eval(), "squeezeseg", {"note": "random init for tests"}, path)
-    return str(path)
-
-
 def test_ground_patch_labelled_car_forms_no_instance(v1_weights):
     from squeeze_perception.segmentation.pipeline import SegmentationPipeline
 

@@ -7,22 +7,11 @@ import time
 import numpy as np
 import pytest
 import rclpy
-import torch
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
 
 from squeeze_perception import interfaces as itf
 from squeeze_perception.msgs_conv import array_to_cloud, cloud_to_array, cloud_to_table
-from squeeze_perception.offline.segmentation.train import save_weights
-from squeeze_perception.segmentation.models import build_squeezeseg
-
-
-@pytest.fixture(scope="module")
-def v1_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("segnode") / "squeezeseg_random.pt"
-    save_weights(build_squeezeseg().eval(), "squeezeseg", {"note": "random init for tests"}, path)
-    return str(path)
 
 
 def _make_node(**params):

@@ -12,14 +12,6 @@ from squeeze_perception.segmentation.models import build_squeezeseg
 from squeeze_perception.segmentation.pipeline import PointsError, SegmentationPipeline
 
 
-@pytest.fixture(scope="module")
-def v1_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("seg") / "squeezeseg_random.pt"
-    save_weights(build_squeezeseg().eval(), "squeezeseg", {"note": "random init for tests"}, path)
-    return str(path)
-
-
 def _scene(rng) -> np.ndarray:
     """A car-sized box of points 10 m ahead, a ring of road points, one point behind."""
     car = np.c_[rng.uniform(9, 13, 5000), rng.uniform(-1, 1, 5000), rng.uniform(-1.5, 0, 5000)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from squeeze_perception import interfaces as itf
 from squeeze_perception.object_sizes import SIZE_STATS
@@ -61,17 +60,6 @@ def test_instance_tops_are_the_lower_quantile_of_each_instance():
     # heights outside any object (a multipath return 50 m below the road) cannot move a neighbour's group
     heights[0], instances[0] = -300.0, 4
     assert instance_tops(heights, instances, np.array([4]), 0.0)[0] == pytest.approx(-300.0, abs=1e-9)
-
-
-@pytest.fixture(scope="module")
-def v1_weights(tmp_path_factory):
-    from squeeze_perception.offline.segmentation.train import save_weights
-    from squeeze_perception.segmentation.models import build_squeezeseg
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("seg") / "squeezeseg_random.pt"
-    save_weights(build_squeezeseg().eval(), "squeezeseg", {"note": "random init for tests"}, path)
-    return str(path)
 
 
 def _scene(rng):

@@ -29,14 +29,6 @@ FRAMES = 3
 CAR_X0, CAR_SPEED = 10.0, 0.5  # m, m per frame
 
 
-@pytest.fixture(scope="module")
-def seg_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("seg") / "squeezeseg_random.pt"
-    save_weights(build_squeezeseg().eval(), "squeezeseg", {"note": "random init for tests"}, path)
-    return str(path)
-
-
 def _scan(rng, car_x: float) -> np.ndarray:
     car = np.c_[rng.uniform(car_x, car_x + 4, 5000), rng.uniform(-1, 1, 5000), rng.uniform(-1.5, 0, 5000)]
     az = rng.uniform(-np.pi, np.pi, 4000)
@@ -106,17 +98,17 @@ def stub_networks(monkeypatch):
     return calls
 
 
-def _source(seg_weights, cache_dir, **seg_overrides):
-    seg = ns.segmentation_params("squeezeseg", "torch", seg_weights, num_threads=1)
+def _source(v1_weights, cache_dir, **seg_overrides):
+    seg = ns.segmentation_params("squeezeseg", "torch", v1_weights, num_threads=1)
     seg.update(crf=False, **seg_overrides)
     det = ns.detection_params("squeezedet", "torch", None, num_threads=1)
     return ns.NetworkSource(seg, det, cache_dir)
 
 
-def test_network_source_gives_tracker_inputs_and_reuses_its_cache(drive, seg_weights, stub_networks, tmp_path):
+def test_network_source_gives_tracker_inputs_and_reuses_its_cache(drive, v1_weights, stub_networks, tmp_path):
     _, drive_dir = drive
     cache = tmp_path / "cache"
-    source = _source(seg_weights, cache)
+    source = _source(v1_weights, cache)
     assert source.pending_frames([(drive_dir, FRAMES)]) == 2 * FRAMES
     (seg, det), = source.outputs([(drive_dir, FRAMES)], progress=False)
     assert stub_networks.frames == {"segmentation": FRAMES, "detection": FRAMES}
@@ -138,7 +130,7 @@ def test_network_source_gives_tracker_inputs_and_reuses_its_cache(drive, seg_wei
 
     # Second run, same settings: read from the cache, no network built or run.
     before = dict(stub_networks.frames)
-    again = _source(seg_weights, cache)
+    again = _source(v1_weights, cache)
     assert again.pending_frames([(drive_dir, FRAMES)]) == 0
     (seg2, det2), = again.outputs([(drive_dir, FRAMES)], progress=False)
     assert seg2.from_cache and det2.from_cache
@@ -149,17 +141,17 @@ def test_network_source_gives_tracker_inputs_and_reuses_its_cache(drive, seg_wei
 
     # A setting that changes the output is a different cache entry: segmentation runs again,
     # the detection cache (untouched settings) is still used.
-    changed = _source(seg_weights, cache, cluster_min_points=30)
+    changed = _source(v1_weights, cache, cluster_min_points=30)
     changed.outputs([(drive_dir, FRAMES)], progress=False)
     assert changed.computed_frames == {"segmentation": FRAMES, "detection": 0}
 
 
-def test_other_weights_are_another_cache_entry(drive, seg_weights, stub_networks, tmp_path):
+def test_other_weights_are_another_cache_entry(drive, v1_weights, stub_networks, tmp_path):
     _, drive_dir = drive
     torch.manual_seed(1)
     other = tmp_path / "squeezeseg_other.pt"
     save_weights(build_squeezeseg().eval(), "squeezeseg", {"note": "other random init"}, other)
-    a = _source(seg_weights, tmp_path / "cache")
+    a = _source(v1_weights, tmp_path / "cache")
     b = _source(str(other), tmp_path / "cache")
     scans = ns.NetworkSource.scans(drive_dir, FRAMES)
     assert a.cache_path(drive_dir, "segmentation", scans) != b.cache_path(drive_dir, "segmentation", scans)
@@ -167,17 +159,17 @@ def test_other_weights_are_another_cache_entry(drive, seg_weights, stub_networks
         b.cache_path(drive_dir, "detection", ns.NetworkSource.images(drive_dir, FRAMES))
 
 
-def test_missing_scans_are_refused_with_the_reason(drive, seg_weights, tmp_path):
+def test_missing_scans_are_refused_with_the_reason(drive, v1_weights, tmp_path):
     _, drive_dir = drive
     with pytest.raises(ns.NetworkSourceError, match="Velodyne scans"):
-        _source(seg_weights, tmp_path / "cache").outputs([(drive_dir, FRAMES + 2)], progress=False)
+        _source(v1_weights, tmp_path / "cache").outputs([(drive_dir, FRAMES + 2)], progress=False)
 
 
-def test_track_eval_source_network_end_to_end(drive, seg_weights, stub_networks, tmp_path, capsys):
+def test_track_eval_source_network_end_to_end(drive, v1_weights, stub_networks, tmp_path, capsys):
     root, _ = drive
     out = tmp_path / "eval.json"
     argv = ["track", "eval", "--root", str(root), "--source", "network", "--seg-model", "squeezeseg",
-            "--seg-backend", "torch", "--seg-weights", seg_weights, "--det-backend", "torch",
+            "--seg-backend", "torch", "--seg-weights", v1_weights, "--det-backend", "torch",
             "--cache-dir", str(tmp_path / "cache"), "--dropout-period", "0", "--out", str(out)]
     assert umbrella(argv) == 0
     text = capsys.readouterr().out
