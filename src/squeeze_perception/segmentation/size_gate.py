@@ -25,7 +25,7 @@ import numpy as np
 from ..interfaces import CLASS_IDS
 from ..object_sizes import CLASS_KITTI_TYPE, SIZE_STATS
 
-CAUSES = ("too_long", "too_wide", "too_tall")  # a row is counted under its first failing cause
+CAUSES = TOO_LONG, TOO_WIDE, TOO_TALL = ("too_long", "too_wide", "too_tall")  # a row takes its first failing cause
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ def class_size_limits(sigmas: float = 4.0, slack_m: float = 0.3) -> dict[int, Si
     return out
 
 
+_GROUP_SPAN = 1000.0  # > 2 * _HEIGHT_CLIP: the groups of instance_tops never overlap
+_HEIGHT_CLIP = 400.0
+
+
 def instance_tops(heights: np.ndarray, instances: np.ndarray, ids: np.ndarray, quantile: float) -> np.ndarray:
     """(len(ids),) the `quantile` of the point heights of each instance id (the lower nearest rank,
     as np.percentile(..., method="lower"); ids ascending, each present in `instances`).
@@ -63,10 +67,6 @@ def instance_tops(heights: np.ndarray, instances: np.ndarray, ids: np.ndarray, q
     return key[pick] - np.asarray(ids, dtype=np.float64) * _GROUP_SPAN
 
 
-_GROUP_SPAN = 1000.0  # > 2 * _HEIGHT_CLIP: the groups of instance_tops never overlap
-_HEIGHT_CLIP = 400.0
-
-
 def gate_instances(table: np.ndarray, tops: np.ndarray | None,
                    limits: dict[int, SizeLimit]) -> tuple[np.ndarray, list[str | None]]:
     """(keep mask over table rows, cause per row or None). tops: per row height of the instance's
@@ -81,10 +81,10 @@ def gate_instances(table: np.ndarray, tops: np.ndarray | None,
         if lim is None:
             continue
         if long_side[row] > lim.length_m:
-            causes[row] = "too_long"
+            causes[row] = TOO_LONG
         elif short_side[row] > lim.width_m:
-            causes[row] = "too_wide"
+            causes[row] = TOO_WIDE
         elif tops is not None and tops[row] > lim.top_m:
-            causes[row] = "too_tall"
+            causes[row] = TOO_TALL
         keep[row] = causes[row] is None
     return keep, causes
