@@ -238,24 +238,29 @@ def integer_accumulate(model, conv_names: Sequence[str], weight_parts: int = 1, 
             q_in, x_scale, x_zero = p + "/x_u8", p + "/x_scale", p + "/x_zero"
             new_nodes.append(helper.make_node("DynamicQuantizeLinear", [node.input[0]], [q_in, x_scale, x_zero],
                                               name=p + "/quantize_input"))
-        w_scale = const(p + "/w_scale", np.concatenate(scales).astype(np.float32))  # [parts * M], part-major
-        pad_spec = [0, kh // 2, kw // 2, 0, 0, 0, kh // 2, kw // 2, 0, 0]
+        pm = len(parts) * m
+        # [parts * M, 1, 1], part-major: scales broadcast over the (H, W) planes of an NCHW tensor
+        w_scale = const(p + "/w_scale", np.concatenate(scales).astype(np.float32).reshape(-1, 1, 1))
+        # The GEMM gives [N, H, W, taps * parts * M] int32. It is turned tap-major ([N, taps * parts * M,
+        # H, W]) once, so that each tap's shifted window is a block of whole channel planes (rows of W
+        # contiguous values) and the scaling broadcasts over planes: on SqueezeSegV2's 64 x 512 head,
+        # slicing 4-value runs out of every pixel's 36 and scaling along a 4-wide last axis took 1.7
+        # ms more per frame (docs/performance.md), for the same int32 sums and the same fp32 output.
         new_nodes += [
             helper.make_node("Transpose", [q_in], [p + "/x_nhwc"], perm=[0, 2, 3, 1], name=p + "/to_nhwc"),
             helper.make_node("MatMulInteger", [p + "/x_nhwc", const(p + "/w_int8", wt), x_zero,
                                                const(p + "/w_zero", np.int8(0))], [p + "/taps"], name=p + "/gemm"),
-            helper.make_node("Reshape", [p + "/taps", const(p + "/taps_shape", np.array([0, 0, 0, taps, -1],
-                                                                                         np.int64))],
-                             [p + "/taps5"], name=p + "/split_taps"),
-            helper.make_node("Pad", [p + "/taps5", const(p + "/pads", np.array(pad_spec, np.int64))],
+            helper.make_node("Transpose", [p + "/taps"], [p + "/taps_nchw"], perm=[0, 3, 1, 2], name=p + "/tap_major"),
+            helper.make_node("Pad", [p + "/taps_nchw", const(p + "/pads", np.array([0, 0, kh // 2, kw // 2,
+                                                                                    0, 0, kh // 2, kw // 2], np.int64))],
                              [p + "/taps_padded"], name=p + "/pad"),
         ]
         total = None
         for t in range(taps):
             dy, dx = divmod(t, kw)  # output (y, x) reads input (y + dy - kh//2, x + dx - kw//2)
-            start = const(f"{p}/start{t}", np.array([dy, dx, t], np.int64))
-            end = const(f"{p}/end{t}", np.array([dy - (kh - 1) if dy < kh - 1 else INT_MAX,
-                                                  dx - (kw - 1) if dx < kw - 1 else INT_MAX, t + 1], np.int64))
+            start = const(f"{p}/start{t}", np.array([t * pm, dy, dx], np.int64))
+            end = const(f"{p}/end{t}", np.array([(t + 1) * pm, dy - (kh - 1) if dy < kh - 1 else INT_MAX,
+                                                  dx - (kw - 1) if dx < kw - 1 else INT_MAX], np.int64))
             axes = const(f"{p}/axes{t}", np.array([1, 2, 3], np.int64))
             new_nodes.append(helper.make_node("Slice", [p + "/taps_padded", start, end, axes], [f"{p}/tap{t}"],
                                               name=f"{p}/tap{t}"))
@@ -264,19 +269,17 @@ def integer_accumulate(model, conv_names: Sequence[str], weight_parts: int = 1, 
             else:
                 new_nodes.append(helper.make_node("Add", [total, f"{p}/tap{t}"], [f"{p}/sum{t}"], name=f"{p}/sum{t}"))
                 total = f"{p}/sum{t}"
-        # int32 [N, H, W, 1, parts * M] -> fp32 [N, H, W, parts * M], scaled per (part, channel);
-        # two parts are added as two slices (ORT's ReduceSum over a short axis took 4 ms on a
-        # 64 x 512 x 4 output), one part needs nothing more
+        # int32 [N, parts * M, H, W] -> fp32, scaled per (part, channel); two parts are added as two
+        # slices (ORT's ReduceSum over a short axis took 4 ms on a 64 x 512 x 4 output), one part
+        # needs nothing more
         new_nodes += [
-            helper.make_node("Reshape", [total, const(p + "/acc_shape", np.array([0, 0, 0, -1], np.int64))],
-                             [p + "/acc"], name=p + "/drop_tap_axis"),
-            helper.make_node("Cast", [p + "/acc"], [p + "/acc_f"], to=TensorProto.FLOAT, name=p + "/to_float"),
+            helper.make_node("Cast", [total], [p + "/acc_f"], to=TensorProto.FLOAT, name=p + "/to_float"),
             helper.make_node("Mul", [w_scale, x_scale], [p + "/scale"], name=p + "/scale"),
-            helper.make_node("Mul", [p + "/acc_f", p + "/scale"], [p + "/nhwc"], name=p + "/dequantize"),
+            helper.make_node("Mul", [p + "/acc_f", p + "/scale"], [p + "/scaled"], name=p + "/dequantize"),
         ]
-        out = p + "/nhwc"
+        out = p + "/scaled"
         if weight_parts == 2:
-            axis = const(p + "/channel_axis", np.array([3], np.int64))
+            axis = const(p + "/channel_axis", np.array([1], np.int64))
             new_nodes += [
                 helper.make_node("Slice", [out, const(p + "/first_start", np.array([0], np.int64)),
                                            const(p + "/first_end", np.array([m], np.int64)), axis],
@@ -288,11 +291,11 @@ def integer_accumulate(model, conv_names: Sequence[str], weight_parts: int = 1, 
             ]
             out = p + "/summed"
         if len(node.input) > 2 and node.input[2]:
-            bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
-            new_nodes.append(helper.make_node("Add", [out, const(p + "/bias", bias)], [p + "/biased"],
+            bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32).reshape(-1, 1, 1)
+            new_nodes.append(helper.make_node("Add", [out, const(p + "/bias", bias)], [node.output[0]],
                                               name=p + "/bias"))
-            out = p + "/biased"
-        new_nodes.append(helper.make_node("Transpose", [out], [node.output[0]], perm=[0, 3, 1, 2], name=p + "/to_nchw"))
+        else:
+            new_nodes.append(helper.make_node("Identity", [out], [node.output[0]], name=p + "/output"))
         replaced.append(node.name)
     del graph.node[:]
     graph.node.extend(new_nodes)
