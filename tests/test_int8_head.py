@@ -284,7 +284,12 @@ def test_deconv_as_conv_is_the_same_function(tmp_path, fold_batchnorm):
     assert "BatchNormalization" in {n.op_type for n in model.graph.node} or fold_batchnorm
     assert len(deconv_as_conv(model)) == 1
     ops = [n.op_type for n in model.graph.node]
-    assert "ConvTranspose" not in ops and ops.count("Transpose") == 1
+    # the interleave is a Reshape in channels-last terms, between a Transpose to NHWC and one back
+    assert "ConvTranspose" not in ops and ops.count("Transpose") == 2
+    perms = [list(a.ints) for n in model.graph.node if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
+    assert perms == [[0, 2, 3, 1], [0, 3, 1, 2]]
+    first = ops.index("Transpose")
+    assert ops[first:first + 3] == ["Transpose", "Reshape", "Transpose"]
     if fold_batchnorm:  # Conv -> Relu next to each other: the quantizer fuses them
         after = {n.input[0]: n.op_type for n in model.graph.node}
         phases = next(n for n in model.graph.node if n.name.endswith("/phases"))
