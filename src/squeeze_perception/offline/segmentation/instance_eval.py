@@ -450,9 +450,9 @@ def synthetic_size_gate_check(root: Path, model: str, backend: str = "onnxruntim
     object-labelled points they held, true or false; also the instances kept. Used to check the
     a-priori limits (never the real frames)."""
     from ...kitti.labels import read_velodyne_bin
-    from ...segmentation.pipeline import SegmentationPipeline
+    from ...segmentation.pipeline import SegmentationPipeline, SegmentationResult
 
-    pl = SegmentationPipeline(model, backend=backend, fov="front", ground_removal=True, size_gate=True,
+    pl = SegmentationPipeline(model, backend=backend, fov="front", ground_removal=True, size_gate=False,
                               num_threads=1)
     keys = ("rejected_true", "rejected_false", "kept_true", "kept_false",
             "rejected_true_points", "rejected_false_points", "kept_true_points", "kept_false_points")
@@ -462,10 +462,11 @@ def synthetic_size_gate_check(root: Path, model: str, backend: str = "onnxruntim
     for f in files[:max_frames or None]:
         pts = read_velodyne_bin(f)
         truth = np.load(Path(root) / "velodyne_labels" / f"{f.stem}.npy")  # (N, 2): class, instance id
-        pl.size_gate = False
-        res = pl.process(pts)
-        pl.size_gate = True
-        gated = pl.process(pts)  # the same network output; only the gate differs
+        res = pl.process(pts)  # gate off; then the pipeline's own gate step on copies of its output
+        gated = SegmentationResult.empty(0)
+        gated.ground = res.ground
+        pl.reject_implausible(np.asarray(pts[:, :4], np.float32), res.labels.copy(), res.instances.copy(),
+                              res.table, gated)
         rejected = set(gated.size_rejected["instance_id"].tolist())
         for cause in gated.size_rejected_causes:
             causes[cause] = causes.get(cause, 0) + 1
