@@ -228,8 +228,17 @@ def _quantize_int8(argv: list[str], command: str) -> int:
     ap.add_argument("--deconv-as-conv", action="store_true",
                     help="rewrite the width-doubling transposed convolutions (SqueezeSeg's decoder; no int8 CPU "
                          "kernel) as a convolution + interleave, so they run in int8")
+    ap.add_argument("--pad-narrow-inputs", type=int, default=0, metavar="C",
+                    help="pad the uint8 input (and weights) of convolutions with fewer than C input channels to C "
+                         "after quantization: the same result, faster int8 kernels (8 for SqueezeSeg's 6-channel "
+                         "grid; 0 = off)")
+    ap.add_argument("--shared-concat-scale", action="store_true",
+                    help="quantize each Concat input with the output's scale, so the int8 concatenation is a copy "
+                         "(the narrower branch gets coarser steps; accuracy in docs/performance.md)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads (export, calibration)")
     args = ap.parse_args(argv)
+    if args.pad_narrow_inputs < 0:
+        ap.error("--pad-narrow-inputs must be >= 0")
     if (args.weights or args.out) and len(args.model) != 1:
         ap.error("--weights and --out apply to exactly one model")
     import torch
@@ -244,7 +253,8 @@ def _quantize_int8(argv: list[str], command: str) -> int:
                             head_conv_fp32=not args.int8_head_conv, first_conv_fp32=args.fp32_first_conv,
                             fp32_layers=[x.strip() for x in args.fp32_layers.split(",") if x.strip()],
                             equalize_head=args.equalize_head, integer_head=args.integer_head,
-                            head_input_clip=args.head_input_clip, deconv_as_conv=args.deconv_as_conv)
+                            head_input_clip=args.head_input_clip, deconv_as_conv=args.deconv_as_conv,
+                            pad_narrow_inputs=args.pad_narrow_inputs, shared_concat_scale=args.shared_concat_scale)
         try:
             manifest = quantize_model(name, args.calib_frames, weights=args.weights or None, out=args.out or None,
                                       calib_dir=args.calib_dir or None, options=opts, command=command)

@@ -92,6 +92,14 @@ class QuantOptions:
     # as convolutions + an interleave before quantization (int8_deconv.py)
     deconv_as_conv: bool = False
     deconv_nodes: list[str] = field(default_factory=list)  # filled in: the layers so rewritten
+    # --pad-narrow-inputs C: convolution inputs with fewer than C channels padded to C after
+    # quantization (exact; MLAS's int8 kernels are slow on 4-6 channels; int8_layout.py); 0 = off
+    pad_narrow_inputs: int = 0
+    padded_inputs: list[str] = field(default_factory=list)  # filled in: the tensors so padded
+    # --shared-concat-scale: each Concat input quantized with the output's scale, so the int8
+    # concatenation is a copy, not a requantization (int8_layout.py)
+    shared_concat_scale: bool = False
+    shared_concats: list[str] = field(default_factory=list)  # filled in: the Concats so changed
 
 
 # ------------------------------------------------------------------------- graph analysis
@@ -344,6 +352,13 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray], options:
 
             options.integer_nodes = integer_accumulate(model, head_convs, options.integer_head)
             options.keep_fp32 = [name for name in keep if name not in options.integer_nodes]
+        if options.pad_narrow_inputs or options.shared_concat_scale:
+            from .int8_layout import pad_narrow_inputs, share_concat_scale
+
+            if options.shared_concat_scale:
+                options.shared_concats = share_concat_scale(model)
+            if options.pad_narrow_inputs:
+                options.padded_inputs = pad_narrow_inputs(model, options.pad_narrow_inputs)
         del model.metadata_props[:]
         for key, value in {**source_meta, **(metadata or {})}.items():
             entry = model.metadata_props.add()
@@ -479,6 +494,9 @@ def int8_manifest(spec: ModelSpec, out: Path, weights: Path, source_sha: str, fo
                          "integer_nodes": list(options.integer_nodes),
                          "head_input_clip": options.head_input_clip, "head_input_range": dict(options.head_input_range),
                          "deconv_as_conv": options.deconv_as_conv, "deconv_nodes": list(options.deconv_nodes),
+                         "pad_narrow_inputs": options.pad_narrow_inputs, "padded_inputs": list(options.padded_inputs),
+                         "shared_concat_scale": options.shared_concat_scale,
+                         "shared_concats": list(options.shared_concats),
                          "kept_fp32": options.keep_fp32},
         "metrics": {},  # not measured here: det eval / seg eval against fp32, tables in docs/performance.md
         "latency_ms": {},
@@ -498,5 +516,8 @@ def summary_line(manifest: dict) -> str:
             + (f" (layers {', '.join(q['fp32_layers'])})" if q.get("fp32_layers") else "")
             + (f"; head input equalized (power {q['equalize_head']})" if q.get("equalize_head") else "")
             + (f"; int8 GEMM with fp32 output ({q['integer_head']} weight part(s)): {', '.join(q['integer_nodes'])}"
-               if q.get("integer_head") else ""))
+               if q.get("integer_head") else "")
+            + (f"; {len(q['padded_inputs'])} narrow input(s) padded to {q['pad_narrow_inputs']} channels"
+               if q.get("pad_narrow_inputs") else "")
+            + (f"; {len(q['shared_concats'])} concatenation(s) with one scale" if q.get("shared_concat_scale") else ""))
 
