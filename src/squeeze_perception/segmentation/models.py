@@ -185,6 +185,12 @@ SQUEEZESEG = register_model(ModelSpec(
 SQUEEZESEGV2 = register_model(ModelSpec(
     "squeezesegv2", "segmentation", _BUILD_V2, "squeezesegv2.pt", _SHAPE_V2, SQUEEZESEG.classes,
     "SqueezeSegV2: BN + mask + focal loss + CAM, trained on synthetic lidar_2d"))
+SQUEEZESEGV2_BIG = register_model(ModelSpec(
+    "squeezesegv2_big", "segmentation", _BUILD_V2, "squeezesegv2_big.pt", _SHAPE_V2, SQUEEZESEG.classes,
+    "SqueezeSegV2 fine-tuned from squeezesegv2 on 6,000 full-width synthetic scans (the current generator)"))
+SQUEEZESEGV2_BIG_PDC = register_model(ModelSpec(
+    "squeezesegv2_big_pdc", "segmentation", _BUILD_V2, "squeezesegv2_big_pdc.pt", _SHAPE_V2, SQUEEZESEG.classes,
+    "squeezesegv2_big + progressive domain calibration on unlabelled real scans"))
 SQUEEZESEGV2_LIR = register_model(ModelSpec(
     "squeezesegv2_lir", "segmentation", _BUILD_V2, "squeezesegv2_lir.pt", _SHAPE_V2, SQUEEZESEG.classes,
     "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)"))
