@@ -18,14 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _attr(node, name, default):
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
+from .int8_head import _attr
 
 
 def deconv_as_conv(model, height: int | None = None) -> list[str]:

@@ -25,23 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _index(model):
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    return producer, consumers
-
-
-def _group(node) -> int:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == "group":
-            return int(helper.get_attribute_value(a))
-    return 1
+from .int8_head import _attr, _index
 
 
 def pad_narrow_inputs(model, channels: int = 8) -> list[str]:
@@ -53,8 +37,7 @@ def pad_narrow_inputs(model, channels: int = 8) -> list[str]:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    producer, consumers = _index(model)
+    _, producer, consumers, inits = _index(model)
 
     def weight_of(conv):
         """(initializer holding the int8 weights, its array) or None when not a constant QDQ weight."""
@@ -68,7 +51,7 @@ def pad_narrow_inputs(model, channels: int = 8) -> list[str]:
         if dq.op_type != "DequantizeLinear" or dq.input[0] in inits or len(dq.input) < 3:
             continue
         readers = consumers.get(dq.output[0], [])
-        if not readers or any(r.op_type != "Conv" or r.input[0] != dq.output[0] or _group(r) != 1
+        if not readers or any(r.op_type != "Conv" or r.input[0] != dq.output[0] or _attr(r, "group", 1) != 1
                               or weight_of(r) is None for r in readers):
             continue
         widths = {weight_of(r)[1].shape[1] for r in readers}
@@ -99,7 +82,7 @@ def share_concat_scale(model) -> list[str]:
     of that QuantizeLinear's output is repointed with it, so all readers stay consistent. Returns
     the Concat names."""
     graph = model.graph
-    producer, consumers = _index(model)
+    _, producer, consumers, _ = _index(model)
     changed = []
     for concat in graph.node:
         if concat.op_type != "Concat":

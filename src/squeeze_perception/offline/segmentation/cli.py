@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 from pathlib import Path
 
@@ -364,13 +363,8 @@ def _cards(args) -> int:
         if meta.get("pdc_layers") and meta.get("calibrated_from") and source_path.is_file():
             trained = torch.load(source_path, map_location="cpu", weights_only=False).get("meta", trained)
         last, tcfg = trained.get("last") or {}, trained.get("config") or {}
-        if isinstance(last, str):  # older checkpoints store the last log line as the dict's text
-            try:
-                last = ast.literal_eval(last)
-            except (ValueError, SyntaxError):
-                last = {}
         files = int(trained.get("train_files", 0) or 0)
-        minutes = f"{last['elapsed_s'] / 60:.0f}" if isinstance(last, dict) and last.get("elapsed_s") else ""
+        minutes = f"{last['elapsed_s'] / 60:.0f}" if last.get("elapsed_s") else ""
         if trained.get("trained_on") or meta.get("trained_on") or str(tcfg.get("device", "cpu")).startswith("cuda"):
             budget = f"Trained for {minutes or '7.5'} minutes on one GPU on {files or 6000:,} synthetic scans"
         elif files > 1000 and minutes:
