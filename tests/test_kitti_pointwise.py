@@ -120,3 +120,40 @@ def test_real_object_frames_become_labelled_lidar_2d(kitti_real, tmp_path):
     assert np.any(tensors["000000"][..., 5] == 2)
     assert np.any(tensors["000001"][..., 5] == 1) and np.any(tensors["000001"][..., 5] == 3)
     assert all(0.05 < np.mean(t[..., 4] == 0) < 0.3 for t in tensors.values())
+
+
+def test_boundary_band_ignores_points_just_outside_object_boxes_only():
+    """ignore_band: a return 0.15 m behind a car box is ignored (neither car nor background), one
+    0.3 m behind stays background, points inside keep their class, and a truck (background type)
+    grows no band. Without the band (training targets) nothing changes."""
+    calib = kitti_calibration()
+    car = label_at_velo(calib, [10.0, 0.0, -1.73], (4.0, 1.8, 1.5), 0.0, "Car")
+    truck = label_at_velo(calib, [30.0, 0.0, -1.73], (8.0, 2.5, 3.0), 0.0, "Truck")
+    pts = np.array([[10.0, 0.0, -1.0, 0],  # inside the car
+                    [7.85, 0.0, -1.0, 0],  # 0.15 m behind the car's rear face (x = 8)
+                    [7.7, 0.0, -1.0, 0],  # 0.3 m behind it
+                    [25.85, 0.0, -1.0, 0]])  # 0.15 m behind the truck's rear face (x = 26)
+    banded = label_points(pts, [car, truck], calib, ignore_band=0.2)
+    assert banded.classes.tolist() == [1, 0, 0, 0]
+    assert banded.ignored.tolist() == [False, True, False, False]
+    plain = label_points(pts, [car, truck], calib)
+    assert plain.ignored.tolist() == [False, False, False, False]
+    assert plain.classes.tolist() == banded.classes.tolist()
+
+
+def test_boundary_band_on_real_frame_000134_covers_the_cars_rear_face(kitti_real):
+    """The reason for the band: the nearest car's rear-face returns of real frame 000134 lie
+    0.1-0.35 m outside its box. With the 0.2 m band most of them leave the background."""
+    from squeeze_perception.kitti.pointwise import EVAL_IGNORE_BAND_M
+
+    root = kitti_real / "object_reduced" / "training"
+    pts = read_velodyne_bin(root / "velodyne_reduced" / "000134.bin")
+    calib = load_object_calib(root / "calib" / "000134.txt")
+    labels = read_labels(root / "label_2" / "000134.txt")
+    car = labels[0]
+    assert car.type == "Car" and car.location[2] < 13  # the car 12.65 m ahead
+    behind = points_in_box(pts, car, calib, margin=0.35) & ~points_in_box(pts, car, calib)
+    plain = label_points(pts, labels, calib)
+    banded = label_points(pts, labels, calib, ignore_band=EVAL_IGNORE_BAND_M)
+    assert behind.sum() > 200
+    assert banded.ignored[behind].sum() > 0.5 * behind.sum() > plain.ignored[behind].sum()

@@ -121,3 +121,42 @@ def test_worlds_vary_car_styles_paint_and_surface_tones():
         styles.add(_car_style(1.526 + 0.136 * (seed % 5 - 2), np.random.default_rng(seed)))
     assert styles == set(CAR_STYLES)
     assert len(tones) == 4 and glosses == {int(m) for m in PAINTS}
+
+
+# ------------------------------------------------------------------ street furniture
+def test_street_furniture_is_unlabelled_background_next_to_the_road():
+    """Bicycles without riders, bins, bollards, cabinets, hedges and trailers are drawn in every
+    style, stand beside the road (never on it) and carry no object label: a LiDAR scan gives their
+    points class 0, so the network learns that a bicycle without a rider is not a cyclist."""
+    from squeeze_perception.offline.synth.generate import object_scan
+
+    kinds_seen = 0
+    for seed in range(3):
+        world = World(seed, length=0.0)
+        assert world.furniture_footprints, "no street furniture drawn"
+        lay = world.layout
+        for f in world.furniture_footprints:
+            # Nothing stands on the carriageway: every footprint keeps 0.25 m from the road's edge.
+            assert f.y0 >= lay.road_left + 0.24 or f.y1 <= lay.road_right - 0.24, (f, lay.road_right, lay.road_left)
+        kinds_seen += len(world.furniture_footprints)
+        # No pedestrian stands inside a piece of furniture.
+        for a in world.agents:
+            if a.behaviour in ("walk", "stand"):
+                assert not any(f.overlaps(a.x, a.y, a.length / 2, a.width / 2) for f in world.furniture_footprints)
+    assert kinds_seen > 20
+    scan = object_scan(3, "training", 0)
+    assert (scan.class_id == 0).any()
+
+
+def test_parked_bicycle_is_a_cyclists_bicycle_without_the_rider():
+    from squeeze_perception.offline.synth.meshes import bicycle_parts, cyclist_mesh, merge
+    from squeeze_perception.offline.synth.street_furniture import parked_bicycles
+
+    parts, axle, frame_h = bicycle_parts(1.76, (200, 0, 0))
+    bike = merge(parts)
+    rider = cyclist_mesh(1.76, 1.74, (200, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), 0.0)
+    assert bike.vertices[:, 2].max() < 1.2 < rider.vertices[:, 2].max()  # no rider above the handlebar
+    assert np.ptp(bike.vertices[:, 0]) == pytest.approx(1.76, abs=0.05)
+    stand = parked_bicycles(0.0, -5.0, -1, np.random.default_rng(0))
+    assert 1 <= len(stand) <= 8
+    assert all(m.vertices[:, 2].min() > -0.3 for m in stand)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...kitti.pointwise import EVAL_IGNORE_BAND_M
 from ...paths import kitti_real_dir, models_dir, project_root
 
 DEFAULT_SYNTH = "data/synth"
@@ -126,12 +127,14 @@ def _eval(args) -> int:
                 if ground_on:
                     grounded["real_lidar_2d"] = counts_to_json(ground)
             if "real_object" in wanted:
-                both = evaluate_object_frames(pl, real / "object" / "training", "velodyne")
+                both = evaluate_object_frames(pl, real / "object" / "training", "velodyne", ignore_band=args.ignore_band)
                 res["real_object"] = counts_to_json(evaluate_object_frames(
-                    pl, real / "object_reduced" / "training", "velodyne_reduced", counts=both))
+                    pl, real / "object_reduced" / "training", "velodyne_reduced", counts=both,
+                    ignore_band=args.ignore_band))
             if "real_object_reduced" in wanted:
                 res["real_object_reduced"] = counts_to_json(
-                    evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced"))
+                    evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced",
+                                           ignore_band=args.ignore_band))
             if "semantic_kitti" in wanted:
                 full = SegmentationPipeline(name, backend=args.backend, fov="full", crf=crf, num_threads=args.threads)
                 views = evaluate_semantic_kitti({"front": pl, "full": full}, args.semantic_kitti, sequences,
@@ -258,6 +261,12 @@ CARD_PURPOSE = {
                         "vehicles), bf16 autocast + channels_last on this 2-core CPU.",
     "squeezesegv2_big_pdc": "`squeezesegv2_big` with progressive domain calibration (Algorithm 2) of every batch-norm "
                             "layer on unlabelled real scans (no LIR, no GCA).",
+    "squeezesegv2_furniture": "`squeezesegv2_big` fine-tuned on 8,000 full-width synthetic scans whose streets also "
+                              "hold unlabelled furniture (parked bicycles without riders, bins, bollards, cabinets, "
+                              "benches, hedges, trailers; offline/synth/street_furniture.py), the clutter real scans "
+                              "showed as false cars, pedestrians and cyclists; bf16 + channels_last on this CPU.",
+    "squeezesegv2_furniture_pdc": "`squeezesegv2_furniture` with progressive domain calibration (Algorithm 2) of every "
+                                  "batch-norm layer on unlabelled real scans (no LIR, no GCA).",
     "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
                         "intensity is replaced by the renderer's prediction.",
     "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
@@ -278,7 +287,8 @@ SEG_EVAL_PROTOCOL = (
     "Protocol: per class, counts summed over every frame of a data set (lidar_2d grid cells; object-scan "
     "points in the front 90 deg view). Real object frames are labelled from their KITTI 3D boxes by "
     "`kitti.pointwise.label_points` (Van, Person_sitting and DontCare regions ignored; Truck, Tram, Misc "
-    "background; a point in two boxes goes to the nearest centre); synthetic scans carry the simulator's exact "
+    "background; a point in two boxes goes to the nearest centre; since 2026-12-05 the points within 0.2 m "
+    "outside an object box are ignored too, `seg eval --ignore-band`); synthetic scans carry the simulator's exact "
     "labels. n/a = no ground truth (left out of averages); in brackets the true instances (n=) or, where the "
     "data has no instance ids, the true points.")
 
@@ -467,6 +477,10 @@ def main(argv: list[str]) -> int:
                    help="at most this many scans, spread evenly over the sequences (0: all)")
     e.add_argument("--datasets", default="", help=f"comma list out of {', '.join(STANDARD_DATASETS)}, semantic_kitti "
                    "(default: the four standard ones, plus semantic_kitti with --semantic-kitti)")
+    e.add_argument("--ignore-band", type=float, default=EVAL_IGNORE_BAND_M, metavar="M",
+                   help="real object frames: ignore points within M metres outside an object's 3D box "
+                        "(kitti/pointwise.py, 'Boundary band'; 0: count them as background, the protocol "
+                        "before 2026-12-05)")
     e.add_argument("--out", default="out/seg/eval.json", help="JSON results (null where a value is undefined)")
     e.add_argument("--merge", action="store_true", help="add to the results already in --out")
     e.add_argument("--instances", action="store_true",

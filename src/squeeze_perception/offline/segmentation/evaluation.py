@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ...interfaces import CLASS_NAMES
-from ...kitti.pointwise import KITTI_TYPE_TO_CLASS, label_points  # noqa: F401 - KITTI_TYPE_TO_CLASS: seg plots
+from ...kitti.pointwise import EVAL_IGNORE_BAND_M, KITTI_TYPE_TO_CLASS, label_points  # noqa: F401 - KITTI_TYPE_TO_CLASS: seg plots
 from ..jsonsafe import json_safe  # noqa: F401 - also imported from here by callers
 
 OBJECT_CLASSES = (1, 2, 3)
@@ -294,11 +294,14 @@ class _GridView:
 
 
 def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyne", max_frames: int = 0,
-                           progress: bool = True, counts: SegCounts | None = None) -> SegCounts:
+                           progress: bool = True, counts: SegCounts | None = None,
+                           ignore_band: float = EVAL_IGNORE_BAND_M) -> SegCounts:
     """Class- and instance-level metrics on KITTI-object-layout frames, over the points inside
     the pipeline's field of view. Ground truth: the simulator's exact per-point labels
     (velodyne_labels/) when present, else `label_points` on the 3D boxes (real KITTI), whose
-    ignored points are left out. `counts` adds these frames to an earlier set's totals."""
+    ignored points are left out, and with them the points within `ignore_band` metres outside an
+    object box (kitti.pointwise, "Boundary band"; 0 counts them as background, the protocol
+    before 2026-12-05). `counts` adds these frames to an earlier set's totals."""
     from tqdm import tqdm
 
     from ...kitti.calib import load_object_calib
@@ -317,7 +320,7 @@ def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyn
             ignored = np.zeros(len(pts), bool)
         else:
             lab = label_points(pts, read_labels(root / "label_2" / f"{fid}.txt"),
-                               load_object_calib(root / "calib" / f"{fid}.txt"))
+                               load_object_calib(root / "calib" / f"{fid}.txt"), ignore_band=ignore_band)
             gt, gt_inst, ignored = lab.classes.astype(np.int64), lab.instances.astype(np.int64), lab.ignored
         _add_frame(counts, pipeline.process(pts), gt, gt_inst, ignored)
     return counts

@@ -250,7 +250,7 @@ def evaluate_frame(pipeline, frame: ObjectFrame, inst: InstanceCounts, point_cou
     evaluation.SegCounts, when given)."""
     from ...kitti.calib import load_object_calib
     from ...kitti.labels import read_labels, read_velodyne_bin
-    from ...kitti.pointwise import label_points
+    from ...kitti.pointwise import EVAL_IGNORE_BAND_M, label_points
 
     pts = read_velodyne_bin(frame.velodyne)
     labels = read_labels(frame.label)
@@ -259,7 +259,7 @@ def evaluate_frame(pipeline, frame: ObjectFrame, inst: InstanceCounts, point_cou
     fov = res.fov_mask if res.fov_mask is not None else np.zeros(len(pts), bool)
     from ...kitti.pointwise import points_in_box
 
-    truth = label_points(pts, labels, calib)
+    truth = label_points(pts, labels, calib, ignore_band=EVAL_IGNORE_BAND_M)  # point counts only
     k_of_box = [k for k, lab in enumerate(labels) if _box_class(lab) is not None]
     boxes = gt_boxes_bev(labels, calib)  # same order
     for b, k in zip(boxes, k_of_box):

@@ -380,9 +380,8 @@ def pedestrian_mesh(height: float, width: float, shirt, trousers, skin, phase: f
     return merge(parts + [torso, neck, head])
 
 
-def cyclist_mesh(length: float, height: float, bike_colour, shirt, trousers, skin, phase: float) -> Mesh:
-    """A bicycle and its rider, facing +x."""
-    r = 0.34
+def bicycle_parts(length: float, bike_colour, r: float = 0.34) -> tuple[list[Mesh], float, float]:
+    """A bicycle without rider, facing +x, wheels on z = 0: (parts, half axle distance, frame height)."""
     axle = length / 2 - r
     parts = [wheel(r, 0.05, (sx * axle, 0, r), Material.TYRE, (20, 20, 20)) for sx in (-1, 1)]
     # Thin rims keep the disc see-through where a real wheel is spokes: only a ring of tyre is solid.
@@ -390,6 +389,12 @@ def cyclist_mesh(length: float, height: float, bike_colour, shirt, trousers, ski
     parts.append(box((2 * axle * 0.8, 0.05, 0.05), (0, 0, frame_h - 0.05), Material.METAL, bike_colour))
     parts.append(box((0.05, 0.05, frame_h - r), (-axle * 0.3, 0, r + (frame_h - r) / 2), Material.METAL, bike_colour))
     parts.append(box((0.05, 0.5, 0.04), (axle * 0.8, 0, frame_h + 0.15), Material.METAL, (40, 40, 40)))
+    return parts, axle, frame_h
+
+
+def cyclist_mesh(length: float, height: float, bike_colour, shirt, trousers, skin, phase: float) -> Mesh:
+    """A bicycle and its rider, facing +x."""
+    parts, axle, frame_h = bicycle_parts(length, bike_colour)
     seat_z = frame_h + 0.1
     torso_len = 0.3 * height
     lean = np.radians(35)

@@ -20,6 +20,7 @@ from ...object_sizes import SIZE_STATS
 from .materials import Material
 from .meshes import (Mesh, box, car_mesh, cyclist_mesh, cylinder, merge, pedestrian_mesh, rot_x, rot_y, rot_z,
                      sphere, truck_mesh)
+from .street_furniture import Footprint, street_furniture
 from .terrain import Terrain, far_surroundings
 
 KITTI_TYPE_CLASS = {"Car": CLASS_IDS["car"], "Pedestrian": CLASS_IDS["pedestrian"], "Cyclist": CLASS_IDS["cyclist"],
@@ -204,6 +205,8 @@ class World:
         # Ground beyond the sidewalks and the middle distance, each from its own stream (nothing else moves).
         self.terrain = Terrain(self.layout, np.random.default_rng([seed, 2]))
         self._far_rng = np.random.default_rng([seed, 3])
+        self._furniture_rng = np.random.default_rng([seed, 5])
+        self.furniture_footprints: list[Footprint] = []
         self.static_mesh = self._build_static()
         self.agents: list[Agent] = []
         self._spawn_agents(length)
@@ -232,6 +235,11 @@ class World:
             outer = sw_in + side * lay.sidewalk_width
             # Roadside objects stand on the terrain (which is level next to the sidewalk).
             parts += self.terrain.settle(self._roadside(side, outer))
+            on_sidewalk, beyond, footprints = street_furniture(lay, side, edge, outer, x0 + 5.0, x1 - 5.0,
+                                                               self._furniture_rng)
+            parts += [m.translated([0.0, 0.0, lay.curb_height - 0.01]) for m in on_sidewalk]
+            parts += self.terrain.settle(beyond)
+            self.furniture_footprints += footprints
         # Grass out to 160 m so far beams find ground (rural roads: grass right at the curb).
         parts.append(self.terrain.mesh(self.tones["grass"]))
         parts += far_surroundings(lay, self.terrain, self._far_rng, FACADE_COLOURS)
@@ -403,6 +411,9 @@ class World:
                     break
             if ok and abs(a.y - self.ego.y) < 1.8 and abs(a.x - self.ego.x) < 6.0:
                 ok = False
+            if ok and a.behaviour != "lane" and any(f.overlaps(a.x, a.y, a.length / 2, a.width / 2)
+                                                    for f in self.furniture_footprints):
+                ok = False  # a pedestrian standing inside a bin, a parked car on a bollard
             if ok:
                 kept.append(a)
         self.agents = kept
