@@ -322,3 +322,25 @@ def test_grids_scored_as_the_thesis_does_and_after_the_pipelines_ground_stage(tm
     assert with_ground.class_level()["R"][1] == pytest.approx(1.0)  # the car above the road stays
     assert with_ground.class_level()["P"][1] > 0.9
     assert evaluate_grids(EverythingIsCar(), [path], progress=False).tp.tolist() == plain.tp.tolist()
+
+
+def test_camera_outcome_overlay_colours_each_point_by_what_the_evaluation_counts(tmp_path):
+    """seg plots --outcome-models: a true car point predicted car is green, a background point
+    predicted car red, a true pedestrian predicted background yellow; uncounted points (ignored,
+    out of view) are not drawn."""
+    from PIL import Image
+
+    from squeeze_perception.offline.segmentation.plots import OUTCOME_RGB, plot_camera_outcomes
+
+    image = np.zeros((60, 80, 3), np.uint8)
+    uv = np.array([[10.0, 30.0], [30.0, 30.0], [50.0, 30.0], [70.0, 30.0]])
+    counted = np.array([True, True, True, False])
+    pred = np.array([1, 1, 0, 1])
+    truth = np.array([1, 0, 2, 0])
+    out = plot_camera_outcomes([("m", [(image, uv, counted, pred, truth)])], tmp_path / "o.png")
+    img = np.asarray(Image.open(out).convert("RGB"))
+    top = img.shape[0] - 60  # the title band above the image
+    assert tuple(img[top + 30, 10]) == OUTCOME_RGB["right"]
+    assert tuple(img[top + 30, 30]) == OUTCOME_RGB["false car"]
+    assert tuple(img[top + 30, 50]) == OUTCOME_RGB["missed"]
+    assert tuple(img[top + 30, 70]) == (0, 0, 0)  # not counted: not drawn

@@ -248,9 +248,43 @@ def _plots(args) -> int:
         print(plot_top_view(pts, res.labels, res.table, img / "seg_real_topview.png",
                             f"{best} on real KITTI 000134: predicted classes, DBSCAN + LATTE boxes (solid), "
                             "ground truth (dashed)", gt_boxes))
+    if args.outcome_models:
+        print(_plot_real_outcomes(args.outcome_models.split(","), real, img / "seg_real_outcomes.png", args.threads))
     logs = {p.parent.name: p for p in sorted((project_root() / "out" / "seg").glob("*/train.log"))}
     print(plot_training_curves(logs, img / "seg_training.png"))
     return 0
+
+
+def _plot_real_outcomes(models: list[str], real: Path, out: Path, threads: int) -> Path:
+    """The real object frames with a camera view of their scan (000000-000002 full scans in front of
+    camera 2, 000134), each point coloured by outcome as `seg eval` counts it (same labeler, same
+    boundary band, same field of view)."""
+    from PIL import Image
+
+    from ...kitti.calib import load_object_calib
+    from ...kitti.labels import read_labels, read_velodyne_bin
+    from ...segmentation.pipeline import SegmentationPipeline
+    from .evaluation import EVAL_IGNORE_BAND_M, label_points
+    from .plots import plot_camera_outcomes
+
+    frames = [(real / "object" / "training", "velodyne", f) for f in ("000000", "000002")] + \
+             [(real / "object_reduced" / "training", "velodyne_reduced", "000134")]
+    panels = []
+    for name in models:
+        pl = SegmentationPipeline(name, backend="onnxruntime", fov="front", num_threads=threads)
+        rows = []
+        for root, folder, fid in frames:
+            pts = read_velodyne_bin(root / folder / f"{fid}.bin")
+            calib = load_object_calib(root / "calib" / f"{fid}.txt")
+            truth = label_points(pts, read_labels(root / "label_2" / f"{fid}.txt"), calib,
+                                 ignore_band=EVAL_IGNORE_BAND_M)
+            res = pl.process(pts)
+            uv, depth = calib.project_velo(pts)
+            image = np.asarray(Image.open(root / "image_2" / f"{fid}.png").convert("RGB"))
+            counted = res.fov_mask & ~truth.ignored & (depth > 0)
+            rows.append((image[:370, :1224], uv, counted, res.labels, truth.classes))
+        panels.append((name, rows))
+    return plot_camera_outcomes(panels, out)
 
 
 CARD_PURPOSE = {
@@ -509,6 +543,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--grids", default=DEFAULT_REAL_GRIDS)
     p.add_argument("--scan-index", type=int, default=20, help="which unlabelled real grid to render")
     p.add_argument("--topview-model", type=int, default=1, help="index into --models for the top-view plot")
+    p.add_argument("--outcome-models", default="",
+                   help="comma list: docs/img/seg_real_outcomes.png, the real object frames' points on their camera "
+                        "images coloured by outcome (right, missed, false car / pedestrian / cyclist), one column "
+                        "per model")
     p.add_argument("--kitti-root", default="")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_plots)

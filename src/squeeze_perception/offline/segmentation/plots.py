@@ -166,3 +166,45 @@ def plot_top_view_ground(points: np.ndarray, panels: list, ground_mask: np.ndarr
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+# Outcome colours for the camera overlay: true object points of the right class, object points of
+# another prediction (missed), background or other-class points predicted as an object (false).
+OUTCOME_RGB = {"right": (0, 230, 0), "missed": (255, 230, 0), "false car": (255, 30, 30),
+               "false pedestrian": (255, 0, 255), "false cyclist": (0, 230, 230)}
+
+
+def plot_camera_outcomes(panels: list[tuple[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                               np.ndarray]]]], out: Path) -> Path:
+    """Real camera images with every evaluated LiDAR point drawn where it projects, coloured by
+    outcome (OUTCOME_RGB): one column per model, one row per frame. Each frame is (image uint8
+    HxWx3, (N,2) pixel of each point, (N,) bool points counted by the evaluation, (N,) predicted
+    class, (N,) true class). Where points overlap, false ones are drawn last (on top)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows = len(panels[0][1])
+    h, w = panels[0][1][0][0].shape[:2]
+    title_h = 22
+    canvas = Image.new("RGB", (w * len(panels), (h + title_h) * rows), "white")
+    draw_canvas = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for col, (name, frames) in enumerate(panels):
+        for row, (image, uv, counted, pred, truth) in enumerate(frames):
+            img = Image.fromarray(np.ascontiguousarray(image[:h, :w]))
+            draw = ImageDraw.Draw(img)
+            obj_truth, obj_pred = truth > 0, pred > 0
+            layers = [("right", counted & obj_truth & (pred == truth)),
+                      ("missed", counted & obj_truth & (pred != truth) & ~obj_pred),
+                      ("false car", counted & (pred == 1) & (truth != 1)),
+                      ("false pedestrian", counted & (pred == 2) & (truth != 2)),
+                      ("false cyclist", counted & (pred == 3) & (truth != 3))]
+            for outcome, sel in layers:
+                for u, v in uv[sel]:
+                    draw.rectangle([u - 1, v - 1, u + 1, v + 1], fill=OUTCOME_RGB[outcome])
+            y0 = row * (h + title_h)
+            canvas.paste(img, (col * w, y0 + title_h))
+            counts = ", ".join(f"{k} {int(s.sum())}" for k, s in layers)
+            draw_canvas.text((col * w + 4, y0 + 5), f"{name}: {counts}", fill="black", font=font)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return out
