@@ -195,15 +195,16 @@ def test_the_segmentation_nodes_model_slot_switches_to_it_and_back(models):
     from squeeze_perception.paths import project_root
 
     folder, _, _ = models
-    (folder / "squeezesegv2.pt").symlink_to(project_root() / "models" / "squeezesegv2.pt")
     params = {p.name: p.default for p in squeezeseg_node.PARAMS}
+    default = params["model"]  # the node's default model, a shipped SqueezeSegV2 checkpoint
+    (folder / f"{default}.pt").symlink_to(project_root() / "models" / f"{default}.pt")
     params.update(backend="torch", clustering="sklearn", num_threads=1)
     model_param = {p.name: p for p in squeezeseg_node.PARAMS}["model"]
     assert {"tiny_searched", "tiny_mp"} <= set(model_param.choices())
     slot = ModelSlot(squeezeseg_node.MODEL_KEYS, lambda p: squeezeseg_node.SqueezeSegNode._build(None, p))
     assert slot.load(params), slot.error
-    assert slot.current.spec.name == "squeezesegv2" and slot.current.crf is not None
-    for name, backend in (("tiny_mp", "torch"), ("tiny_searched", "onnxruntime"), ("squeezesegv2", "torch")):
+    assert slot.current.spec.name == default and slot.current.crf is not None
+    for name, backend in (("tiny_mp", "torch"), ("tiny_searched", "onnxruntime"), (default, "torch")):
         assert slot.prepare(params, {"model": name, "backend": backend}) is None
         assert slot.commit() and slot.current.spec.name == name and slot.current.backend_name == backend
         params.update(model=name, backend=backend)
@@ -214,7 +215,7 @@ def test_the_segmentation_nodes_model_slot_switches_to_it_and_back(models):
     weights.write_bytes(bytes(data))
     reason = slot.prepare(params, {"model": "tiny_searched"})
     assert reason is not None and "do not match their manifest" in reason
-    assert slot.current.spec.name == "squeezesegv2"
+    assert slot.current.spec.name == default
 
 
 def test_act_quant_quantizes_the_named_conv_inputs_and_keeps_the_state_dict():

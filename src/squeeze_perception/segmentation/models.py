@@ -191,6 +191,12 @@ SQUEEZESEGV2_BIG = register_model(ModelSpec(
 SQUEEZESEGV2_BIG_PDC = register_model(ModelSpec(
     "squeezesegv2_big_pdc", "segmentation", _BUILD_V2, "squeezesegv2_big_pdc.pt", _SHAPE_V2, SQUEEZESEG.classes,
     "squeezesegv2_big + progressive domain calibration on unlabelled real scans"))
+SQUEEZESEGV2_FURNITURE = register_model(ModelSpec(
+    "squeezesegv2_furniture", "segmentation", _BUILD_V2, "squeezesegv2_furniture.pt", _SHAPE_V2, SQUEEZESEG.classes,
+    "squeezesegv2_big fine-tuned on 8,000 synthetic scans with street furniture (unlabelled bicycles, bins, hedges)"))
+SQUEEZESEGV2_FURNITURE_PDC = register_model(ModelSpec(
+    "squeezesegv2_furniture_pdc", "segmentation", _BUILD_V2, "squeezesegv2_furniture_pdc.pt", _SHAPE_V2,
+    SQUEEZESEG.classes, "squeezesegv2_furniture + progressive domain calibration on unlabelled real scans"))
 SQUEEZESEGV2_LIR = register_model(ModelSpec(
     "squeezesegv2_lir", "segmentation", _BUILD_V2, "squeezesegv2_lir.pt", _SHAPE_V2, SQUEEZESEG.classes,
     "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)"))

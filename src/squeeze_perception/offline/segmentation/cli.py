@@ -317,6 +317,25 @@ CARD_PURPOSE = {
 }
 
 
+# The commands that made a model's weights (in docs/segmentation.md beside their results too).
+_FURNITURE_DATA = ("squeeze-perception synth --out data/synth_furn --sequences 0 --object-train 8000 --object-test 0 "
+                   "--lidar-2d-only --workers 2 --seed 8")
+_FURNITURE_TRAIN = ("squeeze-perception seg train --arch squeezesegv2 --name squeezesegv2_furniture "
+                    "--init models/squeezesegv2_big.pt --data data/synth_furn/lidar_2d/train "
+                    "--out out/seg/cpu_furn/squeezesegv2_furniture.pt --work-dir out/seg/cpu_furn --steps 3300 "
+                    "--batch-size 8 --lr 5e-4 --minutes 60 --threads 2 --precision bf16 --channels-last --crop-width 0 "
+                    "--checkpoint-every 250 --log-every 25 --seed 12   # resumable")
+CARD_COMMANDS = {
+    "squeezesegv2_furniture": [_FURNITURE_DATA, _FURNITURE_TRAIN,
+                               "cp out/seg/cpu_furn/squeezesegv2_furniture.pt models/"],
+    "squeezesegv2_furniture_pdc": [
+        "squeeze-perception seg adapt grids   # the 28 unlabelled real grids, once",
+        "squeeze-perception seg adapt pdc --source models/squeezesegv2_furniture.pt --name squeezesegv2_furniture_pdc",
+        "squeeze-perception offline quantize-int8 --model squeezesegv2_furniture_pdc --calib-frames 32 --integer-head 1 "
+        "--deconv-as-conv --pad-narrow-inputs 8 --shared-concat-scale   # the int8 graph the node runs"],
+}
+
+
 SEG_EVAL_PROTOCOL = (
     "Protocol: per class, counts summed over every frame of a data set (lidar_2d grid cells; object-scan "
     "points in the front 90 deg view). Real object frames are labelled from their KITTI 3D boxes by "
@@ -415,6 +434,8 @@ def _cards(args) -> int:
             budget = f"Trained for {minutes} minutes on this 2-core CPU on {files:,} synthetic scans"
         else:
             budget = "Trained for minutes on a shared 2-core CPU on a small synthetic data set"
+        if name in CARD_COMMANDS:
+            lines += ["", "## Reproduce", "", "```bash", *CARD_COMMANDS[name], "```"]
         lines += ["", "## Limits", "",
                   f"{budget}, far from the thesis's schedule; treat the numbers as a working baseline, not a "
                   "reproduction. Real KITTI frames were never used for training or tuning (only unlabelled real scans "
