@@ -182,27 +182,29 @@ _BUILD_V2 = "squeeze_perception.segmentation.models:build_squeezesegv2"
 SQUEEZESEG = register_model(ModelSpec(
     "squeezeseg", "segmentation", _BUILD_V1, "squeezeseg.pt", _SHAPE_V1, K.CLASS_NAMES,
     "SqueezeSeg (ICRA 2018), weighted cross-entropy, trained on synthetic lidar_2d"))
-SQUEEZESEGV2 = register_model(ModelSpec(
-    "squeezesegv2", "segmentation", _BUILD_V2, "squeezesegv2.pt", _SHAPE_V2, SQUEEZESEG.classes,
-    "SqueezeSegV2: BN + mask + focal loss + CAM, trained on synthetic lidar_2d"))
-SQUEEZESEGV2_BIG = register_model(ModelSpec(
-    "squeezesegv2_big", "segmentation", _BUILD_V2, "squeezesegv2_big.pt", _SHAPE_V2, SQUEEZESEG.classes,
-    "SqueezeSegV2 fine-tuned from squeezesegv2 on 6,000 full-width synthetic scans (the current generator)"))
-SQUEEZESEGV2_BIG_PDC = register_model(ModelSpec(
-    "squeezesegv2_big_pdc", "segmentation", _BUILD_V2, "squeezesegv2_big_pdc.pt", _SHAPE_V2, SQUEEZESEG.classes,
-    "squeezesegv2_big + progressive domain calibration on unlabelled real scans"))
-SQUEEZESEGV2_FURNITURE = register_model(ModelSpec(
-    "squeezesegv2_furniture", "segmentation", _BUILD_V2, "squeezesegv2_furniture.pt", _SHAPE_V2, SQUEEZESEG.classes,
-    "squeezesegv2_big fine-tuned on 8,000 synthetic scans with street furniture (unlabelled bicycles, bins, hedges)"))
-SQUEEZESEGV2_FURNITURE_PDC = register_model(ModelSpec(
-    "squeezesegv2_furniture_pdc", "segmentation", _BUILD_V2, "squeezesegv2_furniture_pdc.pt", _SHAPE_V2,
-    SQUEEZESEG.classes, "squeezesegv2_furniture + progressive domain calibration on unlabelled real scans"))
-SQUEEZESEGV2_LIR = register_model(ModelSpec(
-    "squeezesegv2_lir", "segmentation", _BUILD_V2, "squeezesegv2_lir.pt", _SHAPE_V2, SQUEEZESEG.classes,
-    "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)"))
-SQUEEZESEGV2_GCA = register_model(ModelSpec(
-    "squeezesegv2_gca", "segmentation", _BUILD_V2, "squeezesegv2_gca.pt", _SHAPE_V2, SQUEEZESEG.classes,
-    "SqueezeSegV2 +LIR +geodesic correlation alignment to unlabelled real scans"))
-SQUEEZESEGV2_DA = register_model(ModelSpec(
-    "squeezesegv2_da", "segmentation", _BUILD_V2, "squeezesegv2_da.pt", _SHAPE_V2, SQUEEZESEG.classes,
-    "SqueezeSegV2 +LIR +GCA +progressive domain calibration (full adaptation pipeline)"))
+
+
+def _squeezesegv2_weights(name: str, summary: str) -> ModelSpec:
+    """A SqueezeSegV2 checkpoint models/<name>.pt: the same network, weights of another training or adaptation."""
+    return register_model(ModelSpec(name, "segmentation", _BUILD_V2, f"{name}.pt", _SHAPE_V2, SQUEEZESEG.classes,
+                                    summary))
+
+
+SQUEEZESEGV2 = _squeezesegv2_weights(
+    "squeezesegv2", "SqueezeSegV2: BN + mask + focal loss + CAM, trained on synthetic lidar_2d")
+SQUEEZESEGV2_BIG = _squeezesegv2_weights(
+    "squeezesegv2_big",
+    "SqueezeSegV2 fine-tuned from squeezesegv2 on 6,000 full-width synthetic scans (the current generator)")
+SQUEEZESEGV2_BIG_PDC = _squeezesegv2_weights(
+    "squeezesegv2_big_pdc", "squeezesegv2_big + progressive domain calibration on unlabelled real scans")
+SQUEEZESEGV2_FURNITURE = _squeezesegv2_weights(
+    "squeezesegv2_furniture",
+    "squeezesegv2_big fine-tuned on 8,000 synthetic scans with street furniture (unlabelled bicycles, bins, hedges)")
+SQUEEZESEGV2_FURNITURE_PDC = _squeezesegv2_weights(
+    "squeezesegv2_furniture_pdc", "squeezesegv2_furniture + progressive domain calibration on unlabelled real scans")
+SQUEEZESEGV2_LIR = _squeezesegv2_weights(
+    "squeezesegv2_lir", "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)")
+SQUEEZESEGV2_GCA = _squeezesegv2_weights(
+    "squeezesegv2_gca", "SqueezeSegV2 +LIR +geodesic correlation alignment to unlabelled real scans")
+SQUEEZESEGV2_DA = _squeezesegv2_weights(
+    "squeezesegv2_da", "SqueezeSegV2 +LIR +GCA +progressive domain calibration (full adaptation pipeline)")

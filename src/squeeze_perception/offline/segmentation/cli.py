@@ -127,7 +127,8 @@ def _eval(args) -> int:
                 if ground_on:
                     grounded["real_lidar_2d"] = counts_to_json(ground)
             if "real_object" in wanted:
-                both = evaluate_object_frames(pl, real / "object" / "training", "velodyne", ignore_band=args.ignore_band)
+                both = evaluate_object_frames(pl, real / "object" / "training", "velodyne",
+                                              ignore_band=args.ignore_band)
                 res["real_object"] = counts_to_json(evaluate_object_frames(
                     pl, real / "object_reduced" / "training", "velodyne_reduced", counts=both,
                     ignore_band=args.ignore_band))
@@ -337,8 +338,8 @@ CARD_COMMANDS = {
     "squeezesegv2_furniture_pdc": [
         "squeeze-perception seg adapt grids   # the 28 unlabelled real grids, once",
         "squeeze-perception seg adapt pdc --source models/squeezesegv2_furniture.pt --name squeezesegv2_furniture_pdc",
-        "squeeze-perception offline quantize-int8 --model squeezesegv2_furniture_pdc --calib-frames 32 --integer-head 1 "
-        "--deconv-as-conv --pad-narrow-inputs 8 --shared-concat-scale   # the int8 graph the node runs"],
+        "squeeze-perception offline quantize-int8 --model squeezesegv2_furniture_pdc --calib-frames 32 "
+        "--integer-head 1 --deconv-as-conv --pad-narrow-inputs 8 --shared-concat-scale   # the int8 graph the node runs"],
 }
 
 
