@@ -271,7 +271,7 @@ def _plot_real_outcomes(models: list[str], real: Path, out: Path, threads: int) 
     from ...kitti.calib import load_object_calib
     from ...kitti.labels import read_labels, read_velodyne_bin
     from ...segmentation.pipeline import SegmentationPipeline
-    from .evaluation import EVAL_IGNORE_BAND_M, label_points
+    from .evaluation import label_points
     from .plots import plot_camera_outcomes
 
     frames = [(real / "object" / "training", "velodyne", f) for f in ("000000", "000002")] + \
@@ -289,6 +289,7 @@ def _plot_real_outcomes(models: list[str], real: Path, out: Path, threads: int) 
             uv, depth = calib.project_velo(pts)
             image = np.asarray(Image.open(root / "image_2" / f"{fid}.png").convert("RGB"))
             counted = res.fov_mask & ~truth.ignored & (depth > 0)
+            # KITTI images are 1224x370 or 1242x375; one panel size for all (a few border pixels lost)
             rows.append((image[:370, :1224], uv, counted, res.labels, truth.classes))
         panels.append((name, rows))
     return plot_camera_outcomes(panels, out)
