@@ -121,3 +121,31 @@ def test_mac_count_matches_a_hand_computed_convolution():
     assert count_macs(net, torch.zeros(1, 2, 8, 8)) == 64 * 3 * 18 + 64 * 3 * 4 * 4
     assert crf_macs(4, 1, 1, (3, 5), 1) == (2 * 4 * 15 + 2 * 16) + 15 * 7
     assert count_macs(build_squeezeseg(), torch.zeros(1, 5, 64, 512)) > 1e9
+
+
+def test_class_weights_option_reaches_the_loss_and_bad_values_are_refused(tmp_path, monkeypatch):
+    """`seg train --class-weights`: the loss gets exactly the given weights (fractions allowed);
+    the default stays the release's; a wrong count or a non-positive weight is refused by name."""
+    from squeeze_perception.offline.segmentation import train as train_module
+    from squeeze_perception.segmentation import constants as K
+
+    assert np.allclose(train_module.parse_class_weights(""), K.CLASS_LOSS_WEIGHTS)
+    assert np.allclose(train_module.parse_class_weights("1/15, 1, 4.5, 6.8"), [1 / 15, 1, 4.5, 6.8])
+    with pytest.raises(ValueError, match="needs 4 values"):
+        train_module.parse_class_weights("1,2,3")
+    with pytest.raises(ValueError, match="'0' is not a positive number"):
+        train_module.parse_class_weights("1,0,3,4")
+    seen = []
+
+    def recording_focal_loss(*args, class_weights=None, **kwargs):
+        seen.append(class_weights.detach().cpu().numpy().copy())
+        return real_focal_loss(*args, class_weights=class_weights, **kwargs)
+
+    real_focal_loss = train_module.focal_loss
+    monkeypatch.setattr(train_module, "focal_loss", recording_focal_loss)
+    monkeypatch.setenv("SQUEEZE_PERCEPTION_MODELS", str(tmp_path / "models"))
+    cfg = SegTrainConfig(out=str(tmp_path / "models" / "tiny_w.pt"), arch="squeezesegv2",
+                         data=str(_write_grids(tmp_path / "grids", n=1)), steps=1, batch_size=1,
+                         work_dir=str(tmp_path / "work"), crf=False, class_weights="0.5,1,2,3")
+    train(cfg, progress=False)
+    assert seen and np.allclose(seen[0], [0.5, 1, 2, 3])

@@ -486,6 +486,9 @@ def main(argv: list[str]) -> int:
     t.add_argument("--real-grids", default="", help="unlabelled real grids .npy (+GCA)")
     t.add_argument("--gca-lambda", type=float, default=SegTrainConfig.gca_lambda)
     t.add_argument("--max-files", type=int, default=0)
+    t.add_argument("--class-weights", default="", metavar="U,C,P,Y",
+                   help="loss weight per class (unknown, car, pedestrian, cyclist; 1/15 allowed); default the "
+                        "release's 1/15,1,10,10")
     t.add_argument("--quant-schedule", default="", metavar="W/A:STEPS[@LR],...",
                    help="diracdeltaseg: comma list of stages WBITS/ABITS:STEPS[@LR] trained in order, each from the "
                         "previous stage's weights (thesis 7.4), e.g. '32/32:3000,8/8:1000,4/4:1000@3e-4'; bits 2-8 "

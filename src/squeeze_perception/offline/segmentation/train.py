@@ -65,6 +65,8 @@ class SegTrainConfig(TrainConfig):
     real_grids: str = ""  # .npy stack of unlabelled real grids (+GCA)
     gca_lambda: float = K.GCA_LAMBDA
     max_files: int = 0
+    # Per-class loss weights "unknown,car,pedestrian,cyclist"; "" -> K.CLASS_LOSS_WEIGHTS (the release's).
+    class_weights: str = ""
     work_dir: str = "out/seg"  # checkpoint and train.log in <work_dir>/<name>/
     # Progressive quantization (diracdeltaseg only): "wbits/abits:steps[@lr],..." (see
     # parse_quant_schedule); "" -> default_quant_schedule(steps). Replaces `steps`.
@@ -79,6 +81,25 @@ class SegTrainConfig(TrainConfig):
 
     def log_path(self) -> Path:
         return Path(self.log_file) if self.log_file else self.work_path() / "train.log"
+
+
+def parse_class_weights(text: str) -> np.ndarray:
+    """The loss weight of each class from "w_unknown,w_car,w_pedestrian,w_cyclist" (fractions like
+    1/15 allowed); "" gives the released K.CLASS_LOSS_WEIGHTS."""
+    if not text:
+        return np.asarray(K.CLASS_LOSS_WEIGHTS, np.float32)
+    parts = text.split(",")
+    if len(parts) != len(K.CLASS_NAMES):
+        raise ValueError(f"--class-weights needs {len(K.CLASS_NAMES)} values ({', '.join(K.CLASS_NAMES)}), "
+                         f"got {len(parts)}: {text!r}")
+    values = []
+    for p in parts:
+        num, _, den = p.strip().partition("/")
+        value = float(num) / float(den) if den else float(num)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"--class-weights: {p.strip()!r} is not a positive number")
+        values.append(value)
+    return np.asarray(values, np.float32)
 
 
 def build_arch(arch: str) -> torch.nn.Module:
@@ -294,7 +315,7 @@ def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
         real_np = np.load(_resolve(cfg.real_grids))
         # Real scans keep their measured intensity; only synthetic ones are rendered.
         real = torch.from_numpy(np.stack([to_input(g, in_channels) for g in real_np])).to(device)
-    weights = torch.tensor(K.CLASS_LOSS_WEIGHTS, device=device)
+    weights = torch.tensor(parse_class_weights(cfg.class_weights), device=device)
     rng = np.random.default_rng(cfg.seed + 1000 + step)
     # The batch draws and the augmentation (DataLoader workers keep their own: such a run draws
     # fresh batches after a resume).
