@@ -202,6 +202,11 @@ SQUEEZESEGV2_FURNITURE = _squeezesegv2_weights(
     "squeezesegv2_big fine-tuned on 8,000 synthetic scans with street furniture (unlabelled bicycles, bins, hedges)")
 SQUEEZESEGV2_FURNITURE_PDC = _squeezesegv2_weights(
     "squeezesegv2_furniture_pdc", "squeezesegv2_furniture + progressive domain calibration on unlabelled real scans")
+SQUEEZESEGV2_FURNITURE_ISQRT = _squeezesegv2_weights(
+    "squeezesegv2_furniture_isqrt",
+    "squeezesegv2_furniture fine-tuned 30 min with inverse-square-root-frequency class weights (0.29, 1, 4.5, 6.8)")
+SQUEEZESEGV2_FURNITURE_ISQRT_PDC = _squeezesegv2_weights(
+    "squeezesegv2_furniture_isqrt_pdc", "squeezesegv2_furniture_isqrt + progressive domain calibration on real scans")
 SQUEEZESEGV2_LIR = _squeezesegv2_weights(
     "squeezesegv2_lir", "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)")
 SQUEEZESEGV2_GCA = _squeezesegv2_weights(

@@ -309,6 +309,12 @@ CARD_PURPOSE = {
                               "showed as false cars, pedestrians and cyclists; bf16 + channels_last on this CPU.",
     "squeezesegv2_furniture_pdc": "`squeezesegv2_furniture` with progressive domain calibration (Algorithm 2) of every "
                                   "batch-norm layer on unlabelled real scans (no LIR, no GCA).",
+    "squeezesegv2_furniture_isqrt": "`squeezesegv2_furniture` fine-tuned 30 more minutes on the same scans with class "
+                                    "loss weights from the inverse square root of the class frequencies (unknown, "
+                                    "car, pedestrian, cyclist = 0.29, 1, 4.5, 6.8; the release's 1/15, 1, 10, 10 "
+                                    "buy rare-class recall with precision).",
+    "squeezesegv2_furniture_isqrt_pdc": "`squeezesegv2_furniture_isqrt` with progressive domain calibration "
+                                        "(Algorithm 2) of every batch-norm layer on unlabelled real scans.",
     "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
                         "intensity is replaced by the renderer's prediction.",
     "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
@@ -333,9 +339,22 @@ _FURNITURE_TRAIN = ("squeeze-perception seg train --arch squeezesegv2 --name squ
                     "--out out/seg/cpu_furn/squeezesegv2_furniture.pt --work-dir out/seg/cpu_furn --steps 3300 "
                     "--batch-size 8 --lr 5e-4 --minutes 60 --threads 2 --precision bf16 --channels-last --crop-width 0 "
                     "--checkpoint-every 250 --log-every 25 --seed 12   # resumable")
+_ISQRT_TRAIN = ("squeeze-perception seg train --arch squeezesegv2 --name squeezesegv2_furniture_isqrt "
+                "--init models/squeezesegv2_furniture.pt --data data/synth_furn/lidar_2d/train "
+                "--out out/seg/cpu_furn/squeezesegv2_furniture_isqrt.pt --work-dir out/seg/cpu_furn --steps 1700 "
+                "--batch-size 8 --lr 3e-4 --minutes 30 --threads 2 --precision bf16 --channels-last --crop-width 0 "
+                "--checkpoint-every 250 --log-every 25 --seed 13 --class-weights 0.29,1,4.5,6.8   # resumable")
 CARD_COMMANDS = {
     "squeezesegv2_furniture": [_FURNITURE_DATA, _FURNITURE_TRAIN,
                                "cp out/seg/cpu_furn/squeezesegv2_furniture.pt models/"],
+    "squeezesegv2_furniture_isqrt": [_FURNITURE_DATA, "# squeezesegv2_furniture first (its card)", _ISQRT_TRAIN,
+                                     "cp out/seg/cpu_furn/squeezesegv2_furniture_isqrt.pt models/"],
+    "squeezesegv2_furniture_isqrt_pdc": [
+        "squeeze-perception seg adapt grids   # the 28 unlabelled real grids, once",
+        "squeeze-perception seg adapt pdc --source models/squeezesegv2_furniture_isqrt.pt "
+        "--name squeezesegv2_furniture_isqrt_pdc",
+        "squeeze-perception offline quantize-int8 --model squeezesegv2_furniture_isqrt_pdc --calib-frames 32 "
+        "--integer-head 1 --deconv-as-conv --pad-narrow-inputs 8 --shared-concat-scale   # the int8 graph the node runs"],
     "squeezesegv2_furniture_pdc": [
         "squeeze-perception seg adapt grids   # the 28 unlabelled real grids, once",
         "squeeze-perception seg adapt pdc --source models/squeezesegv2_furniture.pt --name squeezesegv2_furniture_pdc",
