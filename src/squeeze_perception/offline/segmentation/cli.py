@@ -272,22 +272,22 @@ def _plot_real_outcomes(models: list[str], real: Path, out: Path, threads: int) 
     from ...kitti.labels import read_labels, read_velodyne_bin
     from ...segmentation.pipeline import SegmentationPipeline
     from .evaluation import label_points
+    from .instance_eval import real_object_frames
     from .plots import plot_camera_outcomes
 
-    frames = [(real / "object" / "training", "velodyne", f) for f in ("000000", "000002")] + \
-             [(real / "object_reduced" / "training", "velodyne_reduced", "000134")]
+    shown = ("object/000000", "object/000002", "object_reduced/000134")  # 000001: one far car, little to see
+    frames = [f for f in real_object_frames(real) if f.name in shown]
     panels = []
     for name in models:
         pl = SegmentationPipeline(name, backend="onnxruntime", fov="front", num_threads=threads)
         rows = []
-        for root, folder, fid in frames:
-            pts = read_velodyne_bin(root / folder / f"{fid}.bin")
-            calib = load_object_calib(root / "calib" / f"{fid}.txt")
-            truth = label_points(pts, read_labels(root / "label_2" / f"{fid}.txt"), calib,
-                                 ignore_band=EVAL_IGNORE_BAND_M)
+        for frame in frames:
+            pts = read_velodyne_bin(frame.velodyne)
+            calib = load_object_calib(frame.calib)
+            truth = label_points(pts, read_labels(frame.label), calib, ignore_band=EVAL_IGNORE_BAND_M)
             res = pl.process(pts)
             uv, depth = calib.project_velo(pts)
-            image = np.asarray(Image.open(root / "image_2" / f"{fid}.png").convert("RGB"))
+            image = np.asarray(Image.open(frame.image).convert("RGB"))
             counted = res.fov_mask & ~truth.ignored & (depth > 0)
             # KITTI images are 1224x370 or 1242x375; one panel size for all (a few border pixels lost)
             rows.append((image[:370, :1224], uv, counted, res.labels, truth.classes))
@@ -344,22 +344,24 @@ _ISQRT_TRAIN = ("squeeze-perception seg train --arch squeezesegv2 --name squeeze
                 "--out out/seg/cpu_furn/squeezesegv2_furniture_isqrt.pt --work-dir out/seg/cpu_furn --steps 1700 "
                 "--batch-size 8 --lr 3e-4 --minutes 30 --threads 2 --precision bf16 --channels-last --crop-width 0 "
                 "--checkpoint-every 250 --log-every 25 --seed 13 --class-weights 0.29,1,4.5,6.8   # resumable")
+
+
+def _pdc_int8_commands(source: str, name: str) -> list[str]:
+    """A PDC model's commands: its real grids, the calibration of `source`, the int8 graph the node runs."""
+    return ["squeeze-perception seg adapt grids   # the 28 unlabelled real grids, once",
+            f"squeeze-perception seg adapt pdc --source models/{source}.pt --name {name}",
+            f"squeeze-perception offline quantize-int8 --model {name} --calib-frames 32 --integer-head 1 "
+            "--deconv-as-conv --pad-narrow-inputs 8 --shared-concat-scale   # the int8 graph the node runs"]
+
+
 CARD_COMMANDS = {
     "squeezesegv2_furniture": [_FURNITURE_DATA, _FURNITURE_TRAIN,
                                "cp out/seg/cpu_furn/squeezesegv2_furniture.pt models/"],
     "squeezesegv2_furniture_isqrt": [_FURNITURE_DATA, "# squeezesegv2_furniture first (its card)", _ISQRT_TRAIN,
                                      "cp out/seg/cpu_furn/squeezesegv2_furniture_isqrt.pt models/"],
-    "squeezesegv2_furniture_isqrt_pdc": [
-        "squeeze-perception seg adapt grids   # the 28 unlabelled real grids, once",
-        "squeeze-perception seg adapt pdc --source models/squeezesegv2_furniture_isqrt.pt "
-        "--name squeezesegv2_furniture_isqrt_pdc",
-        "squeeze-perception offline quantize-int8 --model squeezesegv2_furniture_isqrt_pdc --calib-frames 32 "
-        "--integer-head 1 --deconv-as-conv --pad-narrow-inputs 8 --shared-concat-scale   # the int8 graph the node runs"],
-    "squeezesegv2_furniture_pdc": [
-        "squeeze-perception seg adapt grids   # the 28 unlabelled real grids, once",
-        "squeeze-perception seg adapt pdc --source models/squeezesegv2_furniture.pt --name squeezesegv2_furniture_pdc",
-        "squeeze-perception offline quantize-int8 --model squeezesegv2_furniture_pdc --calib-frames 32 "
-        "--integer-head 1 --deconv-as-conv --pad-narrow-inputs 8 --shared-concat-scale   # the int8 graph the node runs"],
+    "squeezesegv2_furniture_isqrt_pdc": _pdc_int8_commands("squeezesegv2_furniture_isqrt",
+                                                           "squeezesegv2_furniture_isqrt_pdc"),
+    "squeezesegv2_furniture_pdc": _pdc_int8_commands("squeezesegv2_furniture", "squeezesegv2_furniture_pdc"),
 }
 
 
