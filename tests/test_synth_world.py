@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from squeeze_perception.offline.synth.materials import PAINTS, Material
+from squeeze_perception.offline.synth.raycast import RayScene
 from squeeze_perception.offline.synth.meshes import (CAR_STYLES, TRUCK_STYLES, VAN_STYLES, _car_style, box, car_mesh,
                                                      cylinder, merge, truck_mesh)
 from squeeze_perception.offline.synth.world import SIZE_STATS, World
@@ -95,6 +96,12 @@ def test_every_car_and_van_style_fills_its_label_box(kind, style):
     assert hi[2] == pytest.approx(height) and lo[2] == pytest.approx(0.0, abs=0.02)
     assert np.isin(mesh.material, [Material.GLASS]).any() and np.isin(mesh.material, PAINTS).any()
     assert (mesh.material == Material.TYRE).sum() and (mesh.material == Material.LAMP).sum()
+    # Seen from behind, paint ends at the bumper (>= 0.25 m) and a dark underbody fills the gap to the road
+    # between the tyres: a ray along the car's axis at 15 cm height hits near-black, not the road behind it.
+    paint_vertices = np.unique(mesh.triangles[np.isin(mesh.material, PAINTS)])
+    assert mesh.vertices[paint_vertices, 2].min() >= 0.25
+    hit = RayScene(mesh, []).cast(np.array([[-20.0, 0.0, 0.15]]), np.array([[1.0, 0.0, 0.0]]))
+    assert hit.hit[0] and mesh.colour[hit.triangle[0]].max() <= 32
     again = car_mesh(length, width, height, (30, 60, 150), np.random.default_rng(1), kind=kind, style=style)
     np.testing.assert_array_equal(mesh.vertices, again.vertices)
     np.testing.assert_array_equal(mesh.colour, again.colour)

@@ -236,7 +236,7 @@ def _lights(l2: float, w2: float, belt: float, clearance: float, rng: np.random.
              for sy in (-1, 1)]
     parts += [box((0.03, tw, th), (-l2 - 0.005, sy * (w2 - 0.05 - tw / 2), tail_z), Material.LAMP, tail_colour)
               for sy in (-1, 1)]
-    parts.append(box((0.02, 0.5, 0.12), (-l2 - 0.01, 0, clearance + rng.uniform(0.3, 0.45)), Material.PLATE,
+    parts.append(box((0.02, 0.5, 0.12), (-l2 - 0.01, 0, clearance + rng.uniform(0.15, 0.35)), Material.PLATE,
                      (230, 230, 220)))
     if rng.random() < 0.7:
         parts.append(box((0.02, 0.5, 0.12), (l2 + 0.01, 0, clearance + rng.uniform(0.15, 0.3)), Material.PLATE,
@@ -270,7 +270,7 @@ def car_mesh(length: float, width: float, height: float, paint, rng: np.random.G
     if kind == "van":
         style = style or VAN_STYLES[rng.integers(len(VAN_STYLES))]
         r = float(np.clip(0.15 * height + rng.uniform(-0.02, 0.02), 0.3, 0.4))
-        clearance = rng.uniform(0.16, 0.22)
+        clearance = rng.uniform(0.28, 0.38)
         belt = height * rng.uniform(0.45, 0.55)
         body = frustum((-l2, l2), (-l2, l2 - 0.25), w2, w2 * 0.98, clearance, belt, paint_mat, paint)
         faces = {"front": Material.GLASS}
@@ -285,7 +285,9 @@ def car_mesh(length: float, width: float, height: float, paint, rng: np.random.G
         style = style or _car_style(height, rng)
         suv = style == "suv"
         r = float(np.clip(0.19 * height + rng.uniform(-0.02, 0.03 if suv else 0.02), 0.28, 0.44 if suv else 0.42))
-        clearance = rng.uniform(0.22, 0.3) if suv else rng.uniform(0.14, 0.2)
+        # The body's lower edge is the bumpers' (0.25-0.35 m on cars, higher on SUVs): seen from behind or
+        # ahead, a real car ends in dark underbody and tyres well above the road, not in paint down to it.
+        clearance = rng.uniform(0.36, 0.48) if suv else rng.uniform(0.25, 0.35)
         belt = height * (rng.uniform(0.58, 0.66) if suv else rng.uniform(0.52, 0.6))
         hood = (rng.uniform(0.2, 0.3) if style == "sedan" else rng.uniform(0.18, 0.27)) * length
         trunk = {"sedan": rng.uniform(0.12, 0.22), "hatchback": rng.uniform(0.02, 0.06),
@@ -308,7 +310,17 @@ def car_mesh(length: float, width: float, height: float, paint, rng: np.random.G
         tail_z = None
     r = min(r, belt - 0.05)
     wheels = _wheels((axle_rear, axle_front), w2, r, 0.22, 0.12, rng)
-    return merge([body, cabin, *wheels, *_lights(l2, w2, belt, clearance, rng, tail_z)])
+    return merge([body, cabin, _underbody(l2, w2, clearance, rng), *wheels,
+                  *_lights(l2, w2, belt, clearance, rng, tail_z)])
+
+
+def _underbody(l2: float, w2: float, clearance: float, rng: np.random.Generator) -> Mesh:
+    """Floor pan, exhaust and suspension as one dark block between the tyres, under the body.
+
+    The renderer has no ambient occlusion, so without it the road would show bright under the bumpers."""
+    shade = rng.uniform(12, 30)
+    return box((2 * l2 - 0.5, 2 * (w2 - 0.24), clearance - 0.1), (0.0, 0.0, (clearance + 0.1) / 2), Material.TYRE,
+               (shade, shade, shade * 1.05))
 
 
 def truck_mesh(length: float, width: float, height: float, paint, rng: np.random.Generator,
