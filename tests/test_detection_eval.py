@@ -11,7 +11,8 @@ import pytest
 from squeeze_perception.interfaces import DETECTION_DTYPE
 from squeeze_perception.kitti.labels import ObjectLabel
 from squeeze_perception.offline.detection.evaluation import (class_curve, evaluate, first_match_rank, format_table,
-                                                             frame_statistics, prepare_frame, read_result_file,
+                                                             format_object_matches, frame_statistics, object_matches,
+                                                             prepare_frame, read_result_file,
                                                              recall_thresholds, recall_vs_nbox, PROTOCOLS)
 
 CAR, PED = 1, 2
@@ -314,3 +315,25 @@ def test_recall_vs_nbox_counts_best_rank_of_a_matching_box():
     ranks, n = first_match_rank(pred, labels)
     assert n == 2 and ranks.tolist() == [2, 3]
     np.testing.assert_allclose(recall_vs_nbox([ranks], [1, 2, 3, 4, 100]), [0, 0, 0.5, 1, 1])
+
+
+def test_object_matches_tells_a_regression_miss_from_a_decoding_miss():
+    labels = [lab("Car", [100, 100, 200, 150]), lab("Pedestrian", [300, 50, 340, 150]),
+              lab("Car", [500, 100, 600, 110])]  # 10 px tall: ignored at every level, so no row
+    raw = np.zeros((3, 8), np.float32)
+    raw[0, :5] = (100, 100, 200, 150, 0.5); raw[0, 5] = 1    # the car exactly, but NMS/top-k dropped it
+    raw[1, :5] = (300, 50, 340, 100, 0.9); raw[1, 6] = 1     # pedestrian box half as tall: IoU 0.5
+    raw[2, :5] = (110, 100, 210, 150, 0.8); raw[2, 5] = 1    # car shifted by 10 px: IoU 90/110
+    kept = dets([(110, 100, 210, 150, 0.8, CAR), (700, 0, 800, 50, 0.95, CAR), (300, 50, 340, 100, 0.9, PED)])
+    rows = object_matches(kept, raw, labels)
+    assert [(r["class"], r["difficulty"]) for r in rows] == [("car", "easy"), ("pedestrian", "easy")]
+    car, ped = rows
+    # Among kept cars by score: the wrong one (0.95) is rank 0, the shifted one rank 1.
+    assert car["kept_iou"] == pytest.approx(90 / 110) and car["kept_rank"] == 1 and car["kept_score"] == pytest.approx(0.8)
+    assert car["raw_iou"] == pytest.approx(1.0)
+    assert ped["kept_iou"] == pytest.approx(0.5) and ped["kept_rank"] == 0 and ped["raw_iou"] == pytest.approx(0.5)
+    text = format_object_matches({"000007": rows})
+    # 0.82 > 0.7 is found; the pedestrian's 0.5 is not above its 0.5 threshold, in kept or raw boxes.
+    assert "yes" in text.splitlines()[1] and "no box close enough" in text.splitlines()[2]
+    lost = object_matches(dets([(700, 0, 800, 50, 0.95, CAR)]), raw, labels[:1])[0]
+    assert lost["kept_iou"] == 0.0 and "lost in NMS/top-k" in format_object_matches({"x": [lost]})

@@ -117,17 +117,19 @@ def _cmd_demo(args) -> int:
 
 def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: str = "torch",
              top_k: int = 64, nms_iou: float = 0.4, limit: int = 0, progress: bool = True,
-             protocol: str = "kitti-2019", write_results: str = "", align_lut: np.ndarray | None = None) -> dict:
+             protocol: str = "kitti-2019", write_results: str = "", align_lut: np.ndarray | None = None,
+             per_object: bool = False) -> dict:
     """Evaluate a model on KITTI object split folders; returns AP tables and recall curve.
     write_results: also write each frame's detections as a KITTI result file DIR/<frame>.txt
     (score them again, or with the official devkit, through `det eval --results DIR`).
-    align_lut: every image goes through this style.py table first (test-time style alignment)."""
+    align_lut: every image goes through this style.py table first (test-time style alignment).
+    per_object: also result["per_object"] = {frame: evaluation.object_matches rows}."""
     from tqdm import tqdm
 
     from ...detection.data import list_samples, load_rgb
     from ...detection.decode import DecodeConfig
     from ...detection.inference import Detector
-    from .evaluation import evaluate, first_match_rank, recall_vs_nbox, write_result_file
+    from .evaluation import evaluate, first_match_rank, object_matches, recall_vs_nbox, write_result_file
     from .style import apply_lut
 
     det = Detector(model, backend, weights, DecodeConfig(top_k=top_k, nms_iou=nms_iou))
@@ -136,7 +138,7 @@ def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: st
         samples = samples[:limit]
     if write_results:
         Path(write_results).mkdir(parents=True, exist_ok=True)
-    dets, labels, ranks, latencies = [], [], [], []
+    dets, labels, ranks, latencies, matches = [], [], [], [], {}
     for s in tqdm(samples, desc=f"eval {model}", disable=not progress):
         rgb = load_rgb(s.image_path)
         pred = det.predict(rgb if align_lut is None else apply_lut(rgb, align_lut))
@@ -144,6 +146,8 @@ def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: st
         dets.append(pred.detections)
         labels.append(labs)
         ranks.append(first_match_rank(pred.raw, labs)[0])
+        if per_object:
+            matches[s.name] = object_matches(pred.detections, pred.raw, labs)
         if write_results:
             write_result_file(Path(write_results) / f"{s.name}.txt", pred.detections)
         if pred.latency_ms is not None:
@@ -158,6 +162,8 @@ def run_eval(model: str, weights: str | None, split_dirs: list[str], backend: st
     result["median_latency_ms"] = float(np.median(latencies)) if latencies else None
     result["decode"] = {"top_k": top_k, "nms_iou": nms_iou}
     result["align_lut"] = None if align_lut is None else np.asarray(align_lut).tolist()
+    if per_object:
+        result["per_object"] = matches
     return result
 
 
@@ -252,11 +258,15 @@ def _cmd_eval(args) -> int:
         lut = (test_time_alignment(args.align_images, str(Path(args.align_train_dir) / "image_2"), args.align_method)
                if args.align_images else None)
         result = run_eval(args.model, args.weights, splits, args.backend, args.top_k, args.nms_iou, args.limit,
-                          protocol=args.protocol, write_results=args.write_results, align_lut=lut)
+                          protocol=args.protocol, write_results=args.write_results, align_lut=lut,
+                          per_object=args.per_object)
         if lut is not None:
             print(f"test-time {args.align_method} alignment: {', '.join(args.align_images)} -> {args.align_train_dir}")
         print(f"{result['images']} images from {', '.join(splits)} ({args.model}, {args.backend})")
     print(format_table(result))
+    if result.get("per_object"):
+        from .evaluation import format_object_matches
+        print(format_object_matches(result["per_object"]))
     if "recall_vs_nbox" in result:
         rv = result["recall_vs_nbox"]
         print("recall vs N_box: " + ", ".join(f"{n}:{r:.3f}" for n, r in zip(rv["n_box"], rv["recall"])))
@@ -540,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--align-train-dir", default=str(SYNTH / "training"), help="training split the images are mapped onto")
     e.add_argument("--align-method", choices=STYLE_METHODS, default=STYLE_METHODS[0])
     e.add_argument("--plot-prefix", default="")
+    e.add_argument("--per-object", action="store_true",
+                   help="one line per true box: best IoU among the kept detections (rank, score) and among all raw "
+                        "boxes, i.e. whether a miss is the regression's or NMS/top-k's")
     e.set_defaults(func=_cmd_eval)
 
     dm = sub.add_parser("demo", help="draw detections on images (stacked into one PNG)")

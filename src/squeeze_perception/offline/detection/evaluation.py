@@ -452,6 +452,53 @@ def first_match_rank(pred: np.ndarray, labels: list[ObjectLabel]) -> tuple[np.nd
     return ranks, len(gts)
 
 
+def object_matches(kept, raw: np.ndarray, labels: list[ObjectLabel]) -> list[dict]:
+    """Why each car/pedestrian/cyclist true box (any difficulty) was or was not found: the best IoU
+    among the image's kept detections of its class (with that detection's score and its rank among
+    them, 0 = top) and the best IoU among all raw boxes of its class before NMS and top-k
+    (raw: (A, 5+C) as `first_match_rank` takes). A box the devkit misses with raw IoU above the
+    class threshold was lost in decoding (NMS, top-k); below it, in the network's regression."""
+    from ...detection.decode import scores_and_classes
+
+    kept = as_frame_detections(kept)
+    raw_scores, raw_cls = scores_and_classes(raw)
+    rows = []
+    for lab in labels:
+        cls = next((c for c in DETECTION_CLASSES if lab.type == KITTI_TYPE[c]), None)
+        if cls is None or lab.difficulty() < 0:
+            continue
+        bbox = np.asarray(lab.bbox, np.float64)[None]
+        mine = np.flatnonzero(np.asarray(kept.types) == KITTI_TYPE[cls])
+        row = {"class": cls, "difficulty": DIFFICULTIES[lab.difficulty()], "bbox": [round(float(v), 1) for v in lab.bbox],
+               "height_px": round(float(lab.bbox[3] - lab.bbox[1]), 1), "threshold": IOU_THRESHOLD[cls],
+               "kept_iou": 0.0, "kept_score": None, "kept_rank": None, "kept_box": None, "raw_iou": 0.0}
+        if len(mine):
+            order = mine[np.argsort(-kept.scores[mine], kind="stable")]
+            iou = box_iou_np(bbox, kept.boxes[order])[0]
+            best = int(np.argmax(iou))
+            row.update(kept_iou=float(iou[best]), kept_score=float(kept.scores[order[best]]), kept_rank=best,
+                       kept_box=[round(float(v), 1) for v in kept.boxes[order[best]]])
+        same = np.flatnonzero(raw_cls + 1 == CLASS_IDS[cls])
+        if len(same):
+            row["raw_iou"] = float(box_iou_np(bbox, raw[same, :4])[0].max())
+        rows.append(row)
+    return rows
+
+
+def format_object_matches(rows_per_frame: dict[str, list[dict]]) -> str:
+    """Plain-text table of `object_matches` rows, one line per true box."""
+    lines = [f"{'frame':>8s} {'class':10s} {'level':8s} {'h px':>5s} {'kept IoU':>8s} {'rank':>4s} {'score':>5s} "
+             f"{'raw IoU':>7s}  found"]
+    for frame, rows in rows_per_frame.items():
+        for r in rows:
+            found = "yes" if r["kept_iou"] > r["threshold"] else (
+                "lost in NMS/top-k" if r["raw_iou"] > r["threshold"] else "no box close enough")
+            lines.append(f"{frame:>8s} {r['class']:10s} {r['difficulty']:8s} {r['height_px']:5.0f} {r['kept_iou']:8.2f} "
+                         f"{'-' if r['kept_rank'] is None else r['kept_rank']:>4} "
+                         f"{'-' if r['kept_score'] is None else format(r['kept_score'], '.2f'):>5s} {r['raw_iou']:7.2f}  {found}")
+    return "\n".join(lines)
+
+
 def recall_vs_nbox(ranks_per_image: list[np.ndarray], n_values) -> np.ndarray:
     """Overall recall when each image keeps its top-N boxes, for each N in n_values."""
     ranks = np.concatenate(ranks_per_image) if ranks_per_image else np.zeros(0, np.int64)
@@ -462,4 +509,4 @@ def recall_vs_nbox(ranks_per_image: list[np.ndarray], n_values) -> np.ndarray:
 
 __all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "Protocol", "FrameDetections", "evaluate", "class_curve",
            "prepare_frame", "frame_statistics", "recall_thresholds", "read_result_file", "write_result_file",
-           "first_match_rank", "recall_vs_nbox", "format_table"]
+           "first_match_rank", "recall_vs_nbox", "format_table", "object_matches", "format_object_matches"]
