@@ -167,3 +167,22 @@ def test_parked_bicycle_is_a_cyclists_bicycle_without_the_rider():
     stand = parked_bicycles(0.0, -5.0, -1, np.random.default_rng(0))
     assert 1 <= len(stand) <= 8
     assert all(m.vertices[:, 2].min() > -0.3 for m in stand)
+
+
+def test_hedges_are_trimmed_runs_or_overgrown_lumps():
+    """Half the hedges are overgrown: lumps of varying height and width, the person-sized shapes
+    that a trimmed run (one height all along) never has."""
+    from squeeze_perception.offline.synth.street_furniture import hedge
+
+    trimmed = overgrown = 0
+    for seed in range(20):
+        lumps = hedge(10.0, 5.0, np.random.default_rng(seed))
+        tops = np.array([m.vertices[:, 2].max() for m in lumps])
+        xs = np.concatenate([m.vertices[:, 0] for m in lumps])
+        assert 3.0 - 1.2 <= xs.max() - xs.min() <= 25.0 + 2.4 and tops.max() <= 2.6 * 1.26
+        assert all(np.isin(m.material, [Material.FOLIAGE]).all() for m in lumps)
+        if np.ptp(tops) > 0.4:
+            overgrown += 1
+        else:
+            trimmed += 1
+    assert trimmed >= 4 and overgrown >= 4

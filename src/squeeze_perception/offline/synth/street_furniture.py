@@ -127,12 +127,27 @@ def advertising_pillar(x: float, y: float, rng: np.random.Generator) -> list[Mes
 
 
 def hedge(x: float, y: float, rng: np.random.Generator) -> list[Mesh]:
-    """A trimmed hedge run: 3-25 m of overlapping jittered ellipsoids, 0.6-2.2 m high."""
-    run, h = rng.uniform(3, 25), rng.uniform(0.6, 2.2)
+    """A hedge run, 3-25 m: trimmed (even top, 0.6-2.2 m) or overgrown (lumps of 0.4-1.1 m radius
+    whose tops wander between 0.8 and 2.6 m, gaps, single bushes standing out).
+
+    Why overgrown ones: on the real object frames, untrimmed hedges and shrubs were called
+    pedestrian; they break up into person-sized lumps, which a smooth trimmed run never does."""
+    run = rng.uniform(3, 25)
     depth = rng.uniform(0.5, 1.2)
     green = HEDGE_GREENS[rng.integers(len(HEDGE_GREENS))]
-    return [sphere((0.7, depth / 2, h / 2), (u, y, h / 2), 1, Material.FOLIAGE, green, jitter=0.12, rng=rng)
-            for u in np.arange(x, x + run, 0.8)]
+    if rng.random() < 0.5:
+        h = rng.uniform(0.6, 2.2)
+        return [sphere((0.7, depth / 2, h / 2), (u, y, h / 2), 1, Material.FOLIAGE, green, jitter=0.12, rng=rng)
+                for u in np.arange(x, x + run, 0.8)]
+    lumps, u, top = [], x, rng.uniform(1.0, 2.2)
+    while u < x + run:
+        radius = rng.uniform(0.4, 1.1)
+        top = float(np.clip(top + rng.normal(0, 0.35), 0.8, 2.6))
+        shade = np.clip(green * rng.uniform(0.8, 1.2), 0, 255)
+        lumps.append(sphere((radius, depth / 2 * rng.uniform(0.7, 1.3), top / 2), (u, y + rng.normal(0, 0.15), top / 2),
+                            1, Material.FOLIAGE, shade, jitter=0.25, rng=rng))
+        u += radius * rng.uniform(1.0, 1.8) + (rng.uniform(0.3, 1.2) if rng.random() < 0.15 else 0.0)
+    return lumps
 
 
 def trailer(x: float, y: float, rng: np.random.Generator) -> list[Mesh]:
