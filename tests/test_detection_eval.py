@@ -61,6 +61,17 @@ def test_fewer_true_boxes_than_sample_points_caps_ap():
     assert ap(evaluate(d, labels, "kitti-2012")) == pytest.approx(100.0)
 
 
+def test_one_found_box_of_three_scores_zero_under_kitti_2019():
+    # The real frames have 3 moderate cars. Finding 1 exactly: one threshold, slot 0 only, which
+    # kitti-2019 does not average -> 0; kitti-2012 averages slot 0 -> 1/11. Finding 2: slots 0, 1 -> 1/40.
+    boxes = car_row(3)
+    labels = [[lab("Car", b) for b in boxes]]
+    for found, ap_2019 in ((1, 0.0), (2, 100 / 40), (3, 100 * 2 / 40)):
+        d = [dets(perfect(boxes[:found]))]
+        assert ap(evaluate(d, labels, "kitti-2019")) == pytest.approx(ap_2019)
+        assert ap(evaluate(d, labels, "kitti-2012")) == pytest.approx(100 / 11)
+
+
 def test_thresholds_sit_at_the_nearest_recall_slot():
     # n_gt = 48, ten true positives (scores best first, index i has recall (i+1)/48).
     # Slot k (k = 0, 1, ...) wants recall k/40; score i is kept when its recall is at least as near
