@@ -207,6 +207,13 @@ SQUEEZESEGV2_FURNITURE_ISQRT = _squeezesegv2_weights(
     "squeezesegv2_furniture fine-tuned 30 min with inverse-square-root-frequency class weights (0.29, 1, 4.5, 6.8)")
 SQUEEZESEGV2_FURNITURE_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_furniture_isqrt_pdc", "squeezesegv2_furniture_isqrt + progressive domain calibration on real scans")
+SQUEEZESEGV2_HEDGES_ISQRT = _squeezesegv2_weights(
+    "squeezesegv2_hedges_isqrt",
+    "squeezesegv2_furniture_isqrt fine-tuned 42 min on 6,000 scans with overgrown hedges and car underbodies "
+    "(weights not shipped: docs/segmentation.md makes them)")
+SQUEEZESEGV2_HEDGES_ISQRT_PDC = _squeezesegv2_weights(
+    "squeezesegv2_hedges_isqrt_pdc",
+    "squeezesegv2_hedges_isqrt + progressive domain calibration on real scans (not shipped: no clear gain)")
 SQUEEZESEGV2_LIR = _squeezesegv2_weights(
     "squeezesegv2_lir", "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)")
 SQUEEZESEGV2_GCA = _squeezesegv2_weights(
