@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from squeeze_perception.offline.segmentation.evaluation import (SegCounts, counts_to_json, evaluate_object_frames,
-                                                                evaluate_semantic_kitti, instance_true_positives,
-                                                                semantic_kitti_labels, table_class_instance, table_iou)
+from squeeze_perception.offline.segmentation.evaluation import (SegCounts, counts_from_json, counts_to_json,
+                                                                evaluate_object_frames, evaluate_semantic_kitti,
+                                                                instance_true_positives, semantic_kitti_labels,
+                                                                table_class_instance, table_confusion, table_iou)
 
 
 def test_class_level_precision_recall_iou_by_hand():
@@ -344,3 +345,30 @@ def test_camera_outcome_overlay_colours_each_point_by_what_the_evaluation_counts
     assert tuple(img[top + 30, 30]) == OUTCOME_RGB["false car"]
     assert tuple(img[top + 30, 50]) == OUTCOME_RGB["missed"]
     assert tuple(img[top + 30, 70]) == (0, 0, 0)  # not counted: not drawn
+
+
+def test_confusion_matrix_by_hand_agrees_with_the_class_counts_and_survives_json():
+    # true:      car car car ped ped cyc unknown unknown
+    # predicted: car unk ped ped cyc unk car     unknown
+    gt = np.array([1, 1, 1, 2, 2, 3, 0, 0])
+    pred = np.array([1, 0, 2, 2, 3, 0, 1, 0])
+    c = SegCounts()
+    c.add_class_level(pred, gt)
+    expected = np.zeros((4, 4), int)
+    for t, p in zip(gt, pred):
+        expected[t, p] += 1
+    assert (c.confusion == expected).all()
+    assert c.confusion[3, 0] == 1 and c.confusion[1, 2] == 1  # the cyclist went to background, a car to pedestrian
+    # the diagonal is the true positives, rows the true points, columns the predicted points
+    assert (np.diag(c.confusion) == c.tp).all()
+    assert (c.confusion.sum(1) == c.gt).all() and (c.confusion.sum(0) == c.pred).all()
+    back = counts_from_json(counts_to_json(c))
+    assert (back.confusion == c.confusion).all()
+    text = table_confusion([("m", back)])
+    # car: 3 true points, one each called unknown, car and pedestrian
+    assert "| m | car (3) | 33.3 | 33.3 | 33.3 | 0.0 |" in text
+    assert "| m | cyclist (1) | 100.0 | 0.0 | 0.0 | 0.0 |" in text
+    # results written before the matrix existed still load, and their table is left out
+    old = counts_to_json(c)
+    del old["confusion"]
+    assert table_confusion([("old", counts_from_json(old))]).count("\n") == 1

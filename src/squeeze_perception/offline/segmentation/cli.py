@@ -162,7 +162,7 @@ def _eval(args) -> int:
 
 
 def render_tables(results: dict) -> str:
-    from .evaluation import counts_from_json, table_class_instance, table_iou
+    from .evaluation import counts_from_json, table_class_instance, table_confusion, table_iou
 
     parts = []
     datasets = sorted({d for r in results.values() for d in r})
@@ -172,6 +172,10 @@ def render_tables(results: dict) -> str:
                      "or true points where the data has no instance ids)\n\n" + table_class_instance(rows))
         parts.append(f"### {ds}: IoU per class (Tables 6.1 / 6.2 layout; n/a = no ground truth, left out of the "
                      "average)\n\n" + table_iou(rows, reference=THESIS_REFERENCE_62 if ds.startswith("real") else None))
+        confusion = table_confusion(rows)
+        if confusion.count("\n") > 1:
+            parts.append(f"### {ds}: where each class's true points went (% of its points; row sums 100)\n\n"
+                         + confusion)
     return "\n\n".join(parts)
 
 

@@ -37,6 +37,9 @@ class SegCounts:
     gt: np.ndarray = field(default=None)  # type: ignore[assignment]
     inst_tp: np.ndarray = field(default=None)  # type: ignore[assignment]
     gt_instances: np.ndarray = field(default=None)  # type: ignore[assignment]  # true instances per class
+    # confusion[true class, predicted class]: where a class's misses went (a real cyclist called
+    # background or pedestrian) and what its false positives were, which P/R/IoU do not tell.
+    confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
     frames: int = 0
     instance_frames: int = 0
 
@@ -44,12 +47,17 @@ class SegCounts:
         for name in ("tp", "pred", "gt", "inst_tp", "gt_instances"):
             if getattr(self, name) is None:
                 setattr(self, name, np.zeros(self.n, dtype=np.int64))
+        if self.confusion is None:
+            self.confusion = np.zeros((self.n, self.n), dtype=np.int64)
 
     def add_class_level(self, pred: np.ndarray, gt: np.ndarray) -> None:
         pred, gt = np.asarray(pred).ravel(), np.asarray(gt).ravel()
         self.tp += np.bincount(gt[pred == gt], minlength=self.n)[: self.n]
         self.pred += np.bincount(pred, minlength=self.n)[: self.n]
         self.gt += np.bincount(gt, minlength=self.n)[: self.n]
+        inside = (pred >= 0) & (pred < self.n) & (gt >= 0) & (gt < self.n)
+        self.confusion += np.bincount(gt[inside] * self.n + pred[inside],
+                                      minlength=self.n * self.n)[: self.n * self.n].reshape(self.n, self.n)
         self.frames += 1
 
     def add_instance_level(self, pred: np.ndarray, pred_inst: np.ndarray, gt: np.ndarray,
@@ -226,6 +234,24 @@ def table_class_instance(rows: list[tuple[str, SegCounts]], classes=OBJECT_CLASS
     return "\n".join(lines)
 
 
+def table_confusion(rows: list[tuple[str, SegCounts]]) -> str:
+    """Per variant, each class's true points split by the class predicted for them, in % of the
+    class's true points (row sums 100); a variant without a confusion matrix (old JSON) is skipped."""
+    names = [CLASS_NAMES[c] for c in range(len(CLASS_NAMES))]
+    lines = ["| model | true class (points) | " + " | ".join(f"called {n}" for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for name, counts in rows:
+        if counts.n != len(names) or not counts.confusion.any():
+            continue
+        for c in range(counts.n):
+            total = int(counts.confusion[c].sum())
+            if total == 0:
+                continue
+            share = [format_percent(v / total) for v in counts.confusion[c]]
+            lines.append(f"| {name} | {CLASS_NAMES[c]} ({total}) | " + " | ".join(share) + " |")
+    return "\n".join(lines)
+
+
 def table_iou(rows: list[tuple[str, SegCounts]], classes=OBJECT_CLASSES, reference: dict | None = None) -> str:
     """Tables 6.1 / 6.2 layout: IoU per class with its true instances (or points), and the mean
     over the classes that have ground truth."""
@@ -331,7 +357,8 @@ def counts_to_json(counts: SegCounts) -> dict:
     with ground truth and which classes have none."""
     out = {"frames": counts.frames, "instance_frames": counts.instance_frames,
            "tp": counts.tp.tolist(), "pred": counts.pred.tolist(), "gt": counts.gt.tolist(),
-           "inst_tp": counts.inst_tp.tolist(), "gt_instances": counts.gt_instances.tolist()}
+           "inst_tp": counts.inst_tp.tolist(), "gt_instances": counts.gt_instances.tolist(),
+           "confusion": counts.confusion.tolist()}
     for level, metrics in (("class", counts.class_level()), ("instance", counts.instance_level())):
         out[level] = {k: [None if not np.isfinite(v) else round(float(v), 4) for v in vals]
                       for k, vals in metrics.items()}
@@ -345,6 +372,8 @@ def counts_from_json(d: dict) -> SegCounts:
     c = SegCounts()
     c.tp, c.pred, c.gt, c.inst_tp = (np.array(d[k], dtype=np.int64) for k in ("tp", "pred", "gt", "inst_tp"))
     c.gt_instances = np.array(d.get("gt_instances", [0] * c.n), dtype=np.int64)  # absent before instance counts
+    if "confusion" in d:  # absent in results written before 2026-12-05
+        c.confusion = np.array(d["confusion"], dtype=np.int64)
     c.frames, c.instance_frames = d["frames"], d["instance_frames"]
     return c
 
