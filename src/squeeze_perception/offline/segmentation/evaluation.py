@@ -39,6 +39,8 @@ class SegCounts:
     gt_instances: np.ndarray = field(default=None)  # type: ignore[assignment]  # true instances per class
     # confusion[true class, predicted class]: where a class's misses went (a real cyclist called
     # background or pedestrian) and what its false positives were, which P/R/IoU do not tell.
+    # Its diagonal and sums repeat tp/gt/pred, which stay the source of the metrics because
+    # result files written before it have only those.
     confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
     frames: int = 0
     instance_frames: int = 0
@@ -237,7 +239,7 @@ def table_class_instance(rows: list[tuple[str, SegCounts]], classes=OBJECT_CLASS
 def table_confusion(rows: list[tuple[str, SegCounts]]) -> str:
     """Per variant, each class's true points split by the class predicted for them, in % of the
     class's true points (row sums 100); a variant without a confusion matrix (old JSON) is skipped."""
-    names = [CLASS_NAMES[c] for c in range(len(CLASS_NAMES))]
+    names = list(CLASS_NAMES)
     lines = ["| model | true class (points) | " + " | ".join(f"called {n}" for n in names) + " |",
              "|---|---|" + "---|" * len(names)]
     for name, counts in rows:
