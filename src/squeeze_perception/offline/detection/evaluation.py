@@ -426,6 +426,12 @@ def format_table(result: dict) -> str:
 
 
 # --------------------------------------------------------------------- recall vs N_box
+def _scored_truths(labels: list[ObjectLabel]) -> list[tuple[ObjectLabel, str]]:
+    """The car/pedestrian/cyclist true boxes of any difficulty (easy..hard), with their class."""
+    return [(lab, cls) for lab in labels for cls in DETECTION_CLASSES
+            if lab.type == KITTI_TYPE[cls] and lab.difficulty() >= 0]
+
+
 def first_match_rank(pred: np.ndarray, labels: list[ObjectLabel]) -> tuple[np.ndarray, int]:
     """For every car/pedestrian/cyclist ground truth of any difficulty (easy..hard), the rank
     (0-based, by class score) of the best-ranked predicted box of the same class with IoU above
@@ -433,8 +439,7 @@ def first_match_rank(pred: np.ndarray, labels: list[ObjectLabel]) -> tuple[np.nd
     Returns (ranks, number of ground-truth boxes)."""
     from ...detection.decode import scores_and_classes
 
-    gts = [(lab.bbox, cls) for lab in labels for cls in DETECTION_CLASSES
-           if lab.type == KITTI_TYPE[cls] and lab.difficulty() >= 0]
+    gts = [(lab.bbox, cls) for lab, cls in _scored_truths(labels)]
     if not gts:
         return np.zeros(0, np.int64), 0
     scores, cls_idx = scores_and_classes(pred)
@@ -463,10 +468,7 @@ def object_matches(kept, raw: np.ndarray, labels: list[ObjectLabel]) -> list[dic
     kept = as_frame_detections(kept)
     raw_scores, raw_cls = scores_and_classes(raw)
     rows = []
-    for lab in labels:
-        cls = next((c for c in DETECTION_CLASSES if lab.type == KITTI_TYPE[c]), None)
-        if cls is None or lab.difficulty() < 0:
-            continue
+    for lab, cls in _scored_truths(labels):
         bbox = np.asarray(lab.bbox, np.float64)[None]
         mine = np.flatnonzero(np.asarray(kept.types) == KITTI_TYPE[cls])
         row = {"class": cls, "difficulty": DIFFICULTIES[lab.difficulty()], "bbox": [round(float(v), 1) for v in lab.bbox],
