@@ -372,3 +372,20 @@ def test_confusion_matrix_by_hand_agrees_with_the_class_counts_and_survives_json
     old = counts_to_json(c)
     del old["confusion"]
     assert table_confusion([("old", counts_from_json(old))]).count("\n") == 1
+
+
+def test_intensity_perturbations_change_only_the_intensity_column():
+    from squeeze_perception.offline.segmentation.evaluation import perturb_intensity
+
+    rng = np.random.default_rng(0)
+    pts = np.column_stack([rng.normal(size=(50, 3)), np.linspace(0.0, 0.98, 50)]).astype(np.float32)
+    assert perturb_intensity(pts, "", rng) is pts
+    shuffled = perturb_intensity(pts, "shuffle", rng)
+    np.testing.assert_array_equal(shuffled[:, :3], pts[:, :3])
+    assert sorted(shuffled[:, 3]) == sorted(pts[:, 3]) and not np.array_equal(shuffled[:, 3], pts[:, 3])
+    assert np.all(perturb_intensity(pts, "const:0.3", rng)[:, 3] == np.float32(0.3))
+    doubled = perturb_intensity(pts, "scale:2", rng)[:, 3]
+    np.testing.assert_allclose(doubled, np.minimum(2 * pts[:, 3], 1.0))
+    assert pts[0, 3] == 0.0 and pts[-1, 3] == np.float32(0.98)  # the input is left alone
+    with pytest.raises(ValueError, match="unknown intensity perturbation"):
+        perturb_intensity(pts, "scale", rng)

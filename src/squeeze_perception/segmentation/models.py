@@ -214,6 +214,13 @@ SQUEEZESEGV2_HEDGES_ISQRT = _squeezesegv2_weights(
 SQUEEZESEGV2_HEDGES_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_hedges_isqrt_pdc",
     "squeezesegv2_hedges_isqrt + progressive domain calibration on real scans (not shipped: no clear gain)")
+SQUEEZESEGV2_INTENSITY_ISQRT = _squeezesegv2_weights(
+    "squeezesegv2_intensity_isqrt",
+    "squeezesegv2_furniture_isqrt fine-tuned 42 min on 6,000 scans whose intensity is reported as the real sensor's "
+    "(measured ring gains, zero readings by ring and range, per-person clothing)")
+SQUEEZESEGV2_INTENSITY_ISQRT_PDC = _squeezesegv2_weights(
+    "squeezesegv2_intensity_isqrt_pdc",
+    "squeezesegv2_intensity_isqrt + progressive domain calibration on unlabelled real scans")
 SQUEEZESEGV2_LIR = _squeezesegv2_weights(
     "squeezesegv2_lir", "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)")
 SQUEEZESEGV2_GCA = _squeezesegv2_weights(

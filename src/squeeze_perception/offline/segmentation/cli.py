@@ -106,6 +106,8 @@ def _eval(args) -> int:
         renderer = load_renderer(project_root() / renderer_path) if renderer_path else None
         for crf in ((True, False) if name == "squeezeseg" and args.crf_ablation else (True,)):
             key = name if crf else f"{name} w/o CRF"
+            if args.perturb_intensity:  # a row of its own: never mistaken for (or merged into) the plain one
+                key += f" [real intensity {args.perturb_intensity}]"
             pl = SegmentationPipeline(name, backend=args.backend, fov="front", crf=crf, num_threads=args.threads)
             res, grounded = {}, {}  # grounded: the lidar_2d sets after the pipeline's ground stage
             ground_on = bool(getattr(pl, "ground_removal", False))
@@ -128,14 +130,14 @@ def _eval(args) -> int:
                     grounded["real_lidar_2d"] = counts_to_json(ground)
             if "real_object" in wanted:
                 both = evaluate_object_frames(pl, real / "object" / "training", "velodyne",
-                                              ignore_band=args.ignore_band)
+                                              ignore_band=args.ignore_band, intensity=args.perturb_intensity)
                 res["real_object"] = counts_to_json(evaluate_object_frames(
                     pl, real / "object_reduced" / "training", "velodyne_reduced", counts=both,
-                    ignore_band=args.ignore_band))
+                    ignore_band=args.ignore_band, intensity=args.perturb_intensity))
             if "real_object_reduced" in wanted:
                 res["real_object_reduced"] = counts_to_json(
                     evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced",
-                                           ignore_band=args.ignore_band))
+                                           ignore_band=args.ignore_band, intensity=args.perturb_intensity))
             if "semantic_kitti" in wanted:
                 full = SegmentationPipeline(name, backend=args.backend, fov="full", crf=crf, num_threads=args.threads)
                 views = evaluate_semantic_kitti({"front": pl, "full": full}, args.semantic_kitti, sequences,
@@ -572,6 +574,10 @@ def main(argv: list[str]) -> int:
                    help="real object frames: ignore points within M metres outside an object's 3D box "
                         "(kitti/pointwise.py, 'Boundary band'; 0: count them as background, the protocol "
                         "before 2026-12-05)")
+    e.add_argument("--perturb-intensity", default="", metavar="MODE",
+                   help="real object frames: change the intensity of every scan before the network (labels "
+                        "unchanged) to see how much the labels hang on it: shuffle (permute among the scan's "
+                        "points), const:V, scale:F")
     e.add_argument("--out", default="out/seg/eval.json", help="JSON results (null where a value is undefined)")
     e.add_argument("--merge", action="store_true", help="add to the results already in --out")
     e.add_argument("--instances", action="store_true",

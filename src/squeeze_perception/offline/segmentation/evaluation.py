@@ -321,15 +321,37 @@ class _GridView:
         self.grid = grid[..., :5]
 
 
+def perturb_intensity(points: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
+    """A copy of (N, 4) points with the intensity column changed, to ask how much a network's labels
+    hang on intensity (`seg eval --perturb-intensity`): "shuffle" permutes the readings among the
+    scan's points (same histogram, no tie to the surface), "const:V" sets every reading to V,
+    "scale:F" multiplies them by F (clipped to 0..1), "" leaves them."""
+    if not mode:
+        return points
+    out = np.array(points, dtype=np.float32, copy=True)
+    kind, _, value = mode.partition(":")
+    if kind == "shuffle" and not value:
+        out[:, 3] = rng.permutation(out[:, 3])
+    elif kind == "const" and value:
+        out[:, 3] = float(value)
+    elif kind == "scale" and value:
+        out[:, 3] = np.clip(out[:, 3] * float(value), 0.0, 1.0)
+    else:
+        raise ValueError(f"unknown intensity perturbation '{mode}': shuffle, const:V or scale:F")
+    return out
+
+
 def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyne", max_frames: int = 0,
                            progress: bool = True, counts: SegCounts | None = None,
-                           ignore_band: float = EVAL_IGNORE_BAND_M) -> SegCounts:
+                           ignore_band: float = EVAL_IGNORE_BAND_M, intensity: str = "",
+                           seed: int = 0) -> SegCounts:
     """Class- and instance-level metrics on KITTI-object-layout frames, over the points inside
     the pipeline's field of view. Ground truth: the simulator's exact per-point labels
     (velodyne_labels/) when present, else `label_points` on the 3D boxes (real KITTI), whose
     ignored points are left out, and with them the points within `ignore_band` metres outside an
     object box (kitti.pointwise, "Boundary band"; 0 counts them as background, the protocol
-    before 2026-12-05). `counts` adds these frames to an earlier set's totals."""
+    before 2026-12-05). `counts` adds these frames to an earlier set's totals. `intensity`: a
+    `perturb_intensity` mode applied to each scan before the network (labels unchanged)."""
     from tqdm import tqdm
 
     from ...kitti.calib import load_object_calib
@@ -350,7 +372,8 @@ def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyn
             lab = label_points(pts, read_labels(root / "label_2" / f"{fid}.txt"),
                                load_object_calib(root / "calib" / f"{fid}.txt"), ignore_band=ignore_band)
             gt, gt_inst, ignored = lab.classes.astype(np.int64), lab.instances.astype(np.int64), lab.ignored
-        _add_frame(counts, pipeline.process(pts), gt, gt_inst, ignored)
+        perturbed = perturb_intensity(pts, intensity, np.random.default_rng([seed, int(fid)]))
+        _add_frame(counts, pipeline.process(perturbed), gt, gt_inst, ignored)
     return counts
 
 

@@ -9,7 +9,10 @@ it, every firing can be lost with the probability measured per ring and azimuth 
 KITTI scans (``kitti.hdl64e_dropout``), and the KITTI car's own body blocks the lowest beams ahead
 of and behind the sensor (``ego_occluded``). Returns end at 80 m, as KITTI's scans do. Intensity is
 reflectivity times an incidence term (sharper for glossy paint), with noise, quantised to KITTI's
-0.01 steps.
+0.01 steps, then reported as the real sensor reports it (``reported_intensity``): each laser's gain
+and share of zero readings, and the fall of both with range, measured on real scans
+(``kitti.hdl64e_intensity``). Clothing reflects anything from 0.1 to 0.7 of a 905 nm pulse, so each
+person's clothes draw their own reflectivity.
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ import numpy as np
 
 from ...kitti.hdl64e import HDL64E_BEAM_HEIGHT_M, HDL64E_ELEVATION_DEG, HDL64E_FIRINGS_PER_REV, HDL64E_ROWS
 from ...kitti.hdl64e_dropout import HDL64E_RING_DROPOUT, HDL64E_SECTOR_DROPOUT_FACTOR
+from ...kitti.hdl64e_intensity import (HDL64E_RING_INTENSITY_GAIN, HDL64E_RING_ZERO_SHARE, INTENSITY_RANGE_EDGES_M,
+                                       INTENSITY_RANGE_GAIN, INTENSITY_RANGE_ZERO_SHARE,
+                                       INTENSITY_REFERENCE_ZERO_SHARE)
 from ...kitti.noise_map import sector_of_azimuth
 from .materials import COHERENT_DROPOUT, DROPOUT, IS_PAINT, PASSES_THROUGH, REFLECTIVITY, Material
 from .raycast import RayScene, rotate, take_rows
@@ -34,6 +40,10 @@ KITTI_RECORDED_RANGE_M = 80.0
 # Grass blades and leaves scatter the pulse over their depth: extra range spread on those surfaces.
 SURFACE_RANGE_SPREAD_M = {Material.GRASS: 0.03, Material.FOLIAGE: 0.05}
 INTENSITY_NOISE = 0.03
+# Spread (natural-log units) of one person's clothing reflectivity around CLOTH's: dark to light
+# fabrics return roughly 0.1-0.7 at 905 nm (many dyes are transparent in the near infrared, so
+# the visible colour says little), which a per-point jitter of 0.15 alone never produced.
+CLOTHING_LOG_SPREAD = 0.5
 
 
 # The KITTI car's own body hides the lowest beams: ahead (the hood) and behind (the rear) within
@@ -69,6 +79,23 @@ def firing_dropout(rows: np.ndarray, azimuth_rad: np.ndarray) -> np.ndarray:
     return extra * HDL64E_SECTOR_DROPOUT_FACTOR[sector]
 
 
+def reported_intensity(intensity: np.ndarray, rows: np.ndarray, distance: np.ndarray,
+                       rng: np.random.Generator) -> np.ndarray:
+    """The sensor's report of a return of `intensity` (surface physics only) on ring `rows` at
+    `distance` m: scaled by the ring's gain and the range's, and 0 with the probability measured
+    for that ring and range on real KITTI scans (``kitti.hdl64e_intensity``). The range's extra
+    zeros are what its share has above the 5-30 m reference the ring table was measured in."""
+    rows = np.asarray(rows)
+    centres = (INTENSITY_RANGE_EDGES_M[:-1] + INTENSITY_RANGE_EDGES_M[1:]) / 2
+    range_zero = np.interp(distance, centres, INTENSITY_RANGE_ZERO_SHARE)
+    extra = np.clip(1.0 - (1.0 - range_zero) / (1.0 - INTENSITY_REFERENCE_ZERO_SHARE), 0.0, 1.0)
+    p_zero = 1.0 - (1.0 - HDL64E_RING_ZERO_SHARE[rows]) * (1.0 - extra)
+    out = intensity * HDL64E_RING_INTENSITY_GAIN[rows] * np.interp(distance, centres, INTENSITY_RANGE_GAIN)
+    out = np.clip(np.round(out, 2), 0.0, 0.99)
+    out[rng.random(len(out)) < p_zero] = 0.0
+    return out
+
+
 @dataclass
 class LidarScan:
     points: np.ndarray  # (N, 4) float32 x, y, z, intensity in the Velodyne frame
@@ -85,10 +112,13 @@ class LidarScan:
 
 class Hdl64e:
     def __init__(self, firings_per_rev: int = HDL64E_FIRINGS_PER_REV, max_range: float = KITTI_RECORDED_RANGE_M,
-                 nthreads: int = 0, ring_dropout: bool = True):
-        """ring_dropout=False leaves out the measured per-ring loss (only physics and surfaces drop returns)."""
+                 nthreads: int = 0, ring_dropout: bool = True, sensor_intensity: bool = True):
+        """ring_dropout=False leaves out the measured per-ring loss (only physics and surfaces drop returns);
+        sensor_intensity=False reports the surface physics' intensity as it is (no ring gains or zero
+        readings; the generator before 2026-12-05 did so)."""
         self.firings = int(firings_per_rev)
         self.ring_dropout = ring_dropout
+        self.sensor_intensity = sensor_intensity
         self.max_range = max_range
         self.nthreads = nthreads
         elev = np.radians(HDL64E_ELEVATION_DEG)
@@ -161,6 +191,12 @@ class Hdl64e:
             brightness = scene.colour[tri[paint]].mean(axis=1) / 255.0
             refl[paint] = 0.05 + 0.55 * brightness ** 1.5
         refl *= np.exp(rng.normal(0, 0.15, len(idx)))  # surface-to-surface variation
+        cloth = material == Material.CLOTH
+        if self.sensor_intensity and cloth.any():
+            # One draw per person (instance; -1, background cloth, shares one): their clothes' reflectivity.
+            instance = scene.instance_id[tri[cloth]]
+            garment = np.exp(rng.normal(0, CLOTHING_LOG_SPREAD, int(instance.max()) + 2))
+            refl[cloth] = np.minimum(refl[cloth] * garment[instance + 1], 0.9)
         power = refl * np.maximum(cos_inc, 1e-3) / np.maximum(t, 0.5) ** 2
         p_detect = 1.0 / (1.0 + np.exp(-(np.log(power) - np.log(DETECTION_POWER_HALF)) / DETECTION_LOG_SPREAD))
         coherent = COHERENT_DROPOUT[material]
@@ -183,7 +219,10 @@ class Hdl64e:
         glossy = IS_PAINT[material] | (material == Material.GLASS)
         incidence = np.where(glossy, cos_inc ** 3, 0.6 + 0.4 * cos_inc ** 0.7)
         intensity = refl * incidence + rng.normal(0, INTENSITY_NOISE, len(t))
-        intensity = np.clip(np.round(intensity, 2), 0.0, 0.99)
+        if self.sensor_intensity:
+            intensity = reported_intensity(intensity, rows[idx], t, rng)
+        else:
+            intensity = np.clip(np.round(intensity, 2), 0.0, 0.99)
         points = np.column_stack([xyz, intensity]).astype(np.float32)
         return LidarScan(points=points, rows=rows[idx], class_id=scene.class_id[tri], instance_id=scene.instance_id[tri],
                          material=material)

@@ -7,7 +7,9 @@ made there and on the whole cloud:
   (sky, open space, fading far ground and dropout together);
 * per-row single-firing loss: lost firings inside continuous surfaces (``kitti.noise_map``);
 * range histogram of all points, 2 m bins to 120 m (how much geometry there is 30-80 m out);
-* intensity histogram of all points, 0.02 bins.
+* intensity histogram of all points, 0.02 bins;
+* intensity as the sensor reports it (``kitti.intensity_map``): the share of zero readings per
+  range bin and per ring, and the mean non-zero reading per range bin.
 
 Real scans are read for these statistics only: the full scans of ../shared/data/kitti_real
 (object/training velodyne and the raw SFND drive).
@@ -20,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ...kitti.hdl64e import HDL64E_ROWS
+from ...kitti.intensity_map import RANGE_EDGES_M as INTENSITY_RANGE_EDGES_M
+from ...kitti.intensity_map import IntensityCounts, measure_intensity, real_full_scan_paths
 from ...kitti.noise_map import RingDropout, measure_ring_dropout
 from ...kitti.projection import spherical_project
 
@@ -40,6 +44,7 @@ class ScanProfile:
     range_hist: np.ndarray = field(default_factory=lambda: np.zeros(len(RANGE_BINS) - 1, np.int64))
     intensity_hist: np.ndarray = field(default_factory=lambda: np.zeros(len(INTENSITY_BINS) - 1, np.int64))
     dropout: RingDropout | None = None
+    intensity: IntensityCounts = field(default_factory=IntensityCounts)
 
     def add(self, points: np.ndarray, rows: np.ndarray | None = None) -> None:
         """One full scan (N, 4) x y z intensity; rows: its rings when known (else from the geometry)."""
@@ -53,6 +58,7 @@ class ScanProfile:
         self.range_hist += np.histogram(np.minimum(distance, RANGE_BINS[-1] - 1e-3), RANGE_BINS)[0]
         self.intensity_hist += np.histogram(np.clip(pts[:, 3], 0.0, 1.0 - 1e-6), INTENSITY_BINS)[0]
         lost = measure_ring_dropout(pts, rows)
+        self.intensity = self.intensity + measure_intensity(pts, rows)
         self.dropout = lost if self.dropout is None else self.dropout + lost
 
     def row_return_rate(self) -> np.ndarray:
@@ -108,6 +114,14 @@ def comparison_rows(synth: ScanProfile, real: ScanProfile) -> list[tuple[str, st
     out.append(("intensity below 0.02", pct(synth.intensity_density()[0]), pct(real.intensity_density()[0])))
     out.append(("intensity histogram, total variation",
                 f"{total_variation(synth.intensity_density(), real.intensity_density()):.3f}", "-"))
+    zs, zr = synth.intensity.range_zero_share(), real.intensity.range_zero_share()
+    ms = synth.intensity.range_nonzero_sum / np.maximum(synth.intensity.range_returns - synth.intensity.range_zeros, 1)
+    mr = real.intensity.range_nonzero_sum / np.maximum(real.intensity.range_returns - real.intensity.range_zeros, 1)
+    for k, (lo, hi) in enumerate(zip(INTENSITY_RANGE_EDGES_M[:-1], INTENSITY_RANGE_EDGES_M[1:])):
+        out.append((f"intensity 0 / mean non-zero at {lo:.0f}-{hi:.0f} m", f"{100 * zs[k]:.1f} % / {ms[k]:.2f}",
+                    f"{100 * zr[k]:.1f} % / {mr[k]:.2f}"))
+    ring_gap = np.abs(synth.intensity.ring_zero_share() - real.intensity.ring_zero_share()).mean()
+    out.append(("per-ring intensity-0 share (5-30 m), mean |synthetic - real|", pct(float(ring_gap)), "-"))
     return out
 
 
@@ -118,10 +132,9 @@ def _block_rate(dropout: RingDropout | None, rows: slice) -> float:
 
 
 def real_scan_paths(real_root: Path) -> list[Path]:
-    """The full real scans to compare against: object/training velodyne and the raw drives' scans."""
-    paths = sorted((real_root / "object" / "training" / "velodyne").glob("*.bin"))
-    paths += sorted((real_root / "raw").glob("*/*_sync/velodyne_points/data/*.bin"))
-    return paths
+    """The full real scans to compare against: object/training velodyne and the raw drives' scans
+    (the same ones the intensity table is measured on)."""
+    return real_full_scan_paths(real_root)
 
 
 def profile_of_files(paths: list[Path]) -> ScanProfile:

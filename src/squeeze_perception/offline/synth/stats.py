@@ -112,6 +112,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated scans")
     ap.add_argument("--no-ring-dropout", action="store_true",
                     help="generated scans without the measured per-ring loss (what the physics alone loses)")
+    ap.add_argument("--plain-intensity", action="store_true",
+                    help="generated scans with the surface physics' intensity as it is (no measured ring gains "
+                         "or zero readings: the generator before 2026-12-05)")
     ap.add_argument("--figure", help="PNG of the per-row / histogram comparison (e.g. docs/img/synth_vs_real_lidar.png)")
     args = ap.parse_args(argv)
     from rich.console import Console
@@ -153,7 +156,9 @@ def _compare_scans(args, real: Path, required: bool) -> int:
     if args.generate:
         from .generate import _renderer, object_scan
 
-        _renderer(True, 0, True).lidar.ring_dropout = not args.no_ring_dropout
+        lidar = _renderer(True, 0, True).lidar
+        lidar.ring_dropout = not args.no_ring_dropout
+        lidar.sensor_intensity = not args.plain_intensity
         synth = ScanProfile()
         for i in range(args.generate):
             scan = object_scan(args.seed, args.split, i)
