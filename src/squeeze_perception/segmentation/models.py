@@ -218,6 +218,7 @@ SQUEEZESEGV2_INTENSITY_ISQRT = _squeezesegv2_weights(
     "squeezesegv2_intensity_isqrt",
     "squeezesegv2_furniture_isqrt fine-tuned 42 min on 6,000 scans whose intensity is reported as the real sensor's "
     "(measured ring gains, zero readings by ring and range, per-person clothing)")
+# The node's default since 2026-12-05 (docs/segmentation.md, "Intensity as the sensor reports it").
 SQUEEZESEGV2_INTENSITY_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_intensity_isqrt_pdc",
     "squeezesegv2_intensity_isqrt + progressive domain calibration on unlabelled real scans")
