@@ -53,6 +53,8 @@ PARAMS = [
     ParamSpec("size_gate_sigmas", 4.0, "Size gate: class mean + this many standard deviations", min=0.0, max=20.0),
     ParamSpec("size_gate_slack", 0.3, "Size gate: metres added to every limit for the box fit's error",
               min=0.0, max=10.0),
+    ParamSpec("box_completion", True, "Grow each object box the LiDAR saw in part to its class's mean footprint "
+              "(KITTI size statistics), away from the sensor, keeping the measured face; after the size gate"),
     ParamSpec("max_points", 500000, "Refuse clouds larger than this", min=1, max=10_000_000),
     ParamSpec("num_threads", 1, "Torch / ONNX Runtime threads (0 = library default: every core; 1 leaves the "
               "other core of a 2-core machine to squeezedet_node, docs/performance.md)", min=0, max=64),
@@ -70,7 +72,7 @@ def build_pipeline(p: dict):
         cluster_eps=p["cluster_eps"], cluster_min_points=p["cluster_min_points"],
         clustering=p["clustering"], ground_removal=p["ground_removal"], ground_threshold=p["ground_threshold"],
         ground_max_slope=p["ground_max_slope"], size_gate=p["size_gate"], size_gate_sigmas=p["size_gate_sigmas"],
-        size_gate_slack=p["size_gate_slack"], num_threads=p["num_threads"])
+        size_gate_slack=p["size_gate_slack"], num_threads=p["num_threads"], box_completion=p["box_completion"])
 
 
 def mask_implausible_points(points: np.ndarray, p: dict) -> tuple[np.ndarray, dict[str, int]]:
@@ -140,6 +142,7 @@ class SqueezeSegNode(PerceptionNode):
         pl.size_gate = self.p["size_gate"]
         pl.size_gate_sigmas = self.p["size_gate_sigmas"]
         pl.size_gate_slack = self.p["size_gate_slack"]
+        pl.box_completion = self.p["box_completion"]
 
     # ------------------------------------------------------------------ per frame
     def on_points(self, msg: PointCloud2) -> None:

@@ -47,6 +47,7 @@ from . import constants as K
 from .boxfit import finish_boxes, heading_table, rectangle_fit
 from .clustering import CLUSTERERS, cluster_by_class
 from .ground import SegmentedGround, fit_segmented_ground
+from .box_completion import complete_boxes
 from .size_gate import class_size_limits, gate_instances, instance_tops
 
 # The instance's "top" for the size gate: this quantile of its point heights above the ground, so
@@ -134,7 +135,8 @@ class SegmentationPipeline:
                  fov: str = "front", crf: bool = True, cluster_eps: float = 0.3,
                  cluster_min_points: int = 20, clustering: str = "fast", ground_removal: bool = True,
                  ground_threshold: float = 0.15, ground_max_slope: float = 15.0, size_gate: bool = True,
-                 size_gate_sigmas: float = 4.0, size_gate_slack: float = 0.3, num_threads: int = 0):
+                 size_gate_sigmas: float = 4.0, size_gate_slack: float = 0.3, num_threads: int = 0,
+                 box_completion: bool = True):
         if fov not in FOVS:
             raise ValueError(f"fov must be one of {FOVS}, got '{fov}'")
         if clustering not in CLUSTERERS:
@@ -144,6 +146,7 @@ class SegmentationPipeline:
         self.clustering, self.ground_removal = clustering, ground_removal
         self.ground_threshold, self.ground_max_slope = ground_threshold, ground_max_slope
         self.size_gate, self.size_gate_sigmas, self.size_gate_slack = size_gate, size_gate_sigmas, size_gate_slack
+        self.box_completion = box_completion
         self.spec: ModelSpec = get_model(model, task="segmentation")
         self.class_ids = interface_class_ids(self.spec)
         check_grid_input(self.spec)
@@ -308,6 +311,10 @@ class SegmentationPipeline:
         if self.size_gate:
             table = self.reject_implausible(p, labels, instances, table, result)
         t["size_gate"] = (time.perf_counter() - t0) * 1e3
+        if self.box_completion:  # after the gate, which judges the measured sizes; timed with the box fit
+            t0 = time.perf_counter()
+            table = complete_boxes(table)
+            t["boxfit"] += (time.perf_counter() - t0) * 1e3
         result.labels[good] = labels
         result.instances[good] = instances
         result.table = table

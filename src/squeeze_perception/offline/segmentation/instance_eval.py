@@ -348,15 +348,17 @@ def ground_latency(pipeline, root: Path, repeats: int = 30) -> dict:
 
 
 # --------------------------------------------------------------------- CLI (`seg eval --instances`)
-# (variant name, ground removal, size gate): the stages after the network added one at a time; the
-# last is the node's default.
-PIPELINE_VARIANTS = (("ground removal off", False, False), ("ground removal on", True, False),
-                     ("ground removal on + size gate", True, True))
+# (variant name, ground removal, size gate, box completion): the stages after the network added one
+# at a time; the last is the node's default.
+PIPELINE_VARIANTS = (("ground removal off", False, False, False), ("ground removal on", True, False, False),
+                     ("ground removal on + size gate", True, True, False),
+                     ("ground removal on + size gate + box completion", True, True, True))
 
 
 def run_instance_eval(args) -> int:
     """`squeeze-perception seg eval --instances`: for each model of --models, the real labelled
-    object frames with ground removal off, on, and on + the size gate (the node's default); table on stdout, JSON in out/seg/instances.json,
+    object frames with ground removal off, on, on + the size gate, and + box completion (the node's
+    default); table on stdout, JSON in out/seg/instances.json,
     and docs/img/seg_real_topview.png (frame 000134, first model, off vs on)."""
     import json
 
@@ -369,10 +371,10 @@ def run_instance_eval(args) -> int:
     root = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
     results, rows = {}, []
     for name in args.models.split(","):
-        for key_stage, ground, gate in PIPELINE_VARIANTS:
+        for key_stage, ground, gate, completion in PIPELINE_VARIANTS:
             key = f"{name}, {key_stage}"
             pl = SegmentationPipeline(name, backend=args.backend, fov="front", ground_removal=ground,
-                                      size_gate=gate, num_threads=args.threads)
+                                      size_gate=gate, box_completion=completion, num_threads=args.threads)
             results[key] = evaluate_real_instances(pl, root, args.iou_threshold)
             rows.append((key, results[key]))
             i = results[key]["instances"]
@@ -407,10 +409,10 @@ def plot_real_topview(model: str, root: Path, backend: str = "onnxruntime", thre
     calib = load_object_calib(f.calib)
     gt = [b.corners for b in gt_boxes_bev(read_labels(f.label), calib)]
     panels = []
-    for ground in (False, True):  # the network + CRF alone; what the node publishes (ground stage + size gate)
+    for ground in (False, True):  # the network + CRF alone; what the node publishes (ground, gate, completion)
         res = SegmentationPipeline(model, backend=backend, ground_removal=ground, size_gate=ground,
-                                   num_threads=threads).process(pts)
-        stages = "ground removal + size gate" if ground else "no ground removal, no size gate"
+                                   box_completion=ground, num_threads=threads).process(pts)
+        stages = "ground removal + size gate + box completion" if ground else "network + CRF + DBSCAN only"
         panels.append((f"{stages}: {len(res.table)} instances", res))
     ground_mask = panels[1][1].ground.is_ground(pts) & panels[1][1].fov_mask if panels[1][1].ground else None
     return plot_top_view_ground(pts, panels, ground_mask, gt, project_root() / "docs" / "img" / "seg_real_topview.png",

@@ -175,7 +175,7 @@ class NetworkSource:
         text = (f"SqueezeSeg pipeline '{seg['model']}' ({seg['backend']}, weights sha256 "
                 f"{weights_checksum('segmentation', seg)[:12]}, crf {seg['crf']}, ground removal "
                 f"{seg['ground_removal']}, DBSCAN eps {seg['cluster_eps']} m / min {seg['cluster_min_points']}, "
-                f"size gate {seg['size_gate']})")
+                f"size gate {seg['size_gate']}, box completion {seg.get('box_completion', False)})")
         if self.det_params is not None:
             det = self.det_params
             text += (f" + SqueezeDet '{det['model']}' ({det['backend']}, weights sha256 "
