@@ -119,9 +119,7 @@ def intensity_of_files(paths: list) -> IntensityCounts:
 
 def intensity_module_text(counts: IntensityCounts, source: str) -> str:
     """Python source of ``kitti/hdl64e_intensity.py``."""
-    def listing(values: np.ndarray, per_line: int) -> str:
-        lines = [", ".join(f"{v:.4f}" for v in values[i:i + per_line]) for i in range(0, len(values), per_line)]
-        return "    " + ",\n    ".join(lines) + ","
+    from .noise_map import array_listing as listing
 
     return f'''"""How the KITTI HDL-64E reports intensity, measured on real scans (written by kitti/intensity_map.py).
 
@@ -151,31 +149,22 @@ INTENSITY_RANGE_GAIN = np.array([{", ".join(f"{v:.4f}" for v in counts.range_gai
 '''
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    from pathlib import Path
-
+def _real_full_scans():
     from ..paths import kitti_real_dir
 
-    ap = argparse.ArgumentParser(prog="python -m squeeze_perception.kitti.intensity_map",
-                                 description="Measure how the HDL-64E reports intensity on real full scans.")
-    ap.add_argument("--scans", nargs="*", help="KITTI .bin scans (default: the 7 full real scans that "
-                                               "`synth stats` compares against)")
-    ap.add_argument("--out", help="write the hdl64e_intensity module here (default: print it)")
-    args = ap.parse_args(argv)
-    if args.scans:
-        paths = [Path(p) for p in args.scans]
-        source = ", ".join(p.name for p in paths)
-    else:
-        paths = real_full_scan_paths(kitti_real_dir())
-        source = (f"the {len(paths)} full scans of ../shared/data/kitti_real (object/training/velodyne and the "
-                  "raw SFND drive)")
-    text = intensity_module_text(intensity_of_files(paths), source)
-    if args.out:
-        Path(args.out).write_text(text)
-    else:
-        print(text)
-    return 0
+    paths = real_full_scan_paths(kitti_real_dir())
+    return paths, (f"the {len(paths)} full scans of ../shared/data/kitti_real (object/training/velodyne and the "
+                   "raw SFND drive)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .noise_map import table_module_main
+
+    return table_module_main(argv, "python -m squeeze_perception.kitti.intensity_map",
+                             "Measure how the HDL-64E reports intensity on real full scans.", _real_full_scans,
+                             "the 7 full real scans that `synth stats` compares against",
+                             lambda paths, source: intensity_module_text(intensity_of_files(paths), source),
+                             "hdl64e_intensity")
 
 
 if __name__ == "__main__":

@@ -146,16 +146,19 @@ def ring_dropout_of_files(paths: list) -> RingDropout:
     return total
 
 
+def array_listing(values: np.ndarray, per_line: int) -> str:
+    """The body of a generated ``np.array([...])``: 4 decimals, `per_line` values a line, indented."""
+    lines = [", ".join(f"{v:.4f}" for v in values[i:i + per_line]) for i in range(0, len(values), per_line)]
+    return "    " + ",\n    ".join(lines) + ","
+
+
 def dropout_module_text(counts: RingDropout, source: str) -> str:
     """Python source of ``kitti/hdl64e_dropout.py`` holding a measured ring rate and sector factors."""
     sector_rate = counts.holes.sum(0) / np.maximum(counts.firings.sum(0), 1)
     mean_rate = counts.holes.sum() / max(counts.firings.sum(), 1)
     factor = np.clip(sector_rate / max(mean_rate, 1e-12), *DROPOUT_SECTOR_FACTOR_RANGE)
     rate = counts.row_rate()
-
-    def listing(values: np.ndarray, per_line: int) -> str:
-        lines = [", ".join(f"{v:.4f}" for v in values[i:i + per_line]) for i in range(0, len(values), per_line)]
-        return "    " + ",\n    ".join(lines) + ","
+    listing = array_listing
 
     return f'''"""Single lost firings of the KITTI HDL-64E, measured on real scans (written by kitti/noise_map.py).
 
@@ -179,31 +182,45 @@ HDL64E_SECTOR_DROPOUT_FACTOR = np.array([
 '''
 
 
-def main(argv: list[str] | None = None) -> int:
+def table_module_main(argv, prog: str, description: str, default_scans, default_help: str, module_text,
+                      table: str) -> int:
+    """The command line of a measured-table module (this one and ``kitti.intensity_map``): measure
+    `--scans` (default: `default_scans()` -> (paths, source text), described by `default_help`) with
+    `module_text(paths, source)` and write the module to `--out` or print it."""
     import argparse
     from pathlib import Path
 
-    from ..paths import kitti_real_dir
-
-    ap = argparse.ArgumentParser(prog="python -m squeeze_perception.kitti.noise_map",
-                                 description="Measure the HDL-64E's single lost firings on real full scans.")
-    ap.add_argument("--scans", nargs="*", help="KITTI .bin scans (default: the real SFND raw drive, which no "
-                                               "evaluation uses)")
-    ap.add_argument("--out", help="write the hdl64e_dropout module here (default: print it)")
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--scans", nargs="*", help=f"KITTI .bin scans (default: {default_help})")
+    ap.add_argument("--out", help=f"write the {table} module here (default: print it)")
     args = ap.parse_args(argv)
     if args.scans:
         paths = [Path(p) for p in args.scans]
         source = ", ".join(p.name for p in paths)
     else:
-        drive = "raw/2011_09_26/2011_09_26_drive_unknown_sfnd_sync"
-        paths = sorted((kitti_real_dir() / drive / "velodyne_points" / "data").glob("*.bin"))
-        source = f"the {len(paths)} full scans of ../shared/data/kitti_real/{drive}"
-    text = dropout_module_text(ring_dropout_of_files(paths), source)
+        paths, source = default_scans()
+    text = module_text(paths, source)
     if args.out:
         Path(args.out).write_text(text)
     else:
         print(text)
     return 0
+
+
+def _sfnd_drive_scans():
+    from ..paths import kitti_real_dir
+
+    drive = "raw/2011_09_26/2011_09_26_drive_unknown_sfnd_sync"
+    paths = sorted((kitti_real_dir() / drive / "velodyne_points" / "data").glob("*.bin"))
+    return paths, f"the {len(paths)} full scans of ../shared/data/kitti_real/{drive}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return table_module_main(argv, "python -m squeeze_perception.kitti.noise_map",
+                             "Measure the HDL-64E's single lost firings on real full scans.", _sfnd_drive_scans,
+                             "the real SFND raw drive, which no evaluation uses",
+                             lambda paths, source: dropout_module_text(ring_dropout_of_files(paths), source),
+                             "hdl64e_dropout")
 
 
 if __name__ == "__main__":
