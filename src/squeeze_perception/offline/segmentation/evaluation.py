@@ -372,8 +372,9 @@ def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyn
             lab = label_points(pts, read_labels(root / "label_2" / f"{fid}.txt"),
                                load_object_calib(root / "calib" / f"{fid}.txt"), ignore_band=ignore_band)
             gt, gt_inst, ignored = lab.classes.astype(np.int64), lab.instances.astype(np.int64), lab.ignored
-        perturbed = perturb_intensity(pts, intensity, np.random.default_rng([seed, int(fid)]))
-        _add_frame(counts, pipeline.process(perturbed), gt, gt_inst, ignored)
+        if intensity:  # one seeded stream per frame: the same perturbation whatever frames run before it
+            pts = perturb_intensity(pts, intensity, np.random.default_rng([seed, int(fid)]))
+        _add_frame(counts, pipeline.process(pts), gt, gt_inst, ignored)
     return counts
 
 
