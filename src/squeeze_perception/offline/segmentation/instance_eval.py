@@ -417,7 +417,8 @@ def plot_real_topview(model: str, root: Path, backend: str = "onnxruntime", thre
     ground_mask = panels[1][1].ground.is_ground(pts) & panels[1][1].fov_mask if panels[1][1].ground else None
     return plot_top_view_ground(pts, panels, ground_mask, gt, project_root() / "docs" / "img" / "seg_real_topview.png",
                                 f"{model} on real KITTI {frame.split('/')[-1]}: predicted classes, DBSCAN + LATTE boxes "
-                                "(solid), ground truth (dashed); right: ground (brown) removed before DBSCAN, oversized instances rejected")
+                                "(solid), ground truth (dashed)\nright: ground (brown) removed before DBSCAN, oversized "
+                                "instances rejected, partly seen boxes completed")
 
 
 # --------------------------------------------------------------------- threshold choice on synthetic scans
