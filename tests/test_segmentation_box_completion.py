@@ -52,6 +52,14 @@ def test_a_pedestrian_grows_to_its_class_not_to_a_car():
     assert np.hypot(out["x"], out["y"]) > np.hypot(9.0, 1.0)  # moved away from the sensor
 
 
+def test_yaw_stays_in_the_box_fits_range():
+    # Every ray direction and fitted heading: the completed yaw is the long side's, in (-pi/2, pi/2].
+    for bearing in np.linspace(-np.pi, np.pi, 13):
+        for yaw in np.linspace(-np.pi / 2 + 0.01, np.pi / 2, 7):
+            out = complete_boxes(_row(1, 15 * np.cos(bearing), 15 * np.sin(bearing), 1.5, 0.3, yaw))[0]
+            assert -np.pi / 2 < out["yaw"] <= np.pi / 2 + 1e-6 and out["length"] >= out["width"]
+
+
 def test_the_input_table_is_not_modified():
     t = _row(1, 12.0, 0.0, 1.8, 0.3, np.pi / 2)
     before = t.copy()

@@ -68,5 +68,6 @@ def complete_boxes(table: np.ndarray, sensor_xy=(0.0, 0.0),
             length_axis, length, width = depth_axis, new_depth, new_face
         row["x"], row["y"] = centre
         row["length"], row["width"] = length, width
-        row["yaw"] = np.arctan2(length_axis[1], length_axis[0])
+        yaw = float(np.arctan2(length_axis[1], length_axis[0]))  # a box's heading is its long side's, in
+        row["yaw"] = yaw - np.pi if yaw > np.pi / 2 else yaw + np.pi if yaw <= -np.pi / 2 else yaw  # (-pi/2, pi/2]
     return out
