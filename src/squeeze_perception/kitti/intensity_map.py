@@ -61,10 +61,14 @@ class IntensityCounts:
     def range_zero_share(self) -> np.ndarray:
         return self.range_zeros / np.maximum(self.range_returns, 1)
 
+    def range_nonzero_mean(self) -> np.ndarray:
+        """Mean non-zero intensity per range bin (0 where a bin has none)."""
+        return self.range_nonzero_sum / np.maximum(self.range_returns - self.range_zeros, 1)
+
     def range_gain(self) -> np.ndarray:
         """Mean non-zero intensity per range bin over that of the 5-30 m reference bins."""
         nonzero = self.range_returns - self.range_zeros
-        mean = self.range_nonzero_sum / np.maximum(nonzero, 1)
+        mean = self.range_nonzero_mean()
         centres = (RANGE_EDGES_M[:-1] + RANGE_EDGES_M[1:]) / 2
         ref = (centres >= REFERENCE_RANGE_M[0]) & (centres < REFERENCE_RANGE_M[1])
         reference = self.range_nonzero_sum[ref].sum() / max(nonzero[ref].sum(), 1)

@@ -115,8 +115,7 @@ def comparison_rows(synth: ScanProfile, real: ScanProfile) -> list[tuple[str, st
     out.append(("intensity histogram, total variation",
                 f"{total_variation(synth.intensity_density(), real.intensity_density()):.3f}", "-"))
     zs, zr = synth.intensity.range_zero_share(), real.intensity.range_zero_share()
-    ms = synth.intensity.range_nonzero_sum / np.maximum(synth.intensity.range_returns - synth.intensity.range_zeros, 1)
-    mr = real.intensity.range_nonzero_sum / np.maximum(real.intensity.range_returns - real.intensity.range_zeros, 1)
+    ms, mr = synth.intensity.range_nonzero_mean(), real.intensity.range_nonzero_mean()
     for k, (lo, hi) in enumerate(zip(INTENSITY_RANGE_EDGES_M[:-1], INTENSITY_RANGE_EDGES_M[1:])):
         out.append((f"intensity 0 / mean non-zero at {lo:.0f}-{hi:.0f} m", f"{100 * zs[k]:.1f} % / {ms[k]:.2f}",
                     f"{100 * zr[k]:.1f} % / {mr[k]:.2f}"))
