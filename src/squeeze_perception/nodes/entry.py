@@ -9,23 +9,35 @@ from __future__ import annotations
 
 import importlib
 import sys
+from types import ModuleType
 
 from .. import shutdown
 
 
-def run(module: str, args: list[str] | None = None) -> int:
-    stop = shutdown.install()
+def import_node_module(qualified_name: str, stop: shutdown.StopRequest) -> ModuleType | None:
+    """The node module, or None when a stop signal arrived while it imported.
+
+    The handler raises StartupInterrupted inside whatever import is running, but that import
+    need not pass it on unchanged: numpy's C extension, interrupted while it imports `datetime`,
+    re-raises it as an ImportError ("PyCapsule_Import could not import module datetime"), and a
+    library may also swallow it. So the stop request itself, not the exception's type, decides:
+    any failure after a signal is the interrupted start-up; a failure without one is a real error
+    and propagates."""
     stop.starting_up = True
     try:
-        node_module = importlib.import_module(f"{__package__}.{module}")
-        stop.starting_up = False
-    except shutdown.StartupInterrupted as exc:
-        print(f"{module}: stopped during start-up ({exc}); no frames processed", flush=True)
-        stop.ignore_from_now_on()
-        return 0
+        return importlib.import_module(qualified_name)
+    except BaseException:
+        if stop.requested:
+            return None
+        raise
     finally:
         stop.starting_up = False
-    if stop.requested:  # the signal came between the import and here
+
+
+def run(module: str, args: list[str] | None = None) -> int:
+    stop = shutdown.install()
+    node_module = import_node_module(f"{__package__}.{module}", stop)
+    if node_module is None or stop.requested:  # interrupted, or the signal came just after the import
         print(f"{module}: stopped during start-up ({stop.signal}); no frames processed", flush=True)
         stop.ignore_from_now_on()
         return 0
