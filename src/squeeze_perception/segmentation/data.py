@@ -2,7 +2,12 @@
 
 Grids are float32 numpy; `to_input` builds the network input for a given model input depth
 (5: SqueezeSeg, 6: + LiDAR mask for V2). Training augmentation is the release's random
-left-right flip (width reversed, y negated).
+left-right flip (width reversed, y negated) and, when asked for (`intensity_gain_log2`), one
+random gain per scan on the intensity channel: 2**u with u uniform in [-a, a], clipped to the
+sensor's [0, 1]. HDL-64E units differ in calibration and KITTI's readings depend on the unit and
+its firmware's gain; a network that reads class from the absolute intensity level (which our
+simulator ties to materials) breaks on another unit. The gain keeps the contrast within a scan
+and takes the level away.
 """
 from __future__ import annotations
 
@@ -46,17 +51,28 @@ def flip_grid(grid: np.ndarray) -> np.ndarray:
     return out
 
 
+def scale_intensity(grid: np.ndarray, gain: float) -> np.ndarray:
+    """A copy of the grid with its intensity channel (3) times `gain`, clipped to [0, 1] (empty
+    cells stay 0)."""
+    out = grid.copy()
+    out[..., 3] = np.clip(out[..., 3] * gain, 0.0, 1.0)
+    return out
+
+
 class GridDataset:
     """Random-access lidar_2d grids held in memory (a few thousand fit easily: 0.8 MB each)."""
 
     def __init__(self, files: list[Path], in_channels: int, augment: bool = False, seed: int = 0,
-                 max_files: int | None = None, crop_width: int = 0):
+                 max_files: int | None = None, crop_width: int = 0, intensity_gain_log2: float = 0.0):
         if crop_width and crop_width % 16:
             raise ValueError(f"crop_width must be a multiple of 16 (four width halvings), got {crop_width}")
         self.crop_width = crop_width
         self.files = list(files)[:max_files] if max_files else list(files)
         self.in_channels = in_channels
         self.augment = augment
+        if intensity_gain_log2 < 0:
+            raise ValueError(f"intensity_gain_log2 must be >= 0, got {intensity_gain_log2}")
+        self.intensity_gain_log2 = intensity_gain_log2
         self.rng = np.random.default_rng(seed)
         self._cache: dict[int, np.ndarray] = {}
 
@@ -86,6 +102,8 @@ class GridDataset:
             g = g[:, start:start + self.crop_width]
         if self.augment and self.rng.random() < 0.5:
             g = flip_grid(g)
+        if self.augment and self.intensity_gain_log2 > 0:
+            g = scale_intensity(g, 2.0 ** self.rng.uniform(-self.intensity_gain_log2, self.intensity_gain_log2))
         labels = g[..., 5].astype(np.int64) if g.shape[2] > 5 else np.zeros(g.shape[:2], np.int64)
         return to_input(g, self.in_channels), labels
 

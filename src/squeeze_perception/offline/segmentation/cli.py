@@ -542,6 +542,9 @@ def main(argv: list[str]) -> int:
     t.add_argument("--real-grids", default="", help="unlabelled real grids .npy (+GCA)")
     t.add_argument("--gca-lambda", type=float, default=SegTrainConfig.gca_lambda)
     t.add_argument("--max-files", type=int, default=0)
+    t.add_argument("--intensity-gain-log2", type=float, default=0.0, metavar="A",
+                   help="augmentation: multiply each training scan's intensity by 2**u, u uniform in [-A, A], "
+                        "clipped to [0, 1] (sensor-to-sensor gain; 1: x0.5 to x2); 0: off")
     t.add_argument("--class-weights", default="", metavar="U,C,P,Y",
                    help="loss weight per class (unknown, car, pedestrian, cyclist; 1/15 allowed); default the "
                         "release's 1/15,1,10,10")

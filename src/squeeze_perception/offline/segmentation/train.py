@@ -65,6 +65,8 @@ class SegTrainConfig(TrainConfig):
     real_grids: str = ""  # .npy stack of unlabelled real grids (+GCA)
     gca_lambda: float = K.GCA_LAMBDA
     max_files: int = 0
+    # Random intensity gain per training scan, 2**u with u uniform in [-a, a] (segmentation/data.py); 0: off.
+    intensity_gain_log2: float = 0.0
     # Per-class loss weights "unknown,car,pedestrian,cyclist"; "" -> K.CLASS_LOSS_WEIGHTS (the release's).
     class_weights: str = ""
     work_dir: str = "out/seg"  # checkpoint and train.log in <work_dir>/<name>/
@@ -214,16 +216,17 @@ class _BatchStream(torch.utils.data.IterableDataset):
     (seed, step at start, worker id), so a resumed run draws fresh batches."""
 
     def __init__(self, files: list[Path], in_channels: int, batch_size: int, seed: int, max_files: int,
-                 crop_width: int):
+                 crop_width: int, intensity_gain_log2: float = 0.0):
         super().__init__()
         self.files, self.in_channels, self.batch_size = files, in_channels, batch_size
         self.seed, self.max_files, self.crop_width = seed, max_files, crop_width
+        self.intensity_gain_log2 = intensity_gain_log2
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         seed = self.seed + 7919 * (1 + (info.id if info is not None else 0))
         data = GridDataset(self.files, self.in_channels, augment=True, seed=seed, max_files=self.max_files or None,
-                           crop_width=self.crop_width)
+                           crop_width=self.crop_width, intensity_gain_log2=self.intensity_gain_log2)
         rng = np.random.default_rng(seed + 1000)
         while True:
             x, y = data.batch(rng.integers(0, len(data), self.batch_size))
@@ -299,10 +302,12 @@ def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
     files = list_grids(_resolve(cfg.data))
     in_channels = model_in_channels(model)
     data = GridDataset(files, in_channels, augment=True, seed=cfg.seed + step,
-                       max_files=cfg.max_files or None, crop_width=cfg.crop_width)
+                       max_files=cfg.max_files or None, crop_width=cfg.crop_width,
+                       intensity_gain_log2=cfg.intensity_gain_log2)
     batches = None
     if cfg.loader_workers > 0:  # workers fork before anything touches the GPU
-        stream = _BatchStream(files, in_channels, cfg.batch_size, cfg.seed + step, cfg.max_files, cfg.crop_width)
+        stream = _BatchStream(files, in_channels, cfg.batch_size, cfg.seed + step, cfg.max_files, cfg.crop_width,
+                              cfg.intensity_gain_log2)
         batches = iter(torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=cfg.loader_workers, pin_memory=device.type == "cuda",
             prefetch_factor=4, persistent_workers=False))
