@@ -107,7 +107,7 @@ def _eval(args) -> int:
         for crf in ((True, False) if name == "squeezeseg" and args.crf_ablation else (True,)):
             key = name if crf else f"{name} w/o CRF"
             if args.perturb_intensity:  # a row of its own: never mistaken for (or merged into) the plain one
-                key += f" [real intensity {args.perturb_intensity}]"
+                key += f" [object-frame intensity {args.perturb_intensity}]"
             pl = SegmentationPipeline(name, backend=args.backend, fov="front", crf=crf, num_threads=args.threads)
             res, grounded = {}, {}  # grounded: the lidar_2d sets after the pipeline's ground stage
             ground_on = bool(getattr(pl, "ground_removal", False))
@@ -121,7 +121,8 @@ def _eval(args) -> int:
                     grounded["synth_lidar_2d"] = counts_to_json(ground)
             obj = synth / "object" / "testing"
             if "synth_object" in wanted and (obj / "velodyne").exists():
-                res["synth_object"] = counts_to_json(evaluate_object_frames(pl, obj, max_frames=args.max_frames))
+                res["synth_object"] = counts_to_json(evaluate_object_frames(pl, obj, max_frames=args.max_frames,
+                                                                           intensity=args.perturb_intensity))
             if "real_lidar_2d" in wanted:
                 ground = SegCounts()
                 res["real_lidar_2d"] = counts_to_json(evaluate_grids(pl, list_grids(real / "lidar_2d"),
@@ -607,9 +608,10 @@ def main(argv: list[str]) -> int:
                         "(kitti/pointwise.py, 'Boundary band'; 0: count them as background, the protocol "
                         "before 2026-12-05)")
     e.add_argument("--perturb-intensity", default="", metavar="MODE",
-                   help="real object frames: change the intensity of every scan before the network (labels "
-                        "unchanged) to see how much the labels hang on it: shuffle (permute among the scan's "
-                        "points), const:V, scale:F")
+                   help="object frames (synthetic and real): change the intensity of every scan before the "
+                        "network (labels unchanged) to see how much the labels hang on it: shuffle (permute among "
+                        "the scan's points), const:V, scale:F (clipped to [0, 1]); the lidar_2d grids are not "
+                        "changed")
     e.add_argument("--out", default="out/seg/eval.json", help="JSON results (null where a value is undefined)")
     e.add_argument("--merge", action="store_true", help="add to the results already in --out")
     e.add_argument("--instances", action="store_true",
