@@ -218,10 +218,17 @@ SQUEEZESEGV2_INTENSITY_ISQRT = _squeezesegv2_weights(
     "squeezesegv2_intensity_isqrt",
     "squeezesegv2_furniture_isqrt fine-tuned 42 min on 6,000 scans whose intensity is reported as the real sensor's "
     "(measured ring gains, zero readings by ring and range, per-person clothing)")
-# The node's default since 2026-12-05 (docs/segmentation.md, "Intensity as the sensor reports it").
+# The node's default on 2026-12-05 until the intensity-gain run (docs/segmentation.md).
 SQUEEZESEGV2_INTENSITY_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_intensity_isqrt_pdc",
     "squeezesegv2_intensity_isqrt + progressive domain calibration on unlabelled real scans")
+SQUEEZESEGV2_GAIN_ISQRT = _squeezesegv2_weights(
+    "squeezesegv2_gain_isqrt",
+    "squeezesegv2_intensity_isqrt fine-tuned 46 min more on the same scans, each with a random intensity gain "
+    "(x0.5 to x2): class from shape and contrast, not the sensor's absolute intensity level")
+# The node's default since 2026-12-05 (docs/segmentation.md, "Intensity gain augmentation").
+SQUEEZESEGV2_GAIN_ISQRT_PDC = _squeezesegv2_weights(
+    "squeezesegv2_gain_isqrt_pdc", "squeezesegv2_gain_isqrt + progressive domain calibration on unlabelled real scans")
 SQUEEZESEGV2_LIR = _squeezesegv2_weights(
     "squeezesegv2_lir", "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)")
 SQUEEZESEGV2_GCA = _squeezesegv2_weights(

@@ -334,6 +334,13 @@ CARD_PURPOSE = {
                                     "clothing reflectivity per person.",
     "squeezesegv2_intensity_isqrt_pdc": "`squeezesegv2_intensity_isqrt` with progressive domain calibration "
                                         "(Algorithm 2) of every batch-norm layer on unlabelled real scans.",
+    "squeezesegv2_gain_isqrt": "`squeezesegv2_intensity_isqrt` fine-tuned 46 more minutes on the same 6,000 scans "
+                               "(same class weights, half the learning rate) with one random intensity gain per "
+                               "scan, 2**u with u uniform in [-1, 1], clipped to [0, 1] (`--intensity-gain-log2 1`): "
+                               "the absolute intensity level depends on the sensor unit, so the class must come "
+                               "from shape and contrast.",
+    "squeezesegv2_gain_isqrt_pdc": "`squeezesegv2_gain_isqrt` with progressive domain calibration (Algorithm 2) of "
+                                   "every batch-norm layer on unlabelled real scans.",
     "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
                         "intensity is replaced by the renderer's prediction.",
     "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
@@ -374,6 +381,14 @@ _INTENSITY_TRAIN = ("squeeze-perception seg train --arch squeezesegv2 --name squ
                     "--crop-width 0 --checkpoint-every 250 --log-every 25 --seed 14 --class-weights 0.29,1,4.5,6.8")
 
 
+_GAIN_TRAIN = ("squeeze-perception seg train --arch squeezesegv2 --name squeezesegv2_gain_isqrt "
+               "--init models/squeezesegv2_intensity_isqrt.pt --data data/synth_int/lidar_2d/train "
+               "--out out/seg/cpu_gain/squeezesegv2_gain_isqrt.pt --work-dir out/seg/cpu_gain --steps 1700 "
+               "--batch-size 8 --lr 1.5e-4 --minutes 46 --threads 2 --precision bf16 --channels-last "
+               "--crop-width 0 --checkpoint-every 250 --log-every 25 --seed 15 --class-weights 0.29,1,4.5,6.8 "
+               "--intensity-gain-log2 1   # resumable")
+
+
 def _pdc_int8_commands(source: str, name: str, calib_dir: str = "") -> list[str]:
     """A PDC model's commands: its real grids, the calibration of `source`, the int8 graph the node runs
     (int8 ranges from `calib_dir`, default the quantiser's data/synth/lidar_2d/train)."""
@@ -397,6 +412,10 @@ CARD_COMMANDS = {
     "squeezesegv2_intensity_isqrt_pdc": _pdc_int8_commands("squeezesegv2_intensity_isqrt",
                                                            "squeezesegv2_intensity_isqrt_pdc",
                                                            "data/synth_int/lidar_2d/train"),
+    "squeezesegv2_gain_isqrt": [_INTENSITY_DATA, "# squeezesegv2_intensity_isqrt first (its card)", _GAIN_TRAIN,
+                                "cp out/seg/cpu_gain/squeezesegv2_gain_isqrt.pt models/"],
+    "squeezesegv2_gain_isqrt_pdc": _pdc_int8_commands("squeezesegv2_gain_isqrt", "squeezesegv2_gain_isqrt_pdc",
+                                                      "data/synth_int/lidar_2d/train"),
 }
 
 
