@@ -52,8 +52,8 @@ def flip_grid(grid: np.ndarray) -> np.ndarray:
 
 
 def scale_intensity(grid: np.ndarray, gain: float) -> np.ndarray:
-    """A copy of the grid with its intensity channel (3) times `gain`, clipped to [0, 1] (empty
-    cells stay 0)."""
+    """A copy with the intensity channel (index 3 of the last axis: a (H, W, >=4) grid or (N, >=4)
+    points) times `gain`, clipped to the sensor's [0, 1] (empty cells stay 0)."""
     out = grid.copy()
     out[..., 3] = np.clip(out[..., 3] * gain, 0.0, 1.0)
     return out

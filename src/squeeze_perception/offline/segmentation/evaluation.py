@@ -22,6 +22,7 @@ import numpy as np
 
 from ...interfaces import CLASS_NAMES
 from ...kitti.pointwise import EVAL_IGNORE_BAND_M, KITTI_TYPE_TO_CLASS, label_points  # noqa: F401 - KITTI_TYPE_TO_CLASS: seg plots
+from ...segmentation.data import scale_intensity
 from ..jsonsafe import json_safe  # noqa: F401 - also imported from here by callers
 
 OBJECT_CLASSES = (1, 2, 3)
@@ -335,7 +336,7 @@ def perturb_intensity(points: np.ndarray, mode: str, rng: np.random.Generator) -
     elif kind == "const" and value:
         out[:, 3] = float(value)
     elif kind == "scale" and value:
-        out[:, 3] = np.clip(out[:, 3] * float(value), 0.0, 1.0)
+        out = scale_intensity(out, float(value))  # the training augmentation's gain, applied at test time
     else:
         raise ValueError(f"unknown intensity perturbation '{mode}': shuffle, const:V or scale:F")
     return out
