@@ -169,6 +169,40 @@ def _eval(args) -> int:
     return 0
 
 
+def _intensity_sweep(args) -> int:
+    """`seg intensity-sweep`: object-frame IoU per class against a gain on every scan's intensity,
+    per model, side by side; JSON and a plot."""
+    import torch
+
+    from ...segmentation.pipeline import SegmentationPipeline
+    from .evaluation import intensity_sweep, json_safe
+    from .plots import plot_intensity_sweep
+
+    torch.set_num_threads(max(args.threads, 1))
+    if args.real:  # the real object frames: full scans and the camera-view scan together
+        real = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
+        sources = [(real / "object" / "training", "velodyne"), (real / "object_reduced" / "training", "velodyne_reduced")]
+    else:
+        sources = [(project_root() / args.synth / "object" / "testing", "velodyne")]
+    gains = [float(g) for g in args.gains.split(",")]
+    iou: dict[str, dict[float, list[float]]] = {}
+    for name in args.models.split(","):
+        pl = SegmentationPipeline(name, backend=args.backend, fov="front", num_threads=args.threads)
+        counts = intensity_sweep(pl, sources, gains, max_frames=args.max_frames)
+        iou[name] = {g: [float(v) for v in c.class_level()["IoU"]] for g, c in counts.items()}
+        for g in gains:
+            print(f"{name} x{g:g}: car / pedestrian / cyclist IoU "
+                  + " / ".join(f"{100 * iou[name][g][k]:.1f}" for k in (1, 2, 3)), flush=True)
+    data = "real object frames" if args.real else f"{args.synth} object scans"
+    out = project_root() / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(json_safe({"data": data, "gains": gains, "iou": iou}), indent=1, allow_nan=False))
+    print(f"wrote {out}")
+    if args.plot:
+        print(plot_intensity_sweep(iou, project_root() / args.plot, f"IoU against the intensity gain, {data}"))
+    return 0
+
+
 def render_tables(results: dict) -> str:
     from .evaluation import counts_from_json, table_class_instance, table_confusion, table_iou
 
@@ -652,6 +686,20 @@ def main(argv: list[str]) -> int:
                         "models/<model>.int8.onnx was not made)")
     b.add_argument("--out", default="out/seg/bench.json")
     b.set_defaults(func=_bench)
+
+    w = sub.add_parser("intensity-sweep", help="object-frame IoU per class with every scan's intensity times each "
+                                               "gain, models side by side: how much the labels hang on the level")
+    w.add_argument("--models", default="squeezesegv2_gain_isqrt_pdc")
+    w.add_argument("--gains", default="0.5,0.71,1,1.41,2", help="comma list of factors (1: as recorded)")
+    w.add_argument("--synth", default=DEFAULT_SYNTH, help="synthetic data root: its object/testing scans")
+    w.add_argument("--real", action="store_true", help="the real KITTI object frames instead of --synth")
+    w.add_argument("--kitti-root", default="")
+    w.add_argument("--max-frames", type=int, default=0)
+    w.add_argument("--backend", default="onnxruntime")
+    w.add_argument("--threads", type=int, default=1)
+    w.add_argument("--out", default="out/seg/intensity_sweep.json")
+    w.add_argument("--plot", default="", help="PNG path (relative to the project), e.g. docs/img/seg_intensity_sweep.png")
+    w.set_defaults(func=_intensity_sweep)
 
     p = sub.add_parser("plots", help="docs/img/seg_*.png: label maps, rendered intensity, training curves")
     p.add_argument("--models", default="squeezeseg,squeezesegv2,squeezesegv2_lir,squeezesegv2_gca,squeezesegv2_da")

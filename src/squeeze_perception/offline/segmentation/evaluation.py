@@ -379,6 +379,22 @@ def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyn
     return counts
 
 
+def intensity_sweep(pipeline, sources: list[tuple[Path, str]], gains: list[float], max_frames: int = 0,
+                    progress: bool = True) -> dict[float, SegCounts]:
+    """Counts over the object frames of `sources` ((root, velodyne folder) pairs, summed) with
+    every scan's intensity times each gain (1: as recorded; `perturb_intensity` "scale:F", clipped
+    to [0, 1]): how a model's labels hold when the sensor reports a brighter or dimmer level
+    (`seg intensity-sweep`)."""
+    out = {}
+    for gain in gains:
+        counts = SegCounts()
+        for root, folder in sources:
+            evaluate_object_frames(pipeline, root, folder, max_frames=max_frames, progress=progress, counts=counts,
+                                   intensity="" if gain == 1 else f"scale:{gain:g}")
+        out[gain] = counts
+    return out
+
+
 def counts_to_json(counts: SegCounts) -> dict:
     """JSON-ready counts and metrics (None where undefined), the mean IoU over the object classes
     with ground truth and which classes have none."""

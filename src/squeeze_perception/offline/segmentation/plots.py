@@ -86,6 +86,39 @@ def plot_training_curves(logs: dict[str, Path], out: Path) -> Path:
     return out
 
 
+def plot_intensity_sweep(iou: dict[str, dict[float, list[float]]], out: Path, title: str = "") -> Path:
+    """IoU (%) of car, pedestrian and cyclist against the intensity gain, one line per model.
+    iou: model -> gain -> IoU per class id (NaN where a class has no ground truth)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ...interfaces import CLASS_NAMES
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
+    for ax, cls in zip(axes, (1, 2, 3)):
+        for model, by_gain in iou.items():
+            gains = sorted(by_gain)
+            ax.plot(gains, [100 * by_gain[g][cls] for g in gains], marker="o", label=model)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({g for by_gain in iou.values() for g in by_gain}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.axvline(1.0, color="0.7", lw=0.8)
+        ax.set_title(CLASS_NAMES[cls])
+        ax.set_xlabel("intensity gain (x as recorded)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("IoU (%)")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_top_view(points: np.ndarray, labels: np.ndarray, table: np.ndarray, out: Path, title: str = "",
                   gt_corners: list[np.ndarray] | None = None) -> Path:
     """Bird's-eye view: points coloured by predicted class, fitted instance boxes (solid) and
