@@ -11,6 +11,17 @@ from ..training import read_log, running_mean
 CLASS_RGB = np.array([[0.12, 0.12, 0.12], [0.9, 0.2, 0.2], [0.2, 0.4, 0.95], [0.2, 0.85, 0.3]])
 
 
+def _save(fig, out: Path, dpi: int = 110) -> Path:
+    """Lay out, write (making the folder) and close one figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def _label_image(labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     img = CLASS_RGB[np.clip(labels, 0, 3)]
     img[~valid] = 1.0
@@ -32,11 +43,7 @@ def plot_label_maps(rows: list[tuple[str, np.ndarray]], valid: np.ndarray, out: 
         ax.set_yticks([])
     if title:
         fig.suptitle(f"{title}  (red car, blue pedestrian, green cyclist, white no return)", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_intensity(measured: np.ndarray, rendered: np.ndarray, valid: np.ndarray, out: Path) -> Path:
@@ -53,11 +60,7 @@ def plot_intensity(measured: np.ndarray, rendered: np.ndarray, valid: np.ndarray
         ax.set_yticks([])
     mse = float(((measured - rendered)[valid] ** 2).mean())
     fig.suptitle(f"learned intensity rendering on a real KITTI scan (MSE {mse:.4f})", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_training_curves(logs: dict[str, Path], out: Path) -> Path:
@@ -79,11 +82,7 @@ def plot_training_curves(logs: dict[str, Path], out: Path) -> Path:
     ax.set_ylabel("training loss (smoothed)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_intensity_sweep(iou: dict[str, dict[float, list[float]]], out: Path, title: str = "") -> Path:
@@ -112,11 +111,7 @@ def plot_intensity_sweep(iou: dict[str, dict[float, list[float]]], out: Path, ti
     axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_top_view(points: np.ndarray, labels: np.ndarray, table: np.ndarray, out: Path, title: str = "",
@@ -150,11 +145,7 @@ def plot_top_view(points: np.ndarray, labels: np.ndarray, table: np.ndarray, out
     ax.set_xlim(20, -20)
     ax.set_ylim(0, 45)
     ax.set_title(title or "predicted classes, fitted boxes (solid), ground-truth boxes (dashed)", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_top_view_ground(points: np.ndarray, panels: list, ground_mask: np.ndarray | None,
@@ -194,11 +185,7 @@ def plot_top_view_ground(points: np.ndarray, panels: list, ground_mask: np.ndarr
     np.atleast_1d(axes)[0].set_ylabel("x (m, forward)")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=100)
 
 
 # Outcome colours for the camera overlay: true object points of the right class, object points of
