@@ -515,8 +515,11 @@ def _cards(args) -> int:
             lines.append(f"- fine-tuned from: `{cfg['init']}`")
         if cfg.get("renderer"):
             lines.append(f"- intensity rendered by: `{cfg['renderer']}`")
-        if cfg.get("real_grids"):
+        if cfg.get("real_grids") and cfg.get("gca_lambda"):
             lines.append(f"- GCA real batches from: `{cfg['real_grids']}` (lambda {cfg.get('gca_lambda')})")
+        if cfg.get("real_grids") and cfg.get("real_bn_mix"):
+            lines.append(f"- batch norm on mixed batches: {cfg['real_bn_mix']} unlabelled real grids of "
+                         f"`{cfg['real_grids']}` beside the synthetic scans of every step (no loss on them)")
         if meta.get("pdc_layers"):
             lines.append(f"- progressive domain calibration: {meta['pdc_layers']} batch-norm layers re-estimated on "
                          f"{meta.get('real_grids')} unlabelled real grids, from `{meta.get('calibrated_from')}`")
@@ -595,6 +598,9 @@ def main(argv: list[str]) -> int:
     t.add_argument("--renderer", default="", help="learned intensity rendering weights (+LIR)")
     t.add_argument("--real-grids", default="", help="unlabelled real grids .npy (+GCA)")
     t.add_argument("--gca-lambda", type=float, default=SegTrainConfig.gca_lambda)
+    t.add_argument("--real-bn-mix", type=int, default=0, metavar="N",
+                   help="append N unlabelled real grids (--real-grids) to every batch: batch norm normalises "
+                        "both domains together, the loss sees only the synthetic scans (for PDC afterwards); 0: off")
     t.add_argument("--max-files", type=int, default=0)
     t.add_argument("--intensity-gain-log2", type=float, default=0.0, metavar="A",
                    help="augmentation: multiply each training scan's intensity by 2**u, u uniform in [-A, A], "

@@ -64,6 +64,11 @@ class SegTrainConfig(TrainConfig):
     renderer: str = ""  # learned intensity rendering weights (+LIR)
     real_grids: str = ""  # .npy stack of unlabelled real grids (+GCA)
     gca_lambda: float = K.GCA_LAMBDA
+    # Unlabelled real grids (from real_grids) appended to every training batch, so that batch norm
+    # normalises synthetic and real scans together and its running statistics hold both domains;
+    # the loss sees only the synthetic scans. 0: off. Aimed at PDC, which later swaps in the real
+    # statistics: a network that learned under mixed statistics should lose less from the swap.
+    real_bn_mix: int = 0
     max_files: int = 0
     # Random intensity gain per training scan, 2**u with u uniform in [-a, a] (segmentation/data.py); 0: off.
     intensity_gain_log2: float = 0.0
@@ -251,6 +256,16 @@ def apply_rendered_intensity(renderer: SqueezeSegNet, inputs: torch.Tensor) -> t
     return out
 
 
+def real_mix_batch(real: torch.Tensor, count: int, rng: np.random.Generator, width: int) -> torch.Tensor:
+    """`count` random unlabelled real grids (with repeats when there are fewer), each cut to a random
+    `width`-wide window when the synthetic batch is cropped narrower than the real grids."""
+    pick = real[torch.from_numpy(rng.integers(0, len(real), count)).to(real.device)]
+    if width < pick.shape[3]:
+        start = int(rng.integers(0, pick.shape[3] - width + 1))
+        pick = pick[..., start:start + width]
+    return pick
+
+
 def segment_logits(model: SqueezeSegNet, x: torch.Tensor, crf: bool, precision: str = "fp32",
                    channels_last: bool = False) -> torch.Tensor:
     """Training-time `model.segment(x, crf)`: the CNN under the chosen precision / layout, the
@@ -320,11 +335,16 @@ def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
         real_np = np.load(_resolve(cfg.real_grids))
         # Real scans keep their measured intensity; only synthetic ones are rendered.
         real = torch.from_numpy(np.stack([to_input(g, in_channels) for g in real_np])).to(device)
+    if cfg.real_bn_mix < 0 or (cfg.real_bn_mix and real is None):
+        raise ValueError("--real-bn-mix N needs N >= 0 and, above 0, the unlabelled real grids (--real-grids)")
     weights = torch.tensor(parse_class_weights(cfg.class_weights), device=device)
     rng = np.random.default_rng(cfg.seed + 1000 + step)
     # The batch draws and the augmentation (DataLoader workers keep their own: such a run draws
     # fresh batches after a resume).
-    generators = {"batches": rng, "augment": data.rng}
+    # The real grids of --real-bn-mix come from their own stream, so that the synthetic batches are
+    # those of the same run without it.
+    mix_rng = np.random.default_rng(cfg.seed + 2000 + step)
+    generators = {"batches": rng, "augment": data.rng, "real_mix": mix_rng}
     if state is not None and "rng" in state:  # last: building and loading above draw from them too
         restore_rng(state["rng"], generators)
     budget = TimeBudget(cfg.max_minutes)
@@ -362,13 +382,21 @@ def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
             if renderer is not None:
                 x = apply_rendered_intensity(renderer, x)
             valid = (x[:, 4] > 0).to(torch.float32)
-            logits = segment_logits(model, x, cfg.crf, cfg.precision, cfg.channels_last)
+            mixed_real = None
+            if cfg.real_bn_mix > 0:
+                mixed_real = real_mix_batch(real, cfg.real_bn_mix, mix_rng, x.shape[3])
+                both = segment_logits(model, torch.cat([x, mixed_real]), cfg.crf, cfg.precision, cfg.channels_last)
+                logits, mixed_real_logits = both[:len(x)], both[len(x):]
+            else:
+                logits = segment_logits(model, x, cfg.crf, cfg.precision, cfg.channels_last)
             if loss_name == "focal":
                 loss = focal_loss(logits, y, valid, class_weights=weights)
             else:
                 loss = weighted_cross_entropy(logits, y, valid, class_weights=weights)
             gca = torch.zeros((), device=device)
-            if real is not None and cfg.gca_lambda > 0:
+            if mixed_real is not None and cfg.gca_lambda > 0:  # the mixed batch's real half serves GCA too
+                gca = geodesic_correlation_loss(flatten_valid(logits, x), flatten_valid(mixed_real_logits, mixed_real))
+            elif real is not None and cfg.gca_lambda > 0:
                 xr = real[torch.from_numpy(rng.integers(0, len(real), max(cfg.batch_size // 2, 1))).to(device)]
                 if cfg.crop_width and cfg.crop_width < xr.shape[3]:
                     start = int(rng.integers(0, xr.shape[3] - cfg.crop_width + 1))
