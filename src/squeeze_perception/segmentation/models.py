@@ -229,6 +229,13 @@ SQUEEZESEGV2_GAIN_ISQRT = _squeezesegv2_weights(
 # The node's default since 2026-12-05 (docs/segmentation.md, "Intensity gain augmentation").
 SQUEEZESEGV2_GAIN_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_gain_isqrt_pdc", "squeezesegv2_gain_isqrt + progressive domain calibration on unlabelled real scans")
+SQUEEZESEGV2_BNMIX_ISQRT = _squeezesegv2_weights(
+    "squeezesegv2_bnmix_isqrt",
+    "squeezesegv2_gain_isqrt's run with 2 unlabelled real grids in every batch's forward pass (batch norm over "
+    "both domains, loss on synthetic scans only)")
+SQUEEZESEGV2_BNMIX_ISQRT_PDC = _squeezesegv2_weights(
+    "squeezesegv2_bnmix_isqrt_pdc",
+    "squeezesegv2_bnmix_isqrt + progressive domain calibration on unlabelled real scans")
 SQUEEZESEGV2_LIR = _squeezesegv2_weights(
     "squeezesegv2_lir", "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)")
 SQUEEZESEGV2_GCA = _squeezesegv2_weights(

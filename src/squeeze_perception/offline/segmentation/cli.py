@@ -375,6 +375,12 @@ CARD_PURPOSE = {
                                "from shape and contrast.",
     "squeezesegv2_gain_isqrt_pdc": "`squeezesegv2_gain_isqrt` with progressive domain calibration (Algorithm 2) of "
                                    "every batch-norm layer on unlabelled real scans.",
+    "squeezesegv2_bnmix_isqrt": "`squeezesegv2_gain_isqrt`'s run (same source, seed, batches and augmentation) with "
+                                "2 unlabelled real grids appended to every batch's forward pass "
+                                "(`--real-bn-mix 2`): batch norm normalises synthetic and real scans together, "
+                                "the loss sees only the synthetic ones.",
+    "squeezesegv2_bnmix_isqrt_pdc": "`squeezesegv2_bnmix_isqrt` with progressive domain calibration (Algorithm 2) of "
+                                    "every batch-norm layer on unlabelled real scans.",
     "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
                         "intensity is replaced by the renderer's prediction.",
     "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
@@ -423,6 +429,15 @@ _GAIN_TRAIN = ("squeeze-perception seg train --arch squeezesegv2 --name squeezes
                "--intensity-gain-log2 1   # resumable")
 
 
+_BNMIX_TRAIN = ("squeeze-perception seg adapt grids && squeeze-perception seg train --arch squeezesegv2 "
+                "--name squeezesegv2_bnmix_isqrt --init models/squeezesegv2_intensity_isqrt.pt "
+                "--data data/synth_int/lidar_2d/train --out out/seg/cpu_bnmix/squeezesegv2_bnmix_isqrt.pt "
+                "--work-dir out/seg/cpu_bnmix --steps 1700 --batch-size 8 --lr 1.5e-4 --minutes 56 --threads 2 "
+                "--precision bf16 --channels-last --crop-width 0 --checkpoint-every 250 --log-every 25 --seed 15 "
+                "--class-weights 0.29,1,4.5,6.8 --intensity-gain-log2 1 --real-grids out/seg/real_unlabelled_grids.npy "
+                "--real-bn-mix 2 --gca-lambda 0   # resumable")
+
+
 def _pdc_int8_commands(source: str, name: str, calib_dir: str = "") -> list[str]:
     """A PDC model's commands: its real grids, the calibration of `source`, the int8 graph the node runs
     (int8 ranges from `calib_dir`, default the quantiser's data/synth/lidar_2d/train)."""
@@ -450,6 +465,10 @@ CARD_COMMANDS = {
                                 "cp out/seg/cpu_gain/squeezesegv2_gain_isqrt.pt models/"],
     "squeezesegv2_gain_isqrt_pdc": _pdc_int8_commands("squeezesegv2_gain_isqrt", "squeezesegv2_gain_isqrt_pdc",
                                                       "data/synth_int/lidar_2d/train"),
+    "squeezesegv2_bnmix_isqrt": [_INTENSITY_DATA, "# squeezesegv2_intensity_isqrt first (its card)", _BNMIX_TRAIN,
+                                 "cp out/seg/cpu_bnmix/squeezesegv2_bnmix_isqrt.pt models/"],
+    "squeezesegv2_bnmix_isqrt_pdc": _pdc_int8_commands("squeezesegv2_bnmix_isqrt", "squeezesegv2_bnmix_isqrt_pdc",
+                                                       "data/synth_int/lidar_2d/train"),
 }
 
 
