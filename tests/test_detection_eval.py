@@ -343,7 +343,10 @@ def test_object_matches_tells_a_regression_miss_from_a_decoding_miss():
     assert car["kept_iou"] == pytest.approx(90 / 110) and car["kept_rank"] == 1 and car["kept_score"] == pytest.approx(0.8)
     assert car["raw_iou"] == pytest.approx(1.0)
     assert ped["kept_iou"] == pytest.approx(0.5) and ped["kept_rank"] == 0 and ped["raw_iou"] == pytest.approx(0.5)
+    # How the best raw box is wrong, edge by edge: the pedestrian's ends 50 px short at the bottom.
+    assert car["raw_edges"] == [0, 0, 0, 0] and ped["raw_edges"] == [0, 0, 0, -50]
     text = format_object_matches({"000007": rows})
+    assert text.splitlines()[2].split()[-8:-4] == ["+0", "+0", "+0", "-50"]
     # 0.82 > 0.7 is found; the pedestrian's 0.5 is not above its 0.5 threshold, in kept or raw boxes.
     assert "yes" in text.splitlines()[1] and "no box close enough" in text.splitlines()[2]
     lost = object_matches(dets([(700, 0, 800, 50, 0.95, CAR)]), raw, labels[:1])[0]

@@ -186,3 +186,28 @@ def test_hedges_are_trimmed_runs_or_overgrown_lumps():
         else:
             trimmed += 1
     assert trimmed >= 4 and overgrown >= 4
+
+
+def test_pedestrians_stand_on_the_sidewalk_so_their_feet_are_seen():
+    """Pedestrians walk on the kerb-high sidewalk: their mesh and their label box start on its top,
+    not at road level under it, where the feet were hidden and the camera box reached below them."""
+    from squeeze_perception.offline.synth.generate import object_frame
+
+    world = World(3, length=0.0)
+    pedestrians = [a for a in world.agents if a.kitti_type == "Pedestrian"]
+    assert pedestrians
+    top = world.layout.curb_height - 0.01
+    for a in pedestrians:
+        mesh, bottom, _ = a.world_mesh()
+        assert mesh.vertices[:, 2].min() == pytest.approx(top, abs=1e-6) and bottom[2] == pytest.approx(top)
+    # In the camera: an unoccluded pedestrian's label box ends where its pixels end (within a pixel).
+    fitted = 0
+    for index in range(6):
+        frame = object_frame(1, "testing", index, lidar=False, nthreads=1)
+        for t in frame.truths:
+            if t.label is None or t.agent.kitti_type != "Pedestrian" or t.label.occluded or t.label.truncated > 0:
+                continue
+            rows = np.nonzero((frame.instance_image == t.agent.instance_id).any(axis=1))[0]
+            assert abs(t.label.bbox[3] - (rows.max() + 1)) < 1.5 and abs(t.label.bbox[1] - rows.min()) < 1.5
+            fitted += 1
+    assert fitted >= 2

@@ -462,7 +462,9 @@ def object_matches(kept, raw: np.ndarray, labels: list[ObjectLabel]) -> list[dic
     among the image's kept detections of its class (with that detection's score and its rank among
     them, 0 = top) and the best IoU among all raw boxes of its class before NMS and top-k
     (raw: (A, 5+C) as `first_match_rank` takes). A box the devkit misses with raw IoU above the
-    class threshold was lost in decoding (NMS, top-k); below it, in the network's regression."""
+    class threshold was lost in decoding (NMS, top-k); below it, in the network's regression.
+    `raw_edges` says how that best raw box is wrong: its left, top, right and bottom edge minus the
+    true box's, in pixels (a box 20 px short on the right has right -20)."""
     from ...detection.decode import scores_and_classes
 
     kept = as_frame_detections(kept)
@@ -473,7 +475,8 @@ def object_matches(kept, raw: np.ndarray, labels: list[ObjectLabel]) -> list[dic
         mine = np.flatnonzero(np.asarray(kept.types) == KITTI_TYPE[cls])
         row = {"class": cls, "difficulty": DIFFICULTIES[lab.difficulty()], "bbox": [round(float(v), 1) for v in lab.bbox],
                "height_px": round(float(lab.bbox[3] - lab.bbox[1]), 1), "threshold": IOU_THRESHOLD[cls],
-               "kept_iou": 0.0, "kept_score": None, "kept_rank": None, "kept_box": None, "raw_iou": 0.0}
+               "kept_iou": 0.0, "kept_score": None, "kept_rank": None, "kept_box": None, "raw_iou": 0.0,
+               "raw_box": None, "raw_edges": None}
         if len(mine):
             order = mine[np.argsort(-kept.scores[mine], kind="stable")]
             iou = box_iou_np(bbox, kept.boxes[order])[0]
@@ -482,7 +485,10 @@ def object_matches(kept, raw: np.ndarray, labels: list[ObjectLabel]) -> list[dic
                        kept_box=[round(float(v), 1) for v in kept.boxes[order[best]]])
         same = np.flatnonzero(raw_cls + 1 == CLASS_IDS[cls])
         if len(same):
-            row["raw_iou"] = float(box_iou_np(bbox, raw[same, :4])[0].max())
+            raw_iou = box_iou_np(bbox, raw[same, :4])[0]
+            best_raw = raw[same[int(np.argmax(raw_iou))], :4].astype(np.float64)
+            row.update(raw_iou=float(raw_iou.max()), raw_box=[round(float(v), 1) for v in best_raw],
+                       raw_edges=[round(float(v), 1) for v in best_raw - bbox[0]])
         rows.append(row)
     return rows
 
@@ -490,14 +496,16 @@ def object_matches(kept, raw: np.ndarray, labels: list[ObjectLabel]) -> list[dic
 def format_object_matches(rows_per_frame: dict[str, list[dict]]) -> str:
     """Plain-text table of `object_matches` rows, one line per true box."""
     lines = [f"{'frame':>8s} {'class':10s} {'level':8s} {'h px':>5s} {'kept IoU':>8s} {'rank':>4s} {'score':>5s} "
-             f"{'raw IoU':>7s}  found"]
+             f"{'raw IoU':>7s} {'its edges - truth (l t r b px)':>30s}  found"]
     for frame, rows in rows_per_frame.items():
         for r in rows:
             found = "yes" if r["kept_iou"] > r["threshold"] else (
                 "lost in NMS/top-k" if r["raw_iou"] > r["threshold"] else "no box close enough")
+            edges = "-" if r.get("raw_edges") is None else " ".join(f"{v:+.0f}" for v in r["raw_edges"])
             lines.append(f"{frame:>8s} {r['class']:10s} {r['difficulty']:8s} {r['height_px']:5.0f} {r['kept_iou']:8.2f} "
                          f"{'-' if r['kept_rank'] is None else r['kept_rank']:>4} "
-                         f"{'-' if r['kept_score'] is None else format(r['kept_score'], '.2f'):>5s} {r['raw_iou']:7.2f}  {found}")
+                         f"{'-' if r['kept_score'] is None else format(r['kept_score'], '.2f'):>5s} {r['raw_iou']:7.2f} "
+                         f"{edges:>30s}  {found}")
     return "\n".join(lines)
 
 

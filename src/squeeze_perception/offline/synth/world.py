@@ -98,6 +98,10 @@ class Agent:
     phase: float = 0.0
     desired_speed: float = 0.0
     shape_seed: int = 0
+    # Height of the surface the object stands on: 0 on the carriageway, the sidewalk's top for
+    # pedestrians (otherwise their feet sink into the kerb-high sidewalk, hidden from camera and
+    # LiDAR, while their boxes reach down to the road level under it).
+    ground_z: float = 0.0
     _mesh: Mesh | None = None
 
     @property
@@ -148,8 +152,8 @@ class Agent:
         mesh = self.local_mesh()
         offset, size = self.box_extent_local(mesh)
         rot = rot_z(self.yaw)
-        centre = np.array([self.x, self.y, 0.0]) + rot @ offset
-        return mesh.transformed(rot, np.array([self.x, self.y, 0.0])), centre, size
+        base = np.array([self.x, self.y, self.ground_z])
+        return mesh.transformed(rot, base), base + rot @ offset, size
 
 
 @dataclass
@@ -383,7 +387,8 @@ class World:
                 v = rng.uniform(2.5, 7.0)
                 self.agents.append(self._new_agent("Cyclist", x, edge + rng.normal(0, 0.2),
                                                    (0.0 if forward else np.pi) + rng.normal(0, 0.03), v, "ride"))
-        # Pedestrians on the sidewalks: walkers and small standing groups.
+        # Pedestrians on the sidewalks (standing on them: ground_z): walkers and small standing groups.
+        first_pedestrian = len(self.agents)
         for side, edge in ((-1, lay.road_right), (1, lay.road_left)):
             n = rng.poisson(4.0 * d * style_peds * (route_length + 170) / 100)
             for _ in range(n):
@@ -398,6 +403,8 @@ class World:
                         self.agents.append(self._new_agent("Pedestrian", x + g * rng.uniform(0.6, 1.0),
                                                            y + rng.normal(0, 0.3), rng.uniform(-np.pi, np.pi), 0.0,
                                                            "stand"))
+        for a in self.agents[first_pedestrian:]:
+            a.ground_z = lay.curb_height - 0.01  # the sidewalk slab's top (world._build_static)
         self._remove_overlaps()
 
     def _remove_overlaps(self) -> None:
