@@ -194,3 +194,39 @@ def test_real_bn_mix_normalises_both_domains_and_the_loss_sees_only_synthetic_sc
     with pytest.raises(ValueError, match="real-bn-mix"):
         train(SegTrainConfig(out=str(tmp_path / "models" / "bad.pt"), arch="squeezesegv2", data=str(data), steps=1,
                              batch_size=1, work_dir=str(tmp_path / "bad"), crf=False, real_bn_mix=2), progress=False)
+
+
+@pytest.mark.parametrize("mix", [0, 2])
+def test_gca_training_aligns_against_real_crops_of_the_synthetic_width(tmp_path, monkeypatch, mix):
+    """+GCA: the geodesic correlation loss is computed against real grids cut to the synthetic
+    crops' width, from a separate real batch or, with --real-bn-mix, from the mixed batch's real grids."""
+    import json
+
+    from squeeze_perception.offline.segmentation import train as train_module
+
+    monkeypatch.setenv("SQUEEZE_PERCEPTION_MODELS", str(tmp_path / "models"))
+    real = np.zeros((3, 64, 512, 6), np.float32)
+    real[..., 0] = np.random.default_rng(1).uniform(3, 40, (3, 64, 512))
+    real[..., 3] = 0.3
+    real[..., 4] = real[..., 0]
+    np.save(tmp_path / "real.npy", real)
+    widths = []
+
+    def recording_gca(synthetic, real_feats):
+        widths.append(real_feats.shape)
+        return real_gca(synthetic, real_feats)
+
+    real_gca = train_module.geodesic_correlation_loss
+    monkeypatch.setattr(train_module, "geodesic_correlation_loss", recording_gca)
+    seen_widths = []
+    real_flatten = train_module.flatten_valid
+    monkeypatch.setattr(train_module, "flatten_valid", lambda logits, x: (seen_widths.append(x.shape[3]),
+                                                                          real_flatten(logits, x))[1])
+    cfg = SegTrainConfig(out=str(tmp_path / "models" / "gca.pt"), arch="squeezesegv2",
+                         data=str(_write_grids(tmp_path / "grids", n=2)), steps=2, batch_size=2, crop_width=128,
+                         work_dir=str(tmp_path / "work"), log_every=1, crf=False, real_grids=str(tmp_path / "real.npy"),
+                         gca_lambda=10.0, real_bn_mix=mix)
+    train(cfg, progress=False)
+    assert len(widths) == 2 and set(seen_widths) == {128}  # synthetic and real features both 128 wide
+    log = [json.loads(line) for line in (tmp_path / "work" / "gca" / "train.log").read_text().splitlines()]
+    assert len(log) == 2 and all(r["gca"] > 0 for r in log)

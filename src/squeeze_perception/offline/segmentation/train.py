@@ -394,13 +394,10 @@ def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
             else:
                 loss = weighted_cross_entropy(logits, y, valid, class_weights=weights)
             gca = torch.zeros((), device=device)
-            if mixed_real is not None and cfg.gca_lambda > 0:  # the mixed batch's real half serves GCA too
+            if mixed_real is not None and cfg.gca_lambda > 0:  # the mixed batch's real grids serve GCA too
                 gca = geodesic_correlation_loss(flatten_valid(logits, x), flatten_valid(mixed_real_logits, mixed_real))
             elif real is not None and cfg.gca_lambda > 0:
-                xr = real[torch.from_numpy(rng.integers(0, len(real), max(cfg.batch_size // 2, 1))).to(device)]
-                if cfg.crop_width and cfg.crop_width < xr.shape[3]:
-                    start = int(rng.integers(0, xr.shape[3] - cfg.crop_width + 1))
-                    xr = xr[..., start:start + cfg.crop_width]
+                xr = real_mix_batch(real, max(cfg.batch_size // 2, 1), rng, x.shape[3])
                 real_logits = segment_logits(model, xr, cfg.crf, cfg.precision, cfg.channels_last)
                 gca = geodesic_correlation_loss(flatten_valid(logits, x), flatten_valid(real_logits, xr))
             total = loss + cfg.gca_lambda * gca if real is not None else loss
