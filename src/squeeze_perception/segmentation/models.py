@@ -226,13 +226,14 @@ SQUEEZESEGV2_GAIN_ISQRT = _squeezesegv2_weights(
     "squeezesegv2_gain_isqrt",
     "squeezesegv2_intensity_isqrt fine-tuned 46 min more on the same scans, each with a random intensity gain "
     "(x0.5 to x2): class from shape and contrast, not the sensor's absolute intensity level")
-# The node's default since 2026-12-05 (docs/segmentation.md, "Intensity gain augmentation").
+# The node's default on 2026-12-05 until the real-BN-mix run (docs/segmentation.md, "Intensity gain augmentation").
 SQUEEZESEGV2_GAIN_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_gain_isqrt_pdc", "squeezesegv2_gain_isqrt + progressive domain calibration on unlabelled real scans")
 SQUEEZESEGV2_BNMIX_ISQRT = _squeezesegv2_weights(
     "squeezesegv2_bnmix_isqrt",
     "squeezesegv2_gain_isqrt's run with 2 unlabelled real grids in every batch's forward pass (batch norm over "
     "both domains, loss on synthetic scans only)")
+# The node's default since 2026-12-05 (docs/segmentation.md, "Batch norm over both domains").
 SQUEEZESEGV2_BNMIX_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_bnmix_isqrt_pdc",
     "squeezesegv2_bnmix_isqrt + progressive domain calibration on unlabelled real scans")

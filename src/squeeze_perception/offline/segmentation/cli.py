@@ -714,7 +714,7 @@ def main(argv: list[str]) -> int:
 
     w = sub.add_parser("intensity-sweep", help="object-frame IoU per class with every scan's intensity times each "
                                                "gain, models side by side: how much the labels hang on the level")
-    w.add_argument("--models", default="squeezesegv2_gain_isqrt_pdc")
+    w.add_argument("--models", default="squeezesegv2_bnmix_isqrt_pdc")
     w.add_argument("--gains", default="0.5,0.71,1,1.41,2", help="comma list of factors (1: as recorded)")
     w.add_argument("--synth", default=DEFAULT_SYNTH, help="synthetic data root: its object/testing scans")
     w.add_argument("--real", action="store_true", help="the real KITTI object frames instead of --synth")
