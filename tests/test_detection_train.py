@@ -307,3 +307,40 @@ def test_perfect_detector_ceiling_counts_the_boxes_nms_must_suppress(tmp_path):
     assert ceiling["suppressed"] == 1
     assert ceiling["per_class"]["car"]["moderate"]["ap"] < 100.0
     assert perfect_detector_ap(hidden, nms_iou=0.7)["suppressed"] == 0
+
+
+def test_real_bn_mix_changes_batchnorm_statistics_but_not_what_the_loss_sees(tmp_path, monkeypatch):
+    """`det train --real-bn-mix N --real-bn-images DIR`: N unlabelled real crops join each forward
+    pass (batch norm sees them: its statistics differ from the same run without them), the loss
+    gets the synthetic images only, and the synthetic batches are the same with and without."""
+    from squeeze_perception.detection import loss as loss_module
+
+    split = _tiny_split(tmp_path / "training", n_images=3)
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((120, 200, 3), 240 - 30 * i, np.uint8)).save(real_dir / f"{i}.png")
+    loss_inputs = []
+
+    def recording_loss(deltas, conf, cls, anchors, targets):
+        loss_inputs.append((deltas.shape[0], len(targets), sum(len(t.labels) for t in targets)))
+        return real_loss(deltas, conf, cls, anchors, targets)
+
+    real_loss = loss_module.squeezedet_loss
+    monkeypatch.setattr(loss_module, "squeezedet_loss", recording_loss)  # train() imports it when called
+
+    def first_bn_mean(mix: int, name: str):
+        cfg = DetTrainConfig(arch="squeezedet", data=str(split), out=str(tmp_path / f"{name}.pt"), steps=2,
+                             batch_size=2, crop_width=160, crop_height=96, max_shift=(20, 10), threads=1, lr=1e-9,
+                             real_bn_mix=mix, real_bn_images=[str(real_dir)] if mix else [])
+        train(cfg, progress=False)
+        state = torch.load(tmp_path / f"{name}.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        return next(v for k, v in state.items() if k.endswith("running_mean"))
+
+    plain, mixed = first_bn_mean(0, "plain"), first_bn_mean(3, "mixed")
+    assert [n for n, _, _ in loss_inputs] == [2, 2, 2, 2]  # never the 3 real crops
+    assert loss_inputs[:2] == loss_inputs[2:]  # the same synthetic batches (their objects) in both runs
+    assert not torch.allclose(plain, mixed)
+    with pytest.raises(ValueError, match="real-bn-mix"):
+        train(DetTrainConfig(arch="squeezedet", data=str(split), out=str(tmp_path / "bad.pt"), steps=1, batch_size=1,
+                             crop_width=160, crop_height=96, real_bn_mix=2), progress=False)

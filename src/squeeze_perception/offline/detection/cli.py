@@ -513,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--random-conv", type=float, default=DetTrainConfig.random_conv, metavar="P",
                    help="share of training images passed through a random 3->3 convolution mixed with the "
                         "original (RandConv, Xu et al. 2021; offline/detection/randconv.py); 0 = off")
+    t.add_argument("--real-bn-mix", type=int, default=DetTrainConfig.real_bn_mix, metavar="N",
+                   help="append N unlabelled --real-bn-images crops to every batch: batch norm normalises both "
+                        "domains together, the loss sees only the synthetic images (for `det adapt` after); 0 = off")
+    t.add_argument("--real-bn-images", nargs="+", default=[], metavar="DIR",
+                   help="folders of unlabelled target-camera PNGs for --real-bn-mix (labels never read)")
     t.set_defaults(func=_cmd_train)
 
     pt = sub.add_parser("plot-train", help="plot the loss curves of a training log (JSON lines)")

@@ -86,6 +86,13 @@ class DetTrainConfig(TrainConfig):
     # Random convolutions (randconv.py, domain generalisation): the share of training images that
     # go through a freshly drawn random 3 -> 3 convolution; 0 = off
     random_conv: float = 0.0
+    # Batch norm over both domains (unsupervised adaptation): this many unlabelled target-camera
+    # images (random crops/flips of the PNGs under `real_bn_images`; no label is read) join every
+    # training batch's forward pass, so batch norm normalises synthetic and real images together;
+    # the loss sees only the synthetic ones. For AdaBN afterwards (adapt.py), which then moves the
+    # statistics less far from those the network learned under. 0 = off.
+    real_bn_mix: int = 0
+    real_bn_images: list = field(default_factory=list)
 
     def checkpoint_path(self) -> Path:
         return self.weights_path().with_suffix(".ckpt")
@@ -206,6 +213,17 @@ class BatchStream:
                           self.cache, self.style_hists, cfg.style_probability)
 
 
+def real_bn_batch(frames: list[np.ndarray], count: int, rng: np.random.Generator, crop_w: int, crop_h: int,
+                  max_shift: tuple[int, int]) -> np.ndarray:
+    """(count, 3, crop_h, crop_w) normalised random crops/flips of letterboxed unlabelled frames,
+    drawn as the synthetic crops are (the same shift and flip), without photometric changes."""
+    crops = []
+    for i in rng.integers(len(frames), size=count):
+        img, _, _ = augment(frames[i], np.zeros((0, 4), np.float32), rng, crop_w, crop_h, max_shift=max_shift)
+        crops.append(normalise(img))
+    return np.stack(crops)
+
+
 def style_histograms(folders) -> np.ndarray:
     """(K, 1, 256) luminance histograms of every PNG under `folders` (target-camera images; labels
     are never opened), one per image so each crop can take on one real image's tone."""
@@ -273,7 +291,12 @@ def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
     noise.manual_seed(cfg.seed * 1_000_003)
     randconv = torch.Generator(device=device)  # random_conv's draws (restored on resume like the others)
     randconv.manual_seed(cfg.seed * 1_000_033 + 7)
-    generators = {"photometric": noise, "random_conv": randconv}
+    # The unlabelled real images of --real-bn-mix come from their own stream (the synthetic
+    # batches stay those of the same run without them).
+    real_bn_rng = np.random.default_rng([cfg.seed, 2000])
+    generators = {"photometric": noise, "random_conv": randconv, "real_bn": real_bn_rng}
+    if cfg.real_bn_mix < 0 or (cfg.real_bn_mix and not cfg.real_bn_images):
+        raise ValueError("--real-bn-mix N needs N >= 0 and, above 0, folders of unlabelled images (--real-bn-images)")
     step, meta_anchor, resumed = 0, {}, None
     if cfg.resume and ckpt_path.exists():
         resumed = load_checkpoint(ckpt_path)
@@ -347,6 +370,12 @@ def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
     stream = BatchStream(samples, cfg, (module.input_width, module.input_height), crop_anchors, (crop_w, crop_h),
                          defer_photometric)
     batches = _batches(stream, step, cfg.loader_workers)
+    real_frames = []
+    if cfg.real_bn_mix > 0:
+        from .adapt import list_images
+
+        real_frames = [letterbox(load_rgb(p), module.input_width, module.input_height)[0]
+                       for p in list_images(cfg.real_bn_images)]
 
     def one_step(done: int) -> dict:
         nonlocal step
@@ -360,10 +389,15 @@ def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
             batch = torch.as_tensor(images)
         if cfg.random_conv > 0:
             batch = random_convolution(batch, randconv, cfg.random_conv)
+        synthetic = batch.shape[0]
+        if real_frames:
+            real = real_bn_batch(real_frames, cfg.real_bn_mix, real_bn_rng, batch.shape[3], batch.shape[2], cfg.max_shift)
+            batch = torch.cat([batch, torch.from_numpy(real).to(device=batch.device, dtype=batch.dtype)])
         if cfg.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             deltas, conf, cls = forward_raw(batch)
+        deltas, conf, cls = deltas[:synthetic], conf[:synthetic], cls[:synthetic]  # real images: no loss
         loss, parts = squeezedet_loss(deltas.float(), conf.float(), cls.float(), anchors_t, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
