@@ -344,3 +344,39 @@ def test_real_bn_mix_changes_batchnorm_statistics_but_not_what_the_loss_sees(tmp
     with pytest.raises(ValueError, match="real-bn-mix"):
         train(DetTrainConfig(arch="squeezedet", data=str(split), out=str(tmp_path / "bad.pt"), steps=1, batch_size=1,
                              crop_width=160, crop_height=96, real_bn_mix=2), progress=False)
+
+
+def test_adabn_moves_batchnorm_statistics_to_the_target_images_and_mix_zero_keeps_the_source(tmp_path):
+    """`det adapt` (AdaBN): every batch-norm layer's running statistics become those of the
+    unlabelled target images (here uniformly bright frames); mix 0 leaves the source statistics."""
+    from torch import nn
+
+    from squeeze_perception.detection.data import normalise
+    from squeeze_perception.offline.detection.adapt import adapt_batchnorm, list_images
+
+    class Tiny(nn.Module):
+        input_width, input_height = 256, 128
+
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(3)
+
+        def features(self, x):
+            return self.bn(x)
+
+    for i in range(2):
+        Image.fromarray(np.full((128, 256, 3), 230, np.uint8)).save(tmp_path / f"{i}.png")
+    images = list_images([tmp_path])
+    target = torch.from_numpy(normalise(np.full((128, 256, 3), 230, np.uint8))).mean(dim=(1, 2))
+    kept = Tiny()
+    adapt_batchnorm(kept, images, passes=2, mix=0.0)
+    assert torch.allclose(kept.bn.running_mean, torch.zeros(3)) and torch.allclose(kept.bn.running_var, torch.ones(3))
+    adapted = Tiny()
+    info = adapt_batchnorm(adapted, images, passes=2, batch_size=2)
+    # Crops shifted beyond the frame (up to 60 x 20 px) are padded with the mean colour (0 after
+    # normalising): the mean lies between 0 and the bright frames' value, nearer the latter.
+    assert info["bn_layers"] == 1 and info["batches"] == 2
+    assert torch.all(adapted.bn.running_mean > 0.5 * target) and torch.all(adapted.bn.running_mean <= target + 1e-5)
+    half = Tiny()
+    adapt_batchnorm(half, images, passes=2, batch_size=2, mix=0.5)  # the same crops (seed 0), blended with the source's 0
+    assert torch.allclose(half.bn.running_mean, 0.5 * adapted.bn.running_mean, atol=1e-6)

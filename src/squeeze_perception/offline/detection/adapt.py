@@ -28,6 +28,22 @@ def list_images(folders: list[str | Path]) -> list[Path]:
     return images
 
 
+def letterboxed_frames(images: list[Path], width: int, height: int) -> list[np.ndarray]:
+    """The unlabelled images letterboxed to the network's input size."""
+    return [letterbox(load_rgb(p), width, height)[0] for p in images]
+
+
+def unlabelled_crops(frames: list[np.ndarray], indices, rng: np.random.Generator, width: int, height: int,
+                     max_shift: tuple[int, int]) -> np.ndarray:
+    """(len(indices), 3, height, width) normalised random crops/flips of the given frames (no boxes,
+    no photometric change): the batches of AdaBN and of `det train --real-bn-mix`."""
+    crops = []
+    for i in indices:
+        img, _, _ = augment(frames[i], np.zeros((0, 4), np.float32), rng, width, height, max_shift=max_shift)
+        crops.append(normalise(img))
+    return np.stack(crops)
+
+
 def adapt_batchnorm(module, images: list[Path], passes: int = 8, batch_size: int = 4, seed: int = 0,
                     mix: float = 1.0, progress=None) -> dict:
     """Re-estimate every BN's running mean/variance on `images` (cumulative average over
@@ -48,19 +64,16 @@ def adapt_batchnorm(module, images: list[Path], passes: int = 8, batch_size: int
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch counts equally
     module.train()  # BN uses (and records) batch statistics; dropout does not touch BN inputs
-    frames = [letterbox(load_rgb(p), module.input_width, module.input_height)[0] for p in images]
+    frames = letterboxed_frames(images, module.input_width, module.input_height)
     batches = 0
     t0 = time.perf_counter()
     with torch.no_grad():
         for _ in range(passes):
             order = rng.permutation(len(frames))
             for start in range(0, len(order), batch_size):
-                batch = []
-                for i in order[start:start + batch_size]:
-                    img, _, _ = augment(frames[i], np.zeros((0, 4), np.float32), rng, module.input_width,
-                                        module.input_height, max_shift=(60, 20))
-                    batch.append(normalise(img))
-                module.features(torch.from_numpy(np.stack(batch)))
+                batch = unlabelled_crops(frames, order[start:start + batch_size], rng, module.input_width,
+                                         module.input_height, max_shift=(60, 20))
+                module.features(torch.from_numpy(batch))
                 batches += 1
                 if progress:
                     progress(batches)

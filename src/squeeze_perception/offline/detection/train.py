@@ -213,17 +213,6 @@ class BatchStream:
                           self.cache, self.style_hists, cfg.style_probability)
 
 
-def real_bn_batch(frames: list[np.ndarray], count: int, rng: np.random.Generator, crop_w: int, crop_h: int,
-                  max_shift: tuple[int, int]) -> np.ndarray:
-    """(count, 3, crop_h, crop_w) normalised random crops/flips of letterboxed unlabelled frames,
-    drawn as the synthetic crops are (the same shift and flip), without photometric changes."""
-    crops = []
-    for i in rng.integers(len(frames), size=count):
-        img, _, _ = augment(frames[i], np.zeros((0, 4), np.float32), rng, crop_w, crop_h, max_shift=max_shift)
-        crops.append(normalise(img))
-    return np.stack(crops)
-
-
 def style_histograms(folders) -> np.ndarray:
     """(K, 1, 256) luminance histograms of every PNG under `folders` (target-camera images; labels
     are never opened), one per image so each crop can take on one real image's tone."""
@@ -372,10 +361,9 @@ def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
     batches = _batches(stream, step, cfg.loader_workers)
     real_frames = []
     if cfg.real_bn_mix > 0:
-        from .adapt import list_images
+        from .adapt import letterboxed_frames, list_images, unlabelled_crops
 
-        real_frames = [letterbox(load_rgb(p), module.input_width, module.input_height)[0]
-                       for p in list_images(cfg.real_bn_images)]
+        real_frames = letterboxed_frames(list_images(cfg.real_bn_images), module.input_width, module.input_height)
 
     def one_step(done: int) -> dict:
         nonlocal step
@@ -391,7 +379,9 @@ def train(cfg: DetTrainConfig, progress: bool = True) -> dict:
             batch = random_convolution(batch, randconv, cfg.random_conv)
         synthetic = batch.shape[0]
         if real_frames:
-            real = real_bn_batch(real_frames, cfg.real_bn_mix, real_bn_rng, batch.shape[3], batch.shape[2], cfg.max_shift)
+            # shifted and flipped as the synthetic crops are
+            real = unlabelled_crops(real_frames, real_bn_rng.integers(len(real_frames), size=cfg.real_bn_mix),
+                                    real_bn_rng, batch.shape[3], batch.shape[2], cfg.max_shift)
             batch = torch.cat([batch, torch.from_numpy(real).to(device=batch.device, dtype=batch.dtype)])
         if cfg.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
