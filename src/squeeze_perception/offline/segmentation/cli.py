@@ -83,7 +83,7 @@ def _eval(args) -> int:
     from ...segmentation.data import list_grids
     from ...segmentation.pipeline import SegmentationPipeline
     from .evaluation import (SegCounts, counts_to_json, evaluate_grids, evaluate_object_frames,
-                             evaluate_semantic_kitti, json_safe, model_meta)
+                             evaluate_semantic_kitti, json_safe, model_meta, real_object_sources)
     from .train import load_renderer
 
     torch.set_num_threads(max(args.threads, 1))
@@ -130,11 +130,11 @@ def _eval(args) -> int:
                 if ground_on:
                     grounded["real_lidar_2d"] = counts_to_json(ground)
             if "real_object" in wanted:
-                both = evaluate_object_frames(pl, real / "object" / "training", "velodyne",
-                                              ignore_band=args.ignore_band, intensity=args.perturb_intensity)
-                res["real_object"] = counts_to_json(evaluate_object_frames(
-                    pl, real / "object_reduced" / "training", "velodyne_reduced", counts=both,
-                    ignore_band=args.ignore_band, intensity=args.perturb_intensity))
+                both = SegCounts()
+                for root, folder in real_object_sources(real):
+                    evaluate_object_frames(pl, root, folder, counts=both, ignore_band=args.ignore_band,
+                                           intensity=args.perturb_intensity)
+                res["real_object"] = counts_to_json(both)
             if "real_object_reduced" in wanted:
                 res["real_object_reduced"] = counts_to_json(
                     evaluate_object_frames(pl, real / "object_reduced" / "training", "velodyne_reduced",
@@ -175,13 +175,12 @@ def _intensity_sweep(args) -> int:
     import torch
 
     from ...segmentation.pipeline import SegmentationPipeline
-    from .evaluation import intensity_sweep, json_safe
+    from .evaluation import intensity_sweep, json_safe, real_object_sources
     from .plots import plot_intensity_sweep
 
     torch.set_num_threads(max(args.threads, 1))
     if args.real:  # the real object frames: full scans and the camera-view scan together
-        real = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
-        sources = [(real / "object" / "training", "velodyne"), (real / "object_reduced" / "training", "velodyne_reduced")]
+        sources = real_object_sources(Path(args.kitti_root) if args.kitti_root else kitti_real_dir())
     else:
         sources = [(project_root() / args.synth / "object" / "testing", "velodyne")]
     gains = [float(g) for g in args.gains.split(",")]

@@ -379,6 +379,13 @@ def evaluate_object_frames(pipeline, root: Path, velodyne_folder: str = "velodyn
     return counts
 
 
+def real_object_sources(kitti_root: Path) -> list[tuple[Path, str]]:
+    """The real object frames scored together as `real_object`: the full scans of object/ and the
+    camera-view scan of object_reduced/, as (root, velodyne folder) pairs."""
+    return [(kitti_root / "object" / "training", "velodyne"),
+            (kitti_root / "object_reduced" / "training", "velodyne_reduced")]
+
+
 def intensity_sweep(pipeline, sources: list[tuple[Path, str]], gains: list[float], max_frames: int = 0,
                     progress: bool = True) -> dict[float, SegCounts]:
     """Counts over the object frames of `sources` ((root, velodyne folder) pairs, summed) with
