@@ -389,3 +389,39 @@ def test_intensity_perturbations_change_only_the_intensity_column():
     assert pts[0, 3] == 0.0 and pts[-1, 3] == np.float32(0.98)  # the input is left alone
     with pytest.raises(ValueError, match="unknown intensity perturbation"):
         perturb_intensity(pts, "scale", rng)
+
+
+def test_logit_adjustment_reads_the_training_weights_and_moves_the_argmax_back():
+    """`seg eval --logit-adjust TAU`: the class weights come from the checkpoint (a PDC model from
+    its source's meta); tau 0 changes nothing, tau 1 takes back the whole log-weight head start a
+    weighted loss gives a rare class."""
+    from squeeze_perception.offline.segmentation.evaluation import logit_adjustment, training_class_weights
+
+    trained = {"config": {"class_weights": "0.29,1,4.5,6.8"}}
+    assert training_class_weights(trained).tolist() == pytest.approx([0.29, 1, 4.5, 6.8])
+    assert training_class_weights({"source_meta": trained}).tolist() == pytest.approx([0.29, 1, 4.5, 6.8])
+    assert training_class_weights({"config": {"class_weights": ""}}) is None
+    w = np.array([0.29, 1, 4.5, 6.8])
+    assert logit_adjustment(w, 0.0) == pytest.approx(np.zeros(4))
+    # A cell the network calls cyclist by less than the cyclist's log weight (1.92) over background.
+    logits = np.array([0.0, -1.0, -1.0, 1.5], np.float32)
+    assert logits.argmax() == 3
+    assert (logits + logit_adjustment(w, 1.0)).argmax() == 0
+    assert (logits + logit_adjustment(w, 0.25)).argmax() == 3  # a quarter of the head start: still cyclist
+
+
+def test_logit_adjusted_pipeline_offsets_the_scores_every_argmax_reads():
+    from squeeze_perception.offline.segmentation.evaluation import logit_adjusted_pipeline
+
+    offsets = np.array([1.0, 0.0, -2.0, -3.0], np.float32)
+    pl = logit_adjusted_pipeline(offsets, "squeezesegv2", backend="torch", crf=False)
+    logits = np.zeros((1, 4, 2, 3), np.float32)
+    out = pl.run_crf(logits, np.zeros((1, 5, 2, 3), np.float32))
+    assert out[0, :, 1, 2].tolist() == offsets.tolist()
+    scan = np.random.default_rng(0).uniform([-5, -20, -2, 0], [40, 20, 1, 1], (2000, 4)).astype(np.float32)
+    # The whole-scan path reads the same scores: on a random cloud the untuned network calls hundreds
+    # of points cyclist; 3 logits against the cyclist and 1 for background leave none.
+    plain = logit_adjusted_pipeline(np.zeros(4, np.float32), "squeezesegv2", backend="torch", crf=False).process(scan)
+    res = pl.process(scan)
+    assert (plain.labels == 3).sum() > 100
+    assert (res.labels == 3).sum() < (plain.labels == 3).sum() / 10

@@ -83,7 +83,8 @@ def _eval(args) -> int:
     from ...segmentation.data import list_grids
     from ...segmentation.pipeline import SegmentationPipeline
     from .evaluation import (SegCounts, counts_to_json, evaluate_grids, evaluate_object_frames,
-                             evaluate_semantic_kitti, json_safe, model_meta, real_object_sources)
+                             evaluate_semantic_kitti, json_safe, logit_adjusted_pipeline, logit_adjustment,
+                             model_meta, real_object_sources, training_class_weights)
     from .train import load_renderer
 
     torch.set_num_threads(max(args.threads, 1))
@@ -108,7 +109,15 @@ def _eval(args) -> int:
             key = name if crf else f"{name} w/o CRF"
             if args.perturb_intensity:  # a row of its own: never mistaken for (or merged into) the plain one
                 key += f" [object-frame intensity {args.perturb_intensity}]"
-            pl = SegmentationPipeline(name, backend=args.backend, fov="front", crf=crf, num_threads=args.threads)
+            if args.logit_adjust:
+                weights = training_class_weights(meta)
+                if weights is None:
+                    raise SystemExit(f"--logit-adjust: {name} was trained without --class-weights: nothing to undo")
+                key += f" [logit adjustment tau {args.logit_adjust:g}]"
+                pl = logit_adjusted_pipeline(logit_adjustment(weights, args.logit_adjust), name, backend=args.backend,
+                                             fov="front", crf=crf, num_threads=args.threads)
+            else:
+                pl = SegmentationPipeline(name, backend=args.backend, fov="front", crf=crf, num_threads=args.threads)
             res, grounded = {}, {}  # grounded: the lidar_2d sets after the pipeline's ground stage
             ground_on = bool(getattr(pl, "ground_removal", False))
             test_grids = synth / "lidar_2d" / "test"
@@ -689,6 +698,10 @@ def main(argv: list[str]) -> int:
                         "network (labels unchanged) to see how much the labels hang on it: shuffle (permute among "
                         "the scan's points), const:V, scale:F (clipped to [0, 1]); the lidar_2d grids are not "
                         "changed")
+    e.add_argument("--logit-adjust", type=float, default=0.0, metavar="TAU",
+                   help="subtract TAU * log(w) from the class scores before the argmax, w the class weights the "
+                        "model's loss used (from its checkpoint): how much of the weighted loss's pull towards "
+                        "rare classes to undo (0: none, 1: all); a row of its own")
     e.add_argument("--out", default="out/seg/eval.json", help="JSON results (null where a value is undefined)")
     e.add_argument("--merge", action="store_true", help="add to the results already in --out")
     e.add_argument("--instances", action="store_true",

@@ -315,6 +315,41 @@ def evaluate_grids(pipeline, files: list[Path], renderer=None, progress: bool = 
     return counts
 
 
+def training_class_weights(meta: dict) -> np.ndarray | None:
+    """The class weights a segmentation checkpoint's loss used (`seg train --class-weights`), from its
+    meta; a PDC model carries its source's meta. None: trained without weights (all 1)."""
+    from .train import parse_class_weights
+
+    for m in (meta, meta.get("source_meta") or {}):
+        text = (m.get("config") or {}).get("class_weights")
+        if text:
+            return parse_class_weights(text)
+    return None
+
+
+def logit_adjustment(class_weights: np.ndarray, tau: float) -> np.ndarray:
+    """Per-class offsets undoing a share tau of a class-weighted loss's pull towards the weighted
+    classes: a loss that weights class c by w_c trains the logits towards log w_c + log p(c | x), so
+    subtracting tau * log w_c moves the argmax back (post-hoc logit adjustment, Menon et al. 2021;
+    tau 0: unchanged, 1: fully undone)."""
+    return (-tau * np.log(np.asarray(class_weights, np.float64))).astype(np.float32)
+
+
+def logit_adjusted_pipeline(offsets: np.ndarray, *args, **kwargs):
+    """A SegmentationPipeline whose class scores get fixed per-class `offsets` after the CRF, before
+    every argmax (grids and whole scans alike). Offline only: the node does not run it (the
+    experiment that would have shipped it chose tau 0, docs/segmentation.md)."""
+    from ...segmentation.pipeline import SegmentationPipeline
+
+    class LogitAdjustedPipeline(SegmentationPipeline):
+        def run_crf(self, logits: np.ndarray, batch: np.ndarray) -> np.ndarray:
+            return super().run_crf(logits, batch) + self.logit_offsets[None, :, None, None]
+
+    pipeline = LogitAdjustedPipeline(*args, **kwargs)
+    pipeline.logit_offsets = np.asarray(offsets, np.float32)
+    return pipeline
+
+
 class _GridView:
     """Adapter giving a lidar_2d array the `.grid` attribute pipeline.network_input expects."""
 
