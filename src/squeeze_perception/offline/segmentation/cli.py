@@ -389,6 +389,11 @@ CARD_PURPOSE = {
                                 "the loss sees only the synthetic ones.",
     "squeezesegv2_bnmix_isqrt_pdc": "`squeezesegv2_bnmix_isqrt` with progressive domain calibration (Algorithm 2) of "
                                     "every batch-norm layer on unlabelled real scans.",
+    "squeezesegv2_bnmix2_isqrt": "`squeezesegv2_bnmix_isqrt` trained 62 minutes more the same way (real grids in "
+                                 "every batch's batch norm, same scans, class weights and intensity gain) with "
+                                 "another seed's batches and half its starting learning rate.",
+    "squeezesegv2_bnmix2_isqrt_pdc": "`squeezesegv2_bnmix2_isqrt` with progressive domain calibration (Algorithm 2) "
+                                     "of every batch-norm layer on unlabelled real scans.",
     "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
                         "intensity is replaced by the renderer's prediction.",
     "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
@@ -446,6 +451,15 @@ _BNMIX_TRAIN = ("squeeze-perception seg adapt grids && squeeze-perception seg tr
                 "--real-bn-mix 2 --gca-lambda 0   # resumable")
 
 
+_BNMIX2_TRAIN = ("squeeze-perception seg adapt grids && squeeze-perception seg train --arch squeezesegv2 "
+                 "--name squeezesegv2_bnmix2_isqrt --init models/squeezesegv2_bnmix_isqrt.pt "
+                 "--data data/synth_int/lidar_2d/train --out out/seg/cpu_bnmix2/squeezesegv2_bnmix2_isqrt.pt "
+                 "--work-dir out/seg/cpu_bnmix2 --steps 1800 --batch-size 8 --lr 7.5e-5 --minutes 62 --threads 2 "
+                 "--precision bf16 --channels-last --crop-width 0 --checkpoint-every 250 --log-every 25 --seed 16 "
+                 "--class-weights 0.29,1,4.5,6.8 --intensity-gain-log2 1 --real-grids out/seg/real_unlabelled_grids.npy "
+                 "--real-bn-mix 2 --gca-lambda 0   # resumable")
+
+
 def _pdc_int8_commands(source: str, name: str, calib_dir: str = "") -> list[str]:
     """A PDC model's commands: its real grids, the calibration of `source`, the int8 graph the node runs
     (int8 ranges from `calib_dir`, default the quantiser's data/synth/lidar_2d/train)."""
@@ -477,6 +491,10 @@ CARD_COMMANDS = {
                                  "cp out/seg/cpu_bnmix/squeezesegv2_bnmix_isqrt.pt models/"],
     "squeezesegv2_bnmix_isqrt_pdc": _pdc_int8_commands("squeezesegv2_bnmix_isqrt", "squeezesegv2_bnmix_isqrt_pdc",
                                                        "data/synth_int/lidar_2d/train"),
+    "squeezesegv2_bnmix2_isqrt": ["# squeezesegv2_bnmix_isqrt first (its card)", _BNMIX2_TRAIN,
+                                  "cp out/seg/cpu_bnmix2/squeezesegv2_bnmix2_isqrt.pt models/"],
+    "squeezesegv2_bnmix2_isqrt_pdc": _pdc_int8_commands("squeezesegv2_bnmix2_isqrt", "squeezesegv2_bnmix2_isqrt_pdc",
+                                                        "data/synth_int/lidar_2d/train"),
 }
 
 
