@@ -167,7 +167,7 @@ def _eval(args) -> int:
                 results[f"{key} + ground removal"] = grounded
                 print(f"{key} + ground removal: " + ", ".join(f"{k} car IoU {v['class']['IoU'][1]}"
                                                               for k, v in grounded.items()))
-    out = project_root() / args.out
+    out = project_root() / (args.out or "out/seg/eval.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.merge and out.exists():  # keep other models' results (and this model's other data sets) from earlier runs
         earlier = json.loads(out.read_text())
@@ -720,7 +720,8 @@ def main(argv: list[str]) -> int:
                    help="subtract TAU * log(w) from the class scores before the argmax, w the class weights the "
                         "model's loss used (from its checkpoint): how much of the weighted loss's pull towards "
                         "rare classes to undo (0: none, 1: all); a row of its own")
-    e.add_argument("--out", default="out/seg/eval.json", help="JSON results (null where a value is undefined)")
+    e.add_argument("--out", default="", help="JSON results (null where a value is undefined; default "
+                   "out/seg/eval.json, with --instances out/seg/instances.json)")
     e.add_argument("--merge", action="store_true", help="add to the results already in --out")
     e.add_argument("--instances", action="store_true",
                    help="only the instance precision/recall against the real KITTI 3D boxes (BEV IoU >= "

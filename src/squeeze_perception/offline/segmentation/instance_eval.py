@@ -358,7 +358,7 @@ PIPELINE_VARIANTS = (("ground removal off", False, False, False), ("ground remov
 def run_instance_eval(args) -> int:
     """`squeeze-perception seg eval --instances`: for each model of --models, the real labelled
     object frames with ground removal off, on, on + the size gate, and + box completion (the node's
-    default); table on stdout, JSON in out/seg/instances.json,
+    default); table on stdout, JSON in --out (default out/seg/instances.json),
     and docs/img/seg_real_topview.png (frame 000134, first model, off vs on)."""
     import json
 
@@ -386,7 +386,7 @@ def run_instance_eval(args) -> int:
     for fname, v in lat.items():
         print(f"ground stage {fname}: {v['fov_points']} points in view, {v['object_points']} labelled objects: "
               f"median {v['median_ms']:.2f} ms, min {v['min_ms']:.2f} ms (thread CPU time, {args.threads} thread)")
-    out = project_root() / "out" / "seg" / "instances.json"
+    out = project_root() / (getattr(args, "out", "") or "out/seg/instances.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
