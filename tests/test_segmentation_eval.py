@@ -391,15 +391,20 @@ def test_intensity_perturbations_change_only_the_intensity_column():
         perturb_intensity(pts, "scale", rng)
 
 
-def test_logit_adjustment_reads_the_training_weights_and_moves_the_argmax_back():
+def test_logit_adjustment_reads_the_training_weights_and_moves_the_argmax_back(tmp_path):
     """`seg eval --logit-adjust TAU`: the class weights come from the checkpoint (a PDC model from
-    its source's meta); tau 0 changes nothing, tau 1 takes back the whole log-weight head start a
-    weighted loss gives a rare class."""
+    the checkpoint it was calibrated from); tau 0 changes nothing, tau 1 takes back the whole
+    log-weight head start a weighted loss gives a rare class."""
+    import torch
+
     from squeeze_perception.offline.segmentation.evaluation import logit_adjustment, training_class_weights
 
     trained = {"config": {"class_weights": "0.29,1,4.5,6.8"}}
     assert training_class_weights(trained).tolist() == pytest.approx([0.29, 1, 4.5, 6.8])
-    assert training_class_weights({"source_meta": trained}).tolist() == pytest.approx([0.29, 1, 4.5, 6.8])
+    torch.save({"meta": trained}, tmp_path / "source.pt")
+    calibrated = {"calibrated_from": "source.pt", "source_meta": {"steps": "10"}}
+    assert training_class_weights(calibrated, tmp_path).tolist() == pytest.approx([0.29, 1, 4.5, 6.8])
+    assert training_class_weights(calibrated) is None  # nowhere to look the source up
     assert training_class_weights({"config": {"class_weights": ""}}) is None
     w = np.array([0.29, 1, 4.5, 6.8])
     assert logit_adjustment(w, 0.0) == pytest.approx(np.zeros(4))

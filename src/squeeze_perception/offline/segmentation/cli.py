@@ -110,7 +110,7 @@ def _eval(args) -> int:
             if args.perturb_intensity:  # a row of its own: never mistaken for (or merged into) the plain one
                 key += f" [object-frame intensity {args.perturb_intensity}]"
             if args.logit_adjust:
-                weights = training_class_weights(meta)
+                weights = training_class_weights(meta, models_dir())
                 if weights is None:
                     raise SystemExit(f"--logit-adjust: {name} was trained without --class-weights: nothing to undo")
                 key += f" [logit adjustment tau {args.logit_adjust:g}]"

@@ -315,15 +315,18 @@ def evaluate_grids(pipeline, files: list[Path], renderer=None, progress: bool = 
     return counts
 
 
-def training_class_weights(meta: dict) -> np.ndarray | None:
+def training_class_weights(meta: dict, weights_dir: Path | None = None) -> np.ndarray | None:
     """The class weights a segmentation checkpoint's loss used (`seg train --class-weights`), from its
-    meta; a PDC model carries its source's meta. None: trained without weights (all 1)."""
+    meta; a PDC model's from the checkpoint it was calibrated from (`calibrated_from`, looked up in
+    `weights_dir`). None: trained without weights (all 1)."""
     from .train import parse_class_weights
 
-    for m in (meta, meta.get("source_meta") or {}):
-        text = (m.get("config") or {}).get("class_weights")
-        if text:
-            return parse_class_weights(text)
+    text = (meta.get("config") or {}).get("class_weights")
+    if text:
+        return parse_class_weights(text)
+    source = meta.get("calibrated_from")
+    if source and weights_dir is not None and (weights_dir / source).exists():
+        return training_class_weights(model_meta(weights_dir / source), weights_dir)
     return None
 
 
