@@ -30,7 +30,7 @@ MODEL_STAGES = ("points", "network")  # diagnostics naming the backend that runs
 # RGBA per class id for markers (unknown, car, pedestrian, cyclist).
 
 PARAMS = [
-    ParamSpec("model", "squeezesegv2_bnmix_isqrt_pdc", "Segmentation model name from the registry",
+    ParamSpec("model", "squeezesegv2_bnmix2_isqrt_pdc", "Segmentation model name from the registry",
               choices=lambda: model_names("segmentation")),
     ParamSpec("backend", "auto", "Inference backend from the registry: auto (onnxruntime-int8 when the model has a "
               "usable int8 graph, else onnxruntime fp32; the choice is logged and in diagnostics) | onnxruntime | "
