@@ -22,6 +22,7 @@ from ..plausibility import check_points
 from .limits import POINT_LIMIT_PARAMS, check_point_limit_change, point_limits
 from ..registry import backend_names, model_names
 from ..vision_msgs_conv import instances_detection3d_array, load_vision_msgs
+from ..segmentation.constants import CLUSTER_EPS_M, CLUSTER_MIN_POINTS
 from ..segmentation.constants import PIPELINE_STAGES as SUB_STAGES
 from ..visualization import class_colour
 
@@ -39,8 +40,8 @@ PARAMS = [
     ParamSpec("fov", "front", "front: 90 deg 64x512 grid; full: 360 deg as four rotated 64x512 tiles",
               choices=("front", "full")),
     ParamSpec("crf", True, "Run the recurrent CRF after the CNN"),
-    ParamSpec("cluster_eps", 0.3, "DBSCAN radius in metres", min=0.01, max=5.0),
-    ParamSpec("cluster_min_points", 20, "DBSCAN minPts (the point itself counts)", min=1, max=10000),
+    ParamSpec("cluster_eps", CLUSTER_EPS_M, "DBSCAN radius in metres", min=0.01, max=5.0),
+    ParamSpec("cluster_min_points", CLUSTER_MIN_POINTS, "DBSCAN minPts (the point itself counts)", min=1, max=10000),
     ParamSpec("clustering", "fast", "sklearn: scikit-learn DBSCAN; fast: exact KD-tree + union of cores",
               choices=("sklearn", "fast")),
     ParamSpec("ground_removal", True, "Segmented LATTE ground planes fitted before DBSCAN; object-labelled "

@@ -132,8 +132,8 @@ def project_tiles(points: np.ndarray, fov: str, native: bool = True):
 
 class SegmentationPipeline:
     def __init__(self, model: str = "squeezesegv2", backend: str = "torch", weights: str = "",
-                 fov: str = "front", crf: bool = True, cluster_eps: float = 0.3,
-                 cluster_min_points: int = 20, clustering: str = "fast", ground_removal: bool = True,
+                 fov: str = "front", crf: bool = True, cluster_eps: float = K.CLUSTER_EPS_M,
+                 cluster_min_points: int = K.CLUSTER_MIN_POINTS, clustering: str = "fast", ground_removal: bool = True,
                  ground_threshold: float = 0.15, ground_max_slope: float = 15.0, size_gate: bool = True,
                  size_gate_sigmas: float = 4.0, size_gate_slack: float = 0.3, num_threads: int = 0,
                  box_completion: bool = True):

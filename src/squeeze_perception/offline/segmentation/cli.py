@@ -729,6 +729,10 @@ def main(argv: list[str]) -> int:
                         "and docs/img/seg_real_topview.png (offline/segmentation/instance_eval.py)")
     e.add_argument("--iou-threshold", type=float, default=0.5, help="--instances: BEV IoU for a match")
     e.add_argument("--no-plot", action="store_true", help="--instances: do not redraw the top-view figure")
+    e.add_argument("--cluster-eps", type=float, default=None, metavar="M",
+                   help="--instances: DBSCAN radius (default: the node's, segmentation/constants.py)")
+    e.add_argument("--cluster-min-points", type=int, default=None, metavar="N",
+                   help="--instances: DBSCAN minPts (default: the node's)")
     e.set_defaults(func=_eval)
 
     b = sub.add_parser("bench", help="per-stage latency, compute-bound ratio, DBSCAN sklearn vs fast")
