@@ -34,7 +34,7 @@ import numpy as np
 
 from ...interfaces import CLASS_NAMES
 from ...kitti.pointwise import IGNORED_TYPES, OBJECT_TYPE_TO_CLASS
-from .evaluation import OBJECT_CLASSES
+from .evaluation import OBJECT_CLASSES, real_object_sources
 
 NEIGHBOUR_CLASS = {"Van": 1, "Person_sitting": 2}  # ignored boxes of these classes
 
@@ -234,11 +234,10 @@ def real_object_frames(root: Path) -> list[ObjectFrame]:
     """The labelled real object frames of ../shared/data/kitti_real: object/training (full
     scans, 000000-000002) and object_reduced/training (camera-frustum scan, 000134)."""
     out = []
-    for sub, velo in (("object", "velodyne"), ("object_reduced", "velodyne_reduced")):
-        base = root / sub / "training"
+    for base, velo in real_object_sources(root):  # the same frames seg eval scores as real_object
         for f in sorted((base / velo).glob("*.bin")):
             fid = f.stem
-            out.append(ObjectFrame(f"{sub}/{fid}", f, base / "label_2" / f"{fid}.txt",
+            out.append(ObjectFrame(f"{base.parent.name}/{fid}", f, base / "label_2" / f"{fid}.txt",
                                    base / "calib" / f"{fid}.txt", base / "image_2" / f"{fid}.png"))
     return out
 
