@@ -48,6 +48,25 @@ def test_training_smoke_run_saves_loadable_weights_and_resumes(tmp_path, monkeyp
 
 
 
+
+def test_training_data_may_join_several_folders_in_the_order_given(tmp_path, monkeypatch):
+    from squeeze_perception.offline.segmentation.train import training_files
+    from squeeze_perception.segmentation.data import SegDataError
+
+    monkeypatch.setenv("SQUEEZE_PERCEPTION_MODELS", str(tmp_path / "models"))
+    first, second = _write_grids(tmp_path / "a", n=2), _write_grids(tmp_path / "b", n=1)
+    files = training_files(f"{first}, {second}")
+    assert files == [first / "000000.npy", first / "000001.npy", second / "000000.npy"]
+    assert training_files(f"{second},{first}")[0] == second / "000000.npy"
+    with pytest.raises(SegDataError, match="no lidar_2d"):
+        training_files(f"{first},{tmp_path / 'empty'}")
+    with pytest.raises(SegDataError, match="no training data"):
+        training_files(" , ")
+    cfg = SegTrainConfig(out=str(tmp_path / "models" / "joined.pt"), arch="squeezesegv2", data=f"{first},{second}",
+                         steps=1, batch_size=1, work_dir=str(tmp_path / "work"), log_every=1, crf=False)
+    state = torch.load(train(cfg, progress=False), weights_only=False)
+    assert state["meta"]["train_files"] == 3
+
 def test_training_logits_in_channels_last_equal_fp32_and_bf16_stays_close_with_crf_in_fp32():
     from squeeze_perception.offline.segmentation.train import segment_logits
 

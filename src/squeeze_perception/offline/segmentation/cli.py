@@ -394,6 +394,12 @@ CARD_PURPOSE = {
                                  "another seed's batches and half its starting learning rate.",
     "squeezesegv2_bnmix2_isqrt_pdc": "`squeezesegv2_bnmix2_isqrt` with progressive domain calibration (Algorithm 2) "
                                      "of every batch-norm layer on unlabelled real scans.",
+    "squeezesegv2_mix_isqrt": "`squeezesegv2_bnmix2_isqrt` trained 62 minutes more the same way (real grids in "
+                              "every batch's batch norm, class weights, intensity gain) on 12,000 scans: the 6,000 "
+                              "it had seen and 6,000 new ones of the current generator (another seed; pedestrians "
+                              "on the sidewalk), other batches, two thirds of its starting learning rate.",
+    "squeezesegv2_mix_isqrt_pdc": "`squeezesegv2_mix_isqrt` with progressive domain calibration (Algorithm 2) "
+                                  "of every batch-norm layer on unlabelled real scans.",
     "squeezesegv2_lir": "SqueezeSegV2 + learned intensity rendering (thesis 6.4): trained on synthetic scans whose "
                         "intensity is replaced by the renderer's prediction.",
     "squeezesegv2_gca": "SqueezeSegV2 + LIR + geodesic correlation alignment (lambda 10) of output-logit "
@@ -460,6 +466,18 @@ _BNMIX2_TRAIN = ("squeeze-perception seg adapt grids && squeeze-perception seg t
                  "--real-bn-mix 2 --gca-lambda 0   # resumable")
 
 
+_MIX_DATA = ("squeeze-perception synth --out data/synth_int2 --sequences 0 --object-train 6000 --object-test 0 "
+             "--lidar-2d-only --workers 2 --seed 22")
+_MIX_TRAIN = ("squeeze-perception seg adapt grids && squeeze-perception seg train --arch squeezesegv2 "
+              "--name squeezesegv2_mix_isqrt --init models/squeezesegv2_bnmix2_isqrt.pt "
+              "--data data/synth_int/lidar_2d/train,data/synth_int2/lidar_2d/train "
+              "--out out/seg/cpu_mix/squeezesegv2_mix_isqrt.pt --work-dir out/seg/cpu_mix --steps 1800 --batch-size 8 "
+              "--lr 5e-5 --minutes 62 --threads 2 --precision bf16 --channels-last --crop-width 0 "
+              "--checkpoint-every 250 --log-every 25 --seed 18 --class-weights 0.29,1,4.5,6.8 "
+              "--intensity-gain-log2 1 --real-grids out/seg/real_unlabelled_grids.npy --real-bn-mix 2 "
+              "--gca-lambda 0   # resumable")
+
+
 def _pdc_int8_commands(source: str, name: str, calib_dir: str = "") -> list[str]:
     """A PDC model's commands: its real grids, the calibration of `source`, the int8 graph the node runs
     (int8 ranges from `calib_dir`, default the quantiser's data/synth/lidar_2d/train)."""
@@ -495,6 +513,10 @@ CARD_COMMANDS = {
                                   "cp out/seg/cpu_bnmix2/squeezesegv2_bnmix2_isqrt.pt models/"],
     "squeezesegv2_bnmix2_isqrt_pdc": _pdc_int8_commands("squeezesegv2_bnmix2_isqrt", "squeezesegv2_bnmix2_isqrt_pdc",
                                                         "data/synth_int/lidar_2d/train"),
+    "squeezesegv2_mix_isqrt": [_INTENSITY_DATA, _MIX_DATA, "# squeezesegv2_bnmix2_isqrt first (its card)", _MIX_TRAIN,
+                               "cp out/seg/cpu_mix/squeezesegv2_mix_isqrt.pt models/"],
+    "squeezesegv2_mix_isqrt_pdc": _pdc_int8_commands("squeezesegv2_mix_isqrt", "squeezesegv2_mix_isqrt_pdc",
+                                                     "data/synth_int/lidar_2d/train"),
 }
 
 
@@ -635,7 +657,9 @@ def main(argv: list[str]) -> int:
                "--loader-workers": "make the batches in N DataLoader processes (keeps a GPU fed; the file list is "
                                    "fixed at start); 0: in the training loop, which also picks up grids a running "
                                    "generator adds",
-               "--crop-width": "random width crops (multiple of 16); 0 = full 512"})
+               "--crop-width": "random width crops (multiple of 16); 0 = full 512",
+               "--data": "folder of labelled lidar_2d .npy grids, or several separated by commas (trained on "
+                         "together, in the order given)"})
     t.set_defaults(data=f"{DEFAULT_SYNTH}/lidar_2d/train")
     t.add_argument("--name", default="", help="output weights models/<name>.pt (or give --out)")
     t.add_argument("--loss", default="", choices=("", "ce", "focal"))

@@ -31,7 +31,7 @@ import torch
 
 from ...paths import models_dir, project_root
 from ...segmentation import constants as K
-from ...segmentation.data import GridDataset, list_grids, to_input
+from ...segmentation.data import GridDataset, SegDataError, list_grids, to_input
 from ...segmentation.models import SqueezeSegNet, build_intensity_renderer, build_squeezeseg, build_squeezesegv2
 from ..training import (Progress, StepsDone, TimeBudget, TrainConfig, load_checkpoint, restore_rng, run_steps,
                         save_checkpoint, seed_everything, to_cpu)
@@ -285,6 +285,16 @@ def _resolve(p: str) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
+def training_files(data: str) -> list[Path]:
+    """The grids of `data`: one folder, or several separated by commas (two generator runs trained
+    on together), concatenated in the order given, each folder's files sorted. No folder of links
+    needed, and the order (which the seeded batch sampler indexes) is the same on every machine."""
+    folders = [part.strip() for part in data.split(",") if part.strip()]
+    if not folders:
+        raise SegDataError("no training data folder given")
+    return [f for folder in folders for f in list_grids(_resolve(folder))]
+
+
 def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
     cfg.check()
     torch.set_num_threads(max(cfg.threads, 1))
@@ -314,7 +324,7 @@ def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
         step = int(state["step"])
         if stages:
             stage_idx, stage_step, history = int(state["stage"]), int(state["stage_step"]), list(state["history"])
-    files = list_grids(_resolve(cfg.data))
+    files = training_files(cfg.data)
     in_channels = model_in_channels(model)
     data = GridDataset(files, in_channels, augment=True, seed=cfg.seed + step,
                        max_files=cfg.max_files or None, crop_width=cfg.crop_width,
@@ -374,7 +384,7 @@ def train(cfg: SegTrainConfig, progress: bool = True) -> Path:
                 x, y = next(batches)
             else:
                 if step % 50 == 0 and not cfg.max_files:  # pick up frames a running generator adds
-                    data.refresh(list_grids(_resolve(cfg.data)))
+                    data.refresh(training_files(cfg.data))
                 idx = rng.integers(0, len(data), cfg.batch_size)
                 x_np, y_np = data.batch(idx)
                 x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
