@@ -245,10 +245,12 @@ SQUEEZESEGV2_BNMIX2_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_bnmix2_isqrt + progressive domain calibration on unlabelled real scans")
 SQUEEZESEGV2_MIX_ISQRT = _squeezesegv2_weights(
     "squeezesegv2_mix_isqrt",
-    "squeezesegv2_bnmix2_isqrt trained 62 min more the same way on 12,000 scans (6,000 new from the current generator)")
+    "squeezesegv2_bnmix2_isqrt trained 62 min more the same way on 12,000 scans (6,000 new from the current generator; "
+    "weights not shipped: docs/segmentation.md makes them)")
 SQUEEZESEGV2_MIX_ISQRT_PDC = _squeezesegv2_weights(
     "squeezesegv2_mix_isqrt_pdc",
-    "squeezesegv2_mix_isqrt + progressive domain calibration on unlabelled real scans")
+    "squeezesegv2_mix_isqrt + progressive domain calibration on unlabelled real scans (not shipped: its rule chose the "
+    "default)")
 SQUEEZESEGV2_LIR = _squeezesegv2_weights(
     "squeezesegv2_lir", "SqueezeSegV2 trained on synthetic scans with learned-rendered intensity (+LIR)")
 SQUEEZESEGV2_GCA = _squeezesegv2_weights(
