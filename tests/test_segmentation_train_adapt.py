@@ -47,8 +47,6 @@ def test_training_smoke_run_saves_loadable_weights_and_resumes(tmp_path, monkeyp
     assert len(log) == 3
 
 
-
-
 def test_training_data_may_join_several_folders_in_the_order_given(tmp_path, monkeypatch):
     from squeeze_perception.offline.segmentation.train import training_files
     from squeeze_perception.segmentation.data import SegDataError
@@ -66,6 +64,7 @@ def test_training_data_may_join_several_folders_in_the_order_given(tmp_path, mon
                          steps=1, batch_size=1, work_dir=str(tmp_path / "work"), log_every=1, crf=False)
     state = torch.load(train(cfg, progress=False), weights_only=False)
     assert state["meta"]["train_files"] == 3
+
 
 def test_training_logits_in_channels_last_equal_fp32_and_bf16_stays_close_with_crf_in_fp32():
     from squeeze_perception.offline.segmentation.train import segment_logits
