@@ -107,16 +107,19 @@ def test_onnxruntime_backend_matches_torch_and_follows_retrained_weights(tmp_pat
     # Size gate off: untrained networks label whole blobs, which the gate would hand back to background
     # for both checkpoints alike; the comparison is of the networks' labels.
     weights = tmp_path / "squeezeseg.pt"
+
+    def labelled(backend):
+        return SegmentationPipeline("squeezeseg", backend=backend, weights=str(weights), num_threads=1,
+                                    size_gate=False).process(pts)
+
     torch.manual_seed(1)
     save_weights(build_squeezeseg().eval(), "squeezeseg", {}, weights)
-    ref = SegmentationPipeline("squeezeseg", weights=str(weights), num_threads=1, size_gate=False).process(pts)
-    onnx = SegmentationPipeline("squeezeseg", backend="onnxruntime", weights=str(weights), num_threads=1, size_gate=False).process(pts)
+    ref, onnx = labelled("torch"), labelled("onnxruntime")
     assert (ref.labels == onnx.labels).mean() > 0.999
     torch.manual_seed(2)  # retrain: a newer checkpoint must not run the old exported graph
     save_weights(build_squeezeseg().eval(), "squeezeseg", {}, weights)
     os.utime(weights, (time_now := os.path.getmtime(weights) + 10, time_now))
-    ref2 = SegmentationPipeline("squeezeseg", weights=str(weights), num_threads=1, size_gate=False).process(pts)
-    onnx2 = SegmentationPipeline("squeezeseg", backend="onnxruntime", weights=str(weights), num_threads=1, size_gate=False).process(pts)
+    ref2, onnx2 = labelled("torch"), labelled("onnxruntime")
     assert (ref.labels != ref2.labels).mean() > 0.05  # the two checkpoints really differ
     assert (ref2.labels == onnx2.labels).mean() > 0.999
 

@@ -22,8 +22,7 @@ from ..plausibility import check_points
 from .limits import POINT_LIMIT_PARAMS, check_point_limit_change, point_limits
 from ..registry import backend_names, model_names
 from ..vision_msgs_conv import instances_detection3d_array, load_vision_msgs
-from ..segmentation.constants import CLUSTER_EPS_M, CLUSTER_MIN_POINTS
-from ..segmentation.constants import PIPELINE_STAGES as SUB_STAGES
+from ..segmentation.constants import CLUSTER_EPS_M, CLUSTER_MIN_POINTS, PIPELINE_STAGES as SUB_STAGES
 from ..visualization import class_colour
 
 MODEL_KEYS = MODEL_RELOAD_KEYS  # a change reloads the pipeline

@@ -369,12 +369,12 @@ def run_instance_eval(args) -> int:
     torch.set_num_threads(max(args.threads, 1))
     root = Path(args.kitti_root) if args.kitti_root else kitti_real_dir()
     results, rows = {}, []
+    dbscan = {k: v for k, v in (("cluster_eps", getattr(args, "cluster_eps", None)),
+                                 ("cluster_min_points", getattr(args, "cluster_min_points", None)))
+              if v is not None}  # unset: the node's defaults
     for name in args.models.split(","):
         for key_stage, ground, gate, completion in PIPELINE_VARIANTS:
             key = f"{name}, {key_stage}"
-            dbscan = {k: v for k, v in (("cluster_eps", getattr(args, "cluster_eps", None)),
-                                         ("cluster_min_points", getattr(args, "cluster_min_points", None)))
-                      if v is not None}  # unset: the node's defaults
             pl = SegmentationPipeline(name, backend=args.backend, fov="front", ground_removal=ground,
                                       size_gate=gate, box_completion=completion, num_threads=args.threads, **dbscan)
             results[key] = evaluate_real_instances(pl, root, args.iou_threshold)
